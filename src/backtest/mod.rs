@@ -1,0 +1,4 @@
+//! Backtests: the engine over historical bars with a simulated clock and broker.
+pub mod analytics;
+pub mod output;
+pub mod runner;

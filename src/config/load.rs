@@ -1,0 +1,923 @@
+//! Reading a config directory (or single files) into a [`ConfigSet`]: discovery, parsing with
+//! positions, JSON Schema, typed resources, then the semantic checks.
+//!
+//! Discovery rules: `ztraded.toml` at the root; `pipelines/`, `scanners/` and `risk/` hold one
+//! resource per `.yaml`/`.yml` file, also in sub-directories; a resource's name is its file
+//! stem. Hidden files and directories (a leading `.`, which also skips a Kubernetes ConfigMap's
+//! `..data` and `..<timestamp>` directories while following the links that point into them),
+//! editor swap and backup files and files with other extensions are ignored. Symbolic links
+//! are followed; a dangling link or a loop is reported. Files over [`MAX_FILE_BYTES`] are
+//! refused without being read whole.
+
+use super::finding::{self, Finding, Reporter, Severity};
+use super::pipeline::Pipeline;
+use super::risk::RiskPolicy;
+use super::scanner::Scanner;
+use super::settings::Settings;
+use super::yaml::{self, Document, Pos};
+use super::{ResourceKind, schema, semantic, toml_doc};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Largest config file read, in bytes (1 MiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The settings file name at the root of a config directory.
+pub const SETTINGS_FILE: &str = "ztraded.toml";
+
+/// One loaded resource file.
+#[derive(Clone, Debug)]
+pub struct Resource<T> {
+    /// Resource name (the file stem).
+    pub name: String,
+    /// The file as displayed in findings.
+    pub file: String,
+    /// The file on disk.
+    pub path: PathBuf,
+    /// The parsed document, with positions.
+    pub doc: Document,
+    /// The typed resource; `None` when the document does not deserialize.
+    pub spec: Option<T>,
+    /// SHA-256 of the file's bytes, hex.
+    pub hash: String,
+    /// JSON pointers of values the schema rejected (semantic checks skip them).
+    pub schema_errors: Vec<String>,
+}
+
+/// A config directory as loaded: settings, resources, findings and revision.
+#[derive(Clone, Debug)]
+pub struct ConfigSet {
+    /// The directory (as given).
+    pub root: PathBuf,
+    /// Effective settings: defaults, then `ztraded.toml`, then `ZTRADED_*` variables.
+    pub settings: Settings,
+    /// The settings file, when there is one.
+    pub settings_file: Option<Resource<()>>,
+    /// Whether the settings loaded without errors (reference checks against brokers and
+    /// LLM providers are skipped when they did not).
+    pub settings_ok: bool,
+    /// Pipelines by name.
+    pub pipelines: BTreeMap<String, Resource<Pipeline>>,
+    /// Scanners by name.
+    pub scanners: BTreeMap<String, Resource<Scanner>>,
+    /// Risk policies by name.
+    pub risk: BTreeMap<String, Resource<RiskPolicy>>,
+    /// Every finding, sorted by file, line and column.
+    pub findings: Vec<Finding>,
+    /// Files read (the settings file included).
+    pub files: usize,
+    /// Whether the set is a whole config directory (references between resources and
+    /// unused resources are only checked then).
+    pub complete: bool,
+    /// SHA-256 over every file's kind, name and content hash: the revision of the desired
+    /// state.
+    pub revision: String,
+}
+
+impl ConfigSet {
+    /// Number of errors.
+    pub fn errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
+    }
+
+    /// Number of warnings.
+    pub fn warnings(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count()
+    }
+
+    /// Whether the set is valid (no errors; with `strict`, no warnings either).
+    pub fn is_valid(&self, strict: bool) -> bool {
+        self.errors() == 0 && (!strict || self.warnings() == 0)
+    }
+
+    /// The short revision id used in logs and metrics (first 12 hex digits).
+    pub fn short_revision(&self) -> &str {
+        &self.revision[..12.min(self.revision.len())]
+    }
+}
+
+/// Where to find environment overrides (`ZTRADED_*`); the process environment by default.
+pub type EnvVars = Vec<(String, String)>;
+
+/// How much checking a set of parsed files gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Context {
+    /// A whole config directory: every check.
+    Full,
+    /// Files on their own: every check but references to other files.
+    Alone,
+    /// No semantic checks.
+    None,
+}
+
+/// A file found by discovery.
+#[derive(Clone, Debug)]
+struct Entry {
+    kind: ResourceKind,
+    display: String,
+    path: PathBuf,
+}
+
+fn display_join(root: &Path, rel: &str) -> String {
+    let root = root.to_string_lossy();
+    let root = root.trim_end_matches('/');
+    if root.is_empty() || root == "." {
+        rel.to_string()
+    } else {
+        format!("{root}/{rel}")
+    }
+}
+
+fn file_finding(file: &str, code: &'static str, message: String) -> Finding {
+    Finding {
+        file: file.to_string(),
+        line: 1,
+        column: 1,
+        severity: Severity::Error,
+        code,
+        path: String::new(),
+        message,
+    }
+}
+
+/// Whether discovery ignores a directory entry of this name.
+pub fn is_ignored_name(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swo")
+        || name.ends_with(".swx")
+        || name.ends_with(".tmp")
+        || name.ends_with(".bak")
+        || (name.starts_with('#') && name.ends_with('#'))
+}
+
+fn is_yaml(name: &str) -> bool {
+    name.ends_with(".yaml") || name.ends_with(".yml")
+}
+
+fn walk(
+    kind: ResourceKind,
+    dir: &Path,
+    rel: &str,
+    root: &Path,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut Vec<Entry>,
+    findings: &mut Vec<Finding>,
+) {
+    let display = display_join(root, rel);
+    let canonical = match dir.canonicalize() {
+        Ok(c) => c,
+        Err(e) => {
+            findings.push(file_finding(
+                &display,
+                "io",
+                format!("cannot read directory: {e}"),
+            ));
+            return;
+        }
+    };
+    if !seen.insert(canonical) {
+        findings.push(file_finding(
+            &display,
+            "symlink-loop",
+            "this directory is a link back into a directory already being read".into(),
+        ));
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            findings.push(file_finding(
+                &display,
+                "io",
+                format!("cannot read directory: {e}"),
+            ));
+            return;
+        }
+    };
+    let mut names: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| !is_ignored_name(n))
+        .collect();
+    names.sort();
+    for (name, path) in names {
+        let child_rel = format!("{rel}/{name}");
+        let child_display = display_join(root, &child_rel);
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                let is_link =
+                    std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+                if is_link && e.kind() == std::io::ErrorKind::NotFound {
+                    if is_yaml(&name) || !name.contains('.') {
+                        findings.push(file_finding(
+                            &child_display,
+                            "broken-symlink",
+                            "symbolic link to a file that does not exist".into(),
+                        ));
+                    }
+                } else if is_link && e.raw_os_error() == Some(40) {
+                    findings.push(file_finding(
+                        &child_display,
+                        "symlink-loop",
+                        "symbolic link loop".into(),
+                    ));
+                } else {
+                    findings.push(file_finding(
+                        &child_display,
+                        "io",
+                        format!("cannot read: {e}"),
+                    ));
+                }
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            walk(kind, &path, &child_rel, root, seen, out, findings);
+        } else if is_yaml(&name) {
+            out.push(Entry {
+                kind,
+                display: child_display,
+                path,
+            });
+        }
+    }
+}
+
+/// Reads a file of at most [`MAX_FILE_BYTES`] as UTF-8.
+pub fn read_text(path: &Path) -> Result<String, (&'static str, Pos, String)> {
+    let file =
+        std::fs::File::open(path).map_err(|e| ("io", Pos::START, format!("cannot read: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ("io", Pos::START, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err((
+            "file-too-large",
+            Pos::START,
+            format!(
+                "the file is larger than {} KiB; config files are small, so this is refused",
+                MAX_FILE_BYTES / 1024
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let bad = e.utf8_error().valid_up_to();
+        let valid = String::from_utf8_lossy(&e.as_bytes()[..bad]).into_owned();
+        let line = valid.matches('\n').count() as u32 + 1;
+        let col = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
+        (
+            "invalid-utf8",
+            Pos { line, col },
+            format!("invalid UTF-8 at byte offset {bad}; config files must be UTF-8"),
+        )
+    })
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+enum Spec {
+    Pipeline(Box<Pipeline>),
+    Scanner(Scanner),
+    Risk(RiskPolicy),
+}
+
+struct Parsed {
+    entry: Entry,
+    doc: Option<Document>,
+    hash: String,
+    spec: Option<Spec>,
+    schema_errors: Vec<String>,
+    findings: Vec<Finding>,
+}
+
+/// Deserializes the typed resource; when that fails because of values the schema rejected,
+/// retries without them so that the semantic checks still run on the rest.
+fn typed<T: DeserializeOwned>(doc: &Document, bad: &[String], r: &mut Reporter<'_>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(&doc.value) {
+        Ok(t) => return Some(t),
+        Err(e) if bad.is_empty() => {
+            let path = e.path().to_string();
+            let pointer = if path == "." {
+                String::new()
+            } else {
+                path.split('.')
+                    .map(|seg| format!("/{}", seg.trim_start_matches('[').trim_end_matches(']')))
+                    .collect()
+            };
+            r.error("invalid-value", &pointer, e.into_inner().to_string());
+            return None;
+        }
+        Err(_) => {}
+    }
+    let mut value = doc.value.clone();
+    // Deepest and last first, so that removing a list item does not shift the others.
+    let mut bad: Vec<&String> = bad.iter().collect();
+    bad.sort_by(|a, b| b.cmp(a));
+    for pointer in bad {
+        let Some((parent, key)) = pointer.rsplit_once('/') else {
+            continue;
+        };
+        let key = key.replace("~1", "/").replace("~0", "~");
+        match value.pointer_mut(parent) {
+            Some(serde_json::Value::Object(map)) => {
+                map.remove(&key);
+            }
+            // Only lists of scalars lose an item: removing an item of a list of mappings
+            // (nodes) would shift the positions of the ones after it.
+            Some(serde_json::Value::Array(items))
+                if items.iter().all(|v| !v.is_object() && !v.is_array()) =>
+            {
+                if let Ok(i) = key.parse::<usize>()
+                    && i < items.len()
+                {
+                    items.remove(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    serde_json::from_value(value).ok()
+}
+
+fn parse_entry(entry: Entry) -> Parsed {
+    let mut findings = Vec::new();
+    let text = match read_text(&entry.path) {
+        Ok(t) => t,
+        Err((code, pos, message)) => {
+            findings.push(Finding {
+                file: entry.display.clone(),
+                line: pos.line,
+                column: pos.col,
+                severity: Severity::Error,
+                code,
+                path: String::new(),
+                message,
+            });
+            return Parsed {
+                entry,
+                doc: None,
+                hash: String::new(),
+                spec: None,
+                schema_errors: vec![],
+                findings,
+            };
+        }
+    };
+    let hash = sha256_hex(&text);
+    let (doc, errors) = yaml::parse(&text);
+    let value_errors: Vec<String> = errors.iter().filter_map(|e| e.pointer.clone()).collect();
+    for e in errors {
+        findings.push(Finding {
+            file: entry.display.clone(),
+            line: e.pos.line,
+            column: e.pos.col,
+            severity: Severity::Error,
+            code: e.code,
+            path: String::new(),
+            message: e.message,
+        });
+    }
+    let Some(doc) = doc else {
+        return Parsed {
+            entry,
+            doc: None,
+            hash,
+            spec: None,
+            schema_errors: vec![],
+            findings,
+        };
+    };
+    let mut schema_findings = Vec::new();
+    let mut r = Reporter {
+        file: &entry.display,
+        doc: &doc,
+        out: &mut schema_findings,
+    };
+    let mut bad = schema::check(entry.kind, &mut r);
+    // A value the YAML layer already rejected (an infinite number, a bad tag) became null;
+    // the schema's complaint about that null would say the same thing again.
+    schema_findings.retain(|f| !value_errors.contains(&f.path));
+    bad.retain(|p| !value_errors.contains(p));
+    bad.extend(value_errors);
+    findings.extend(schema_findings);
+    let mut r = Reporter {
+        file: &entry.display,
+        doc: &doc,
+        out: &mut findings,
+    };
+    let spec = match entry.kind {
+        ResourceKind::Pipeline => {
+            typed::<Pipeline>(&doc, &bad, &mut r).map(|p| Spec::Pipeline(Box::new(p)))
+        }
+        ResourceKind::Scanner => typed::<Scanner>(&doc, &bad, &mut r).map(Spec::Scanner),
+        ResourceKind::Risk => typed::<RiskPolicy>(&doc, &bad, &mut r).map(Spec::Risk),
+        ResourceKind::Settings => None,
+    };
+    Parsed {
+        entry,
+        doc: Some(doc),
+        hash,
+        spec,
+        schema_errors: bad,
+        findings,
+    }
+}
+
+/// Parses entries on every core.
+fn parse_all(entries: Vec<Entry>) -> Vec<Parsed> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads <= 1 || entries.len() < 16 {
+        return entries.into_iter().map(parse_entry).collect();
+    }
+    let chunk = entries.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<Entry>> = Vec::new();
+    let mut rest = entries;
+    while !rest.is_empty() {
+        let tail = rest.split_off(chunk.min(rest.len()));
+        chunks.push(rest);
+        rest = tail;
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| s.spawn(move || c.into_iter().map(parse_entry).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Loads the settings: defaults, then the file (when present), then `env`.
+fn load_settings(
+    path: &Path,
+    display: String,
+    env: &EnvVars,
+    findings: &mut Vec<Finding>,
+) -> (Settings, Option<Resource<()>>, bool, usize) {
+    let path = path.to_path_buf();
+    let exists = std::fs::metadata(&path).is_ok() || std::fs::symlink_metadata(&path).is_ok();
+    let mut file_value = serde_json::Value::Object(Default::default());
+    let mut resource = None;
+    let mut ok = true;
+    if exists {
+        match read_text(&path) {
+            Err((code, pos, message)) => {
+                findings.push(Finding {
+                    file: display.clone(),
+                    line: pos.line,
+                    column: pos.col,
+                    severity: Severity::Error,
+                    code,
+                    path: String::new(),
+                    message,
+                });
+                ok = false;
+            }
+            Ok(text) => match toml_doc::parse(&text) {
+                Err(errors) => {
+                    for e in errors {
+                        findings.push(Finding {
+                            file: display.clone(),
+                            line: e.pos.line,
+                            column: e.pos.col,
+                            severity: Severity::Error,
+                            code: "toml-syntax",
+                            path: String::new(),
+                            message: e.message,
+                        });
+                    }
+                    ok = false;
+                }
+                Ok(doc) => {
+                    let before = findings.len();
+                    let secrets = semantic::literal_secrets(&display, &doc, findings);
+                    let mut schema_findings = Vec::new();
+                    let mut r = Reporter {
+                        file: &display,
+                        doc: &doc,
+                        out: &mut schema_findings,
+                    };
+                    let bad = schema::check(ResourceKind::Settings, &mut r);
+                    // A literal secret is reported once, as such.
+                    schema_findings.retain(|f| !secrets.contains(&f.path));
+                    findings.extend(schema_findings);
+                    if findings.len() > before {
+                        ok = false;
+                    }
+                    file_value = doc.value.clone();
+                    for pointer in &bad {
+                        if let Some((parent, key)) = pointer.rsplit_once('/')
+                            && let Some(serde_json::Value::Object(map)) =
+                                file_value.pointer_mut(parent)
+                        {
+                            map.remove(key);
+                        }
+                    }
+                    resource = Some(Resource {
+                        name: "ztraded".into(),
+                        file: display.clone(),
+                        path: path.clone(),
+                        hash: sha256_hex(&text),
+                        doc,
+                        spec: Some(()),
+                        schema_errors: bad,
+                    });
+                }
+            },
+        }
+    }
+    let settings = match semantic::merge_settings(&file_value, env) {
+        Ok(s) => s,
+        Err(problems) => {
+            ok = false;
+            for (source, message) in problems {
+                let (file, pos, pointer) = match (&source, &resource) {
+                    (semantic::SettingSource::File(pointer), Some(res)) => {
+                        (display.clone(), res.doc.locate(pointer), pointer.clone())
+                    }
+                    (semantic::SettingSource::File(pointer), None) => {
+                        (display.clone(), Pos::START, pointer.clone())
+                    }
+                    (semantic::SettingSource::Env(var), _) => {
+                        (format!("env:{var}"), Pos::START, String::new())
+                    }
+                };
+                findings.push(Finding {
+                    file,
+                    line: pos.line,
+                    column: pos.col,
+                    severity: Severity::Error,
+                    code: "invalid-setting",
+                    path: pointer,
+                    message,
+                });
+            }
+            Settings::default()
+        }
+    };
+    let files = usize::from(exists);
+    (settings, resource, ok, files)
+}
+
+/// The `ZTRADED_*` variables of the process environment.
+pub fn process_env() -> EnvVars {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("ZTRADED_"))
+        .collect()
+}
+
+/// Loads and validates a config directory with the process environment.
+pub fn load_dir(root: &Path) -> ConfigSet {
+    load_dir_with_env(root, &process_env())
+}
+
+/// Loads and validates a config directory with the given `ZTRADED_*` variables.
+pub fn load_dir_with_env(root: &Path, env: &EnvVars) -> ConfigSet {
+    let mut findings = Vec::new();
+    let (settings, settings_file, settings_ok, settings_files) = load_settings(
+        &root.join(SETTINGS_FILE),
+        display_join(root, SETTINGS_FILE),
+        env,
+        &mut findings,
+    );
+    let mut entries = Vec::new();
+    let mut seen = HashSet::new();
+    // A link from a kind directory back to the root is a loop too.
+    if let Ok(canonical) = root.canonicalize() {
+        seen.insert(canonical);
+    }
+    for kind in [
+        ResourceKind::Pipeline,
+        ResourceKind::Scanner,
+        ResourceKind::Risk,
+    ] {
+        let Some(dir) = kind.dir() else { continue };
+        let path = root.join(dir);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        walk(
+            kind,
+            &path,
+            dir,
+            root,
+            &mut seen,
+            &mut entries,
+            &mut findings,
+        );
+    }
+    let parsed = parse_all(entries);
+    assemble(
+        root.to_path_buf(),
+        settings,
+        settings_file,
+        settings_ok,
+        settings_files,
+        parsed,
+        findings,
+        Context::Full,
+    )
+}
+
+/// Loads and validates single files. The kind comes from `kind`, or else from the parent
+/// directory's name (`pipelines`, `scanners`, `risk`) or the file name `ztraded.toml`.
+/// A file inside a config directory is checked in its context (references, unused
+/// resources); only its own findings are kept. A file outside one is checked alone
+/// (references are then not checked).
+///
+/// # Errors
+/// A message when the kind of a file cannot be told.
+pub fn load_files(paths: &[PathBuf], kind: Option<ResourceKind>) -> Result<ConfigSet, String> {
+    let env = process_env();
+    let mut findings = Vec::new();
+    let mut contexts: BTreeMap<PathBuf, ConfigSet> = BTreeMap::new();
+    for path in paths {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let parent_name = parent
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let k = match kind {
+            Some(k) => k,
+            None if file_name == SETTINGS_FILE => ResourceKind::Settings,
+            None => ResourceKind::from_dir(&parent_name).ok_or_else(|| {
+                format!("{}: cannot tell the kind of this file from its directory; pass --kind pipeline|scanner|risk|settings", path.display())
+            })?,
+        };
+        let root = match k {
+            ResourceKind::Settings if file_name == SETTINGS_FILE => Some(parent),
+            ResourceKind::Settings => None,
+            _ if ResourceKind::from_dir(&parent_name) == Some(k) => parent.parent(),
+            _ => None,
+        }
+        .map(|r| {
+            if r.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                r.to_path_buf()
+            }
+        });
+        let display = path.to_string_lossy().trim_start_matches("./").to_string();
+        let in_context = root.as_ref().and_then(|root| {
+            let set = contexts
+                .entry(root.clone())
+                .or_insert_with(|| load_dir_with_env(root, &env));
+            let known = set.pipelines.values().any(|r| r.file == display)
+                || set.scanners.values().any(|r| r.file == display)
+                || set.risk.values().any(|r| r.file == display)
+                || set
+                    .settings_file
+                    .as_ref()
+                    .is_some_and(|r| r.file == display)
+                || set.findings.iter().any(|f| f.file == display);
+            known.then(|| {
+                set.findings
+                    .iter()
+                    .filter(|f| f.file == display)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+        });
+        match in_context {
+            Some(found) => findings.extend(found),
+            None => findings.extend(parse_alone(k, path, &display).findings),
+        }
+    }
+    finding::sort(&mut findings);
+    let mut set = contexts.into_values().next().unwrap_or_else(|| {
+        assemble(
+            PathBuf::from("."),
+            Settings::default(),
+            None,
+            true,
+            0,
+            Vec::new(),
+            Vec::new(),
+            Context::None,
+        )
+    });
+    set.files = paths.len();
+    set.findings = findings;
+    Ok(set)
+}
+
+/// Checks one file on its own: every check but references to other resources.
+fn parse_alone(kind: ResourceKind, path: &Path, display: &str) -> Parsed {
+    let entry = Entry {
+        kind,
+        display: display.to_string(),
+        path: path.to_path_buf(),
+    };
+    if kind == ResourceKind::Settings {
+        let mut findings = Vec::new();
+        let (settings, file, ok, files) =
+            load_settings(path, display.to_string(), &Vec::new(), &mut findings);
+        let set = assemble(
+            PathBuf::from("."),
+            settings,
+            file,
+            ok,
+            files,
+            Vec::new(),
+            findings,
+            Context::Alone,
+        );
+        return Parsed {
+            entry,
+            doc: None,
+            hash: String::new(),
+            spec: None,
+            schema_errors: vec![],
+            findings: set.findings,
+        };
+    }
+    let parsed = parse_entry(entry.clone());
+    let stem = file_stem(path);
+    if !super::common::is_valid_name(&stem) {
+        let mut parsed = parsed;
+        parsed.findings.push(invalid_name(display, &stem));
+        return parsed;
+    }
+    // References cannot be resolved (settings_ok = false skips brokers and providers).
+    let set = assemble(
+        PathBuf::from("."),
+        Settings::default(),
+        None,
+        false,
+        0,
+        vec![parsed],
+        Vec::new(),
+        Context::Alone,
+    );
+    Parsed {
+        entry,
+        doc: None,
+        hash: String::new(),
+        spec: None,
+        schema_errors: vec![],
+        findings: set.findings,
+    }
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn invalid_name(display: &str, stem: &str) -> Finding {
+    file_finding(
+        display,
+        "invalid-name",
+        format!(
+            "'{stem}' is not a valid name: the file stem is the resource name and must match ^[a-z0-9][a-z0-9-]{{0,62}}$ (lower-case letters, digits and '-')"
+        ),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    root: PathBuf,
+    settings: Settings,
+    settings_file: Option<Resource<()>>,
+    settings_ok: bool,
+    settings_files: usize,
+    parsed: Vec<Parsed>,
+    mut findings: Vec<Finding>,
+    context: Context,
+) -> ConfigSet {
+    let files = settings_files + parsed.len();
+    let mut pipelines = BTreeMap::new();
+    let mut scanners = BTreeMap::new();
+    let mut risk = BTreeMap::new();
+    let mut first_file: BTreeMap<(ResourceKind, String), String> = BTreeMap::new();
+    for p in parsed {
+        findings.extend(p.findings);
+        let name = file_stem(&p.entry.path);
+        if !super::common::is_valid_name(&name) {
+            findings.push(invalid_name(&p.entry.display, &name));
+            continue;
+        }
+        if let Some(first) = first_file.get(&(p.entry.kind, name.clone())) {
+            findings.push(file_finding(
+                &p.entry.display,
+                "duplicate-name",
+                format!("{} '{name}' is already defined by {first}", p.entry.kind),
+            ));
+            continue;
+        }
+        first_file.insert((p.entry.kind, name.clone()), p.entry.display.clone());
+        let Some(doc) = p.doc else { continue };
+        macro_rules! resource {
+            ($spec:expr) => {
+                Resource {
+                    name: name.clone(),
+                    file: p.entry.display.clone(),
+                    path: p.entry.path.clone(),
+                    doc,
+                    spec: $spec,
+                    hash: p.hash.clone(),
+                    schema_errors: p.schema_errors.clone(),
+                }
+            };
+        }
+        match (p.entry.kind, p.spec) {
+            (ResourceKind::Pipeline, Some(Spec::Pipeline(s))) => {
+                pipelines.insert(name.clone(), resource!(Some(*s)));
+            }
+            (ResourceKind::Pipeline, _) => {
+                pipelines.insert(name.clone(), resource!(None));
+            }
+            (ResourceKind::Scanner, Some(Spec::Scanner(s))) => {
+                scanners.insert(name.clone(), resource!(Some(s)));
+            }
+            (ResourceKind::Scanner, _) => {
+                scanners.insert(name.clone(), resource!(None));
+            }
+            (ResourceKind::Risk, Some(Spec::Risk(s))) => {
+                risk.insert(name.clone(), resource!(Some(s)));
+            }
+            (ResourceKind::Risk, _) => {
+                risk.insert(name.clone(), resource!(None));
+            }
+            (ResourceKind::Settings, _) => {}
+        }
+    }
+    let mut hasher = Sha256::new();
+    if let Some(s) = &settings_file {
+        hasher.update(format!("settings\0{}\n", s.hash));
+    }
+    for (kind, map) in [
+        (
+            "pipeline",
+            pipelines
+                .iter()
+                .map(|(n, r)| (n, &r.hash))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "scanner",
+            scanners.iter().map(|(n, r)| (n, &r.hash)).collect(),
+        ),
+        ("risk", risk.iter().map(|(n, r)| (n, &r.hash)).collect()),
+    ] {
+        for (name, hash) in map {
+            hasher.update(format!("{kind}\0{name}\0{hash}\n"));
+        }
+    }
+    let revision = hex::encode(hasher.finalize());
+    let mut set = ConfigSet {
+        root,
+        settings,
+        settings_file,
+        settings_ok,
+        pipelines,
+        scanners,
+        risk,
+        findings,
+        files,
+        revision,
+        complete: true,
+    };
+    set.complete = context == Context::Full;
+    if context != Context::None {
+        let more = semantic::check(&set);
+        set.findings.extend(more);
+    }
+    // Every finding is located now: drop the position tables, the largest part of a loaded
+    // document (a daemon keeps thousands of them).
+    for r in set.pipelines.values_mut() {
+        r.doc.nodes = Default::default();
+    }
+    for r in set.scanners.values_mut() {
+        r.doc.nodes = Default::default();
+    }
+    for r in set.risk.values_mut() {
+        r.doc.nodes = Default::default();
+    }
+    finding::sort(&mut set.findings);
+    set
+}

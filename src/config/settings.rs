@@ -1,0 +1,430 @@
+//! Daemon settings: `ztraded.toml` (DESIGN.md §2.4).
+//!
+//! Loaded with figment from, in order: the embedded defaults ([`Settings::default`]), the
+//! file, then `ZTRADED_<SECTION>__<KEY>` environment variables (`ZTRADED_STORE__URL`).
+//! Secrets are never values: settings name the environment variable that holds them
+//! (`key_id_env = "APCA_API_KEY_ID"`). Relative paths are relative to the config directory.
+
+use super::common::{Duration, Percent, TimeZoneName, usd_schema};
+use rust_decimal::Decimal;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Everything the daemon needs besides pipelines, scanners and risk policies.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "ztraded settings (ztraded.toml)")]
+pub struct Settings {
+    /// The one HTTP port: metrics, health and the emergency close.
+    #[serde(default)]
+    pub http: HttpSettings,
+    /// Where executions, orders, fills and trades are recorded.
+    #[serde(default)]
+    pub store: StoreSettings,
+    /// How signals and work are shared between daemons.
+    #[serde(default)]
+    pub bus: BusSettings,
+    /// Where bars come from.
+    #[serde(default)]
+    pub market_data: MarketDataSettings,
+    /// Broker connections, by name (`[brokers.sim]`). The embedded defaults define `sim`.
+    #[serde(default = "default_brokers")]
+    pub brokers: BTreeMap<String, BrokerSettings>,
+    /// OpenAI-compatible LLM providers, by name (`[llm.default]`).
+    #[serde(default)]
+    pub llm: BTreeMap<String, LlmSettings>,
+    /// How the daemon follows the config directory.
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            http: HttpSettings::default(),
+            store: StoreSettings::default(),
+            bus: BusSettings::default(),
+            market_data: MarketDataSettings::default(),
+            brokers: default_brokers(),
+            llm: BTreeMap::new(),
+            reconcile: ReconcileSettings::default(),
+        }
+    }
+}
+
+fn default_brokers() -> BTreeMap<String, BrokerSettings> {
+    BTreeMap::from([(
+        "sim".to_string(),
+        BrokerSettings::Simulated(SimulatedBroker::default()),
+    )])
+}
+
+/// The HTTP listener.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address and port to listen on. Loopback unless you put a proxy in front of it.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Name of the environment variable holding the bearer token of `/v1/close` and
+    /// `/v1/resume`. When the variable is unset those endpoints answer 404.
+    #[serde(default = "default_admin_token_env")]
+    #[schemars(regex(pattern = "^[A-Z_][A-Z0-9_]*$"))]
+    pub admin_token_env: String,
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    #[serde(default = "default_max_body")]
+    #[schemars(range(min = 64, max = 1_048_576))]
+    pub max_body_bytes: u32,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".to_string()
+}
+fn default_admin_token_env() -> String {
+    "ZTRADED_ADMIN_TOKEN".to_string()
+}
+fn default_max_body() -> u32 {
+    4_096
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: default_listen(),
+            admin_token_env: default_admin_token_env(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+/// The store.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://PATH` (relative to the config directory) or `postgres://user@host/db`.
+    /// A password belongs in `PGPASSWORD` or in `ZTRADED_STORE__URL`, not in the file.
+    #[serde(default = "default_store_url")]
+    #[schemars(regex(pattern = "^(sqlite|postgres|postgresql)://"))]
+    pub url: String,
+    /// Most connections in the pool.
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_connections: u32,
+}
+
+fn default_store_url() -> String {
+    "sqlite://.ztraded/ztraded.db".to_string()
+}
+fn default_max_connections() -> u32 {
+    8
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: default_store_url(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// The bus.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    /// `memory://` (one daemon) or `redis://host:port` (several daemons).
+    #[serde(default = "default_bus_url")]
+    #[schemars(regex(pattern = "^(memory|redis|rediss)://"))]
+    pub url: String,
+}
+
+fn default_bus_url() -> String {
+    "memory://".to_string()
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        BusSettings {
+            url: default_bus_url(),
+        }
+    }
+}
+
+/// Where bars come from.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarketDataSettings {
+    /// `replay` (CSV files on a simulated clock), `alpaca` or `ibkr`.
+    #[serde(default)]
+    pub source: MarketDataSource,
+    /// Replay: directory with one CSV per symbol (file stem = symbol), relative to the
+    /// config directory.
+    #[serde(default = "default_data_path")]
+    pub path: String,
+    /// Replay: simulated seconds per wall-clock second (86400 = one day per second).
+    #[serde(default = "default_speed")]
+    #[schemars(range(min = 0.001, max = 1.0e9))]
+    pub speed: f64,
+    /// Replay: where the simulated clock starts, `YYYY-MM-DD` or RFC 3339 (default: the
+    /// first bar).
+    #[serde(default = "default_start")]
+    pub start: Option<String>,
+    /// Time zone of timestamps without an offset in the data files, and of daily bars.
+    #[serde(default)]
+    pub timezone: TimeZoneName,
+    /// Replay: whether intraday timestamps in the files mark the start or the end of a bar.
+    #[serde(default)]
+    pub timestamps: BarStamp,
+    /// `alpaca`/`ibkr`: the `[brokers.<name>]` connection that serves the data.
+    #[serde(default)]
+    pub broker: Option<String>,
+}
+
+fn default_data_path() -> String {
+    "examples/data".to_string()
+}
+fn default_speed() -> f64 {
+    86_400.0
+}
+fn default_start() -> Option<String> {
+    Some("2012-01-03".to_string())
+}
+
+impl Default for MarketDataSettings {
+    fn default() -> Self {
+        MarketDataSettings {
+            source: MarketDataSource::default(),
+            path: default_data_path(),
+            speed: default_speed(),
+            start: default_start(),
+            timezone: TimeZoneName::default(),
+            timestamps: BarStamp::default(),
+            broker: None,
+        }
+    }
+}
+
+/// Source of market data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MarketDataSource {
+    /// CSV files replayed on a simulated clock.
+    #[default]
+    Replay,
+    /// Alpaca market data.
+    Alpaca,
+    /// Interactive Brokers market data.
+    Ibkr,
+}
+
+/// What an intraday timestamp in a data file marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BarStamp {
+    /// The start of the bar's period.
+    #[default]
+    Start,
+    /// The end of the bar's period.
+    End,
+}
+
+/// A broker connection.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum BrokerSettings {
+    /// In-process simulated fills.
+    Simulated(SimulatedBroker),
+    /// Alpaca (paper or live account).
+    Alpaca(AlpacaBroker),
+    /// Interactive Brokers through TWS or IB Gateway.
+    Ibkr(IbkrBroker),
+}
+
+impl BrokerSettings {
+    /// `simulated`, `alpaca` or `ibkr`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BrokerSettings::Simulated(_) => "simulated",
+            BrokerSettings::Alpaca(_) => "alpaca",
+            BrokerSettings::Ibkr(_) => "ibkr",
+        }
+    }
+
+    /// Whether the account is a paper account (`None` for the simulated broker).
+    pub fn is_paper(&self) -> Option<bool> {
+        match self {
+            BrokerSettings::Simulated(_) => None,
+            BrokerSettings::Alpaca(a) => Some(a.paper),
+            BrokerSettings::Ibkr(i) => Some(i.paper.unwrap_or(matches!(i.port, 4002 | 7497))),
+        }
+    }
+}
+
+/// The simulated broker.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedBroker {
+    /// Starting cash, in USD.
+    #[serde(default = "default_balance")]
+    #[schemars(schema_with = "usd_schema")]
+    pub initial_balance: Decimal,
+    /// Slippage applied against the order on every fill, in percent of the price.
+    #[serde(default = "default_slippage")]
+    pub slippage_pct: Percent,
+    /// Commission per share, in USD.
+    #[serde(default = "default_commission")]
+    #[schemars(schema_with = "usd_schema")]
+    pub commission_per_share: Decimal,
+    /// Smallest commission per order, in USD.
+    #[serde(default)]
+    #[schemars(schema_with = "usd_schema")]
+    pub min_commission: Decimal,
+    /// Chance (0–100) that a market order fills only partly (the rest is cancelled).
+    #[serde(default)]
+    pub partial_fill_pct: Percent,
+    /// Chance (0–100) that an order is rejected.
+    #[serde(default)]
+    pub reject_pct: Percent,
+    /// Seed of the random generator behind partial fills and rejections.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_balance() -> Decimal {
+    Decimal::from(100_000)
+}
+fn default_slippage() -> Percent {
+    Percent(Decimal::new(1, 1))
+}
+fn default_commission() -> Decimal {
+    Decimal::new(5, 3)
+}
+
+impl Default for SimulatedBroker {
+    fn default() -> Self {
+        SimulatedBroker {
+            initial_balance: default_balance(),
+            slippage_pct: default_slippage(),
+            commission_per_share: default_commission(),
+            min_commission: Decimal::ZERO,
+            partial_fill_pct: Percent::default(),
+            reject_pct: Percent::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// An Alpaca account.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlpacaBroker {
+    /// `true` for the paper-trading account, `false` for the live one.
+    pub paper: bool,
+    /// Name of the environment variable holding the API key id.
+    #[serde(default = "default_alpaca_key")]
+    #[schemars(regex(pattern = "^[A-Z_][A-Z0-9_]*$"))]
+    pub key_id_env: String,
+    /// Name of the environment variable holding the API secret key.
+    #[serde(default = "default_alpaca_secret")]
+    #[schemars(regex(pattern = "^[A-Z_][A-Z0-9_]*$"))]
+    pub secret_key_env: String,
+    /// API base URL (default: Alpaca's paper or live endpoint).
+    #[serde(default)]
+    pub base_url: Option<String>,
+}
+
+fn default_alpaca_key() -> String {
+    "APCA_API_KEY_ID".to_string()
+}
+fn default_alpaca_secret() -> String {
+    "APCA_API_SECRET_KEY".to_string()
+}
+
+/// An Interactive Brokers account through TWS or IB Gateway.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IbkrBroker {
+    /// Host of TWS or IB Gateway.
+    #[serde(default = "default_ib_host")]
+    pub host: String,
+    /// API port (IB Gateway: 4002 paper, 4001 live; TWS: 7497 paper, 7496 live).
+    pub port: u16,
+    /// API client id; unique per connection to the same gateway.
+    #[serde(default)]
+    pub client_id: i32,
+    /// Whether the gateway is logged in to a paper account (default: from the port, 4002
+    /// and 7497 are paper).
+    #[serde(default)]
+    pub paper: Option<bool>,
+    /// Account id, when the login has several.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+fn default_ib_host() -> String {
+    "127.0.0.1".to_string()
+}
+
+/// An OpenAI-compatible chat-completions provider.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    /// Base URL of the API, up to and including `/v1`.
+    pub base_url: String,
+    /// Name of the environment variable holding the API key.
+    #[schemars(regex(pattern = "^[A-Z_][A-Z0-9_]*$"))]
+    pub api_key_env: String,
+    /// Default model.
+    pub model: String,
+    /// Price of 1,000 prompt tokens, in USD.
+    #[serde(default)]
+    #[schemars(schema_with = "usd_schema")]
+    pub input_usd_per_1k_tokens: Decimal,
+    /// Price of 1,000 completion tokens, in USD.
+    #[serde(default)]
+    #[schemars(schema_with = "usd_schema")]
+    pub output_usd_per_1k_tokens: Decimal,
+    /// Longest wait for one response.
+    #[serde(default = "default_llm_timeout")]
+    pub timeout: Duration,
+    /// Most completion tokens per call.
+    #[serde(default = "default_max_tokens")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_tokens: u32,
+}
+
+fn default_llm_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_tokens() -> u32 {
+    1_024
+}
+
+/// How the daemon follows the config directory.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Quiet time after the last file event before the directory is rescanned.
+    #[serde(default = "default_debounce")]
+    pub debounce: Duration,
+    /// Full rescan interval, whatever the file events say.
+    #[serde(default = "default_resync")]
+    pub resync_interval: Duration,
+}
+
+fn default_debounce() -> Duration {
+    Duration(std::time::Duration::from_millis(200))
+}
+fn default_resync() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        ReconcileSettings {
+            debounce: default_debounce(),
+            resync_interval: default_resync(),
+        }
+    }
+}

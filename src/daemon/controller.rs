@@ -1,0 +1,370 @@
+//! The reconciler: makes the running pipelines match each valid revision of the config
+//! directory, with a typed diff, and refuses invalid revisions whole.
+
+use super::actor::{self, ActorConfig, ActorHandle, Command, Shared, Status};
+use super::market::BarBatch;
+use crate::config::load::ConfigSet;
+use crate::config::pipeline::OnRemove;
+use crate::engine::picker::CompiledScanner;
+use crate::engine::pipeline::CompiledPipeline;
+use crate::metrics::{PipelineCounts, ReloadResult};
+use crate::reconcile::diff::{Change, ChangeKind, Snapshot, diff, settings_changed};
+use crate::store::{ReconcileRecord, ReconcileResult};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::{broadcast, watch};
+use tracing::{error, info, warn};
+
+/// Daemon state key of the last applied revision's resource files.
+pub const APPLIED_FILES_KEY: &str = "applied_files";
+
+/// What a reconcile did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The revision is running.
+    Applied(Vec<Change>),
+    /// Nothing changed.
+    Unchanged,
+    /// The revision is invalid; the previous one keeps running.
+    Refused(usize),
+}
+
+/// The reconciler.
+pub struct Controller {
+    shared: Arc<Shared>,
+    bars: broadcast::Sender<Arc<BarBatch>>,
+    shutdown: watch::Receiver<bool>,
+    actors: BTreeMap<String, ActorHandle>,
+    applied: Option<Snapshot>,
+}
+
+impl Controller {
+    /// A reconciler with nothing running.
+    pub fn new(
+        shared: Arc<Shared>,
+        bars: broadcast::Sender<Arc<BarBatch>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Controller {
+        Controller {
+            shared,
+            bars,
+            shutdown,
+            actors: BTreeMap::new(),
+            applied: None,
+        }
+    }
+
+    /// The revision running, if any.
+    pub fn revision(&self) -> Option<&str> {
+        self.applied.as_ref().map(|s| s.revision.as_str())
+    }
+
+    /// Reconciles with `set`.
+    pub async fn apply(&mut self, set: Arc<ConfigSet>) -> Outcome {
+        let started = Instant::now();
+        let now = self.shared.clock.now().timestamp();
+        let metrics = Arc::clone(&self.shared.metrics);
+        if set.errors() > 0 {
+            for f in set
+                .findings
+                .iter()
+                .filter(|f| f.severity == crate::config::Severity::Error)
+            {
+                error!(file = %f.file, line = f.line, column = f.column, code = f.code, "{}", f.human());
+            }
+            let errors = set.errors();
+            error!(revision = %set.short_revision(), errors, "config revision refused; the running revision stays");
+            metrics.config_reloaded(ReloadResult::Refused, SystemTime::now());
+            let record = ReconcileRecord {
+                id: 0,
+                at: now,
+                revision: set.revision.clone(),
+                previous_revision: self.applied.as_ref().map(|s| s.revision.clone()),
+                result: ReconcileResult::Refused,
+                diff: json!({}),
+                findings: serde_json::to_value(&set.findings).unwrap_or_default(),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            if let Err(e) = self.shared.store.record_reconcile(&record).await {
+                warn!(error = %e, "reconcile not stored");
+            }
+            metrics.reconcile_finished(started.elapsed().as_secs_f64());
+            return Outcome::Refused(errors);
+        }
+        let new = Snapshot::of(&set);
+        let old = self.applied.clone().unwrap_or_default();
+        if self.applied.is_some() && old.revision == new.revision {
+            metrics.config_reloaded(ReloadResult::Unchanged, SystemTime::now());
+            return Outcome::Unchanged;
+        }
+        if self.applied.is_some() && settings_changed(&old, &new) {
+            warn!(
+                "ztraded.toml changed: store, bus, HTTP, broker and market data settings apply at the next restart"
+            );
+        }
+        let changes = diff(&old, &new);
+        for change in &changes {
+            self.apply_change(change, &set).await;
+        }
+        for f in set.findings.iter() {
+            warn!(file = %f.file, line = f.line, column = f.column, code = f.code, "{}", f.human());
+        }
+        info!(
+            revision = %set.short_revision(),
+            added = changes.iter().filter(|c| matches!(c.kind, ChangeKind::Added | ChangeKind::Enabled)).count(),
+            changed = changes.iter().filter(|c| c.kind == ChangeKind::Changed).count(),
+            removed = changes.iter().filter(|c| matches!(c.kind, ChangeKind::Removed | ChangeKind::Disabled)).count(),
+            "config revision applied"
+        );
+        metrics.config_reloaded(ReloadResult::Applied, SystemTime::now());
+        metrics.set_config_revision(&set.revision);
+        let record = ReconcileRecord {
+            id: 0,
+            at: now,
+            revision: set.revision.clone(),
+            previous_revision: self.applied.as_ref().map(|s| s.revision.clone()),
+            result: ReconcileResult::Applied,
+            diff: json!({ "changes": changes, "state": new }),
+            findings: serde_json::to_value(&set.findings).unwrap_or_default(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        if let Err(e) = self.shared.store.record_reconcile(&record).await {
+            warn!(error = %e, "reconcile not stored");
+        }
+        if let Err(e) = self
+            .shared
+            .store
+            .set_state(APPLIED_FILES_KEY, &applied_files(&set), now)
+            .await
+        {
+            warn!(error = %e, "applied revision files not stored");
+        }
+        self.applied = Some(new);
+        self.reap();
+        metrics.reconcile_finished(started.elapsed().as_secs_f64());
+        Outcome::Applied(changes)
+    }
+
+    fn actor_config(&self, name: &str, set: &ConfigSet) -> Result<ActorConfig, String> {
+        let res = set.pipelines.get(name).ok_or("not in the revision")?;
+        let spec = res.spec.as_ref().ok_or("does not load")?;
+        let risk = spec
+            .risk
+            .as_ref()
+            .and_then(|r| set.risk.get(r))
+            .and_then(|r| r.spec.clone());
+        let compiled =
+            CompiledPipeline::compile(name, spec, risk.as_ref()).map_err(|e| e.to_string())?;
+        let symbols = crate::backtest::runner::pipeline_symbols(set, spec);
+        let picker = match compiled.stock_picker() {
+            Some((scanner, top_n)) => {
+                let s = set
+                    .scanners
+                    .get(scanner)
+                    .and_then(|r| r.spec.as_ref())
+                    .ok_or_else(|| format!("no scanner {scanner}"))?;
+                Some((CompiledScanner::compile(scanner, s)?, top_n))
+            }
+            None => None,
+        };
+        if let Some(broker) = &compiled.broker
+            && compiled.mode != crate::config::pipeline::Mode::Validation
+            && !self.shared.portfolio.has_broker(broker)
+        {
+            return Err(format!("broker {broker} is not connected"));
+        }
+        Ok(ActorConfig {
+            compiled,
+            revision: set.short_revision().to_string(),
+            symbols,
+            picker,
+        })
+    }
+
+    async fn apply_change(&mut self, change: &Change, set: &ConfigSet) {
+        let name = change.pipeline.as_str();
+        match change.kind {
+            ChangeKind::Added | ChangeKind::Enabled | ChangeKind::Changed => {
+                let config = match self.actor_config(name, set) {
+                    Ok(c) => c,
+                    Err(reason) => {
+                        error!(pipeline = name, %reason, "pipeline cannot start");
+                        self.shared
+                            .statuses
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(name.to_string(), Status::Failed(reason));
+                        return;
+                    }
+                };
+                let alive = self.actors.get(name).is_some_and(|a| !a.task.is_finished());
+                if alive {
+                    if change.kind == ChangeKind::Changed {
+                        info!(pipeline = name, fields = ?change.fields, because = ?change.because, "pipeline changed");
+                    }
+                    if let Some(a) = self.actors.get(name) {
+                        let _ = a.tx.send(Command::Update(Box::new(config))).await;
+                    }
+                } else {
+                    info!(pipeline = name, symbols = ?config.symbols, "pipeline started");
+                    let handle = actor::spawn(
+                        name.to_string(),
+                        config,
+                        Arc::clone(&self.shared),
+                        self.bars.subscribe(),
+                        self.shutdown.clone(),
+                    );
+                    self.actors.insert(name.to_string(), handle);
+                }
+            }
+            ChangeKind::Removed | ChangeKind::Disabled => {
+                let close = change.on_remove == Some(OnRemove::Close);
+                info!(
+                    pipeline = name,
+                    kind = change.kind.as_str(),
+                    on_remove = if close { "close" } else { "drain" },
+                    "pipeline removed"
+                );
+                if let Some(a) = self.actors.get(name) {
+                    let _ = a.tx.send(Command::Remove { close }).await;
+                }
+            }
+        }
+    }
+
+    /// Starts pipelines that are no longer in the desired state but still hold positions
+    /// (removed while the daemon was down) from the revision that last ran them, and
+    /// removes them at once: they drain or close by their `on_remove`, so no position is
+    /// left without its pipeline managing its exits.
+    pub async fn adopt_orphans(&mut self, previous: &ConfigSet, orphans: &[String]) {
+        for name in orphans {
+            if self.actors.contains_key(name) {
+                continue;
+            }
+            let Some(spec) = previous.pipelines.get(name).and_then(|r| r.spec.as_ref()) else {
+                warn!(pipeline = %name, "open positions of a pipeline whose config is gone: protected by their stops and targets only");
+                continue;
+            };
+            match self.actor_config(name, previous) {
+                Ok(config) => {
+                    let close = spec.on_remove == OnRemove::Close;
+                    warn!(pipeline = %name, on_remove = if close { "close" } else { "drain" }, "pipeline removed while the daemon was down still holds positions; running it until flat");
+                    let handle = actor::spawn(
+                        name.clone(),
+                        config,
+                        Arc::clone(&self.shared),
+                        self.bars.subscribe(),
+                        self.shutdown.clone(),
+                    );
+                    let _ = handle.tx.send(Command::Remove { close }).await;
+                    self.actors.insert(name.clone(), handle);
+                }
+                Err(reason) => {
+                    warn!(pipeline = %name, %reason, "open positions of a pipeline that cannot start: protected by their stops and targets only")
+                }
+            }
+        }
+    }
+
+    /// Forgets actors that stopped (drained) and are not desired any more; publishes the
+    /// pipeline counts.
+    pub fn reap(&mut self) {
+        let desired: Vec<String> = self
+            .applied
+            .as_ref()
+            .map(|s| {
+                s.pipelines
+                    .iter()
+                    .filter(|(_, p)| p.enabled)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let finished: Vec<String> = self
+            .actors
+            .iter()
+            .filter(|(_, a)| a.task.is_finished())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in finished {
+            self.actors.remove(&name);
+            if !desired.contains(&name) {
+                self.shared.portfolio.forget_pipeline(&name);
+                self.shared.metrics.remove_pipeline(&name);
+                self.shared
+                    .statuses
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&name);
+                info!(pipeline = %name, "pipeline stopped and removed");
+            }
+        }
+        let statuses = self
+            .shared
+            .statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = |k: &str| statuses.values().filter(|s| s.as_str() == k).count() as u64;
+        self.shared.metrics.set_pipeline_counts(PipelineCounts {
+            running: count("running"),
+            halted: count("halted"),
+            draining: count("draining"),
+            stopped: count("stopped"),
+            failed: count("failed"),
+        });
+    }
+
+    /// Stops every actor: they finish the execution they are in; after `grace`, the rest
+    /// are aborted (their executions are marked interrupted by the caller).
+    pub async fn stop_all(&mut self, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        for (name, a) in std::mem::take(&mut self.actors) {
+            let mut task = a.task;
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(_) => {}
+                Err(_) => {
+                    warn!(pipeline = %name, "still running at the end of the grace period; stopped");
+                    task.abort();
+                }
+            }
+        }
+    }
+}
+
+/// The resource files of a revision (`{kind: {name: text}}`), kept so that the daemon can
+/// start on the last valid revision when the directory is invalid at start.
+fn applied_files(set: &ConfigSet) -> serde_json::Value {
+    let texts = |m: Vec<(&String, &str)>| -> serde_json::Map<String, serde_json::Value> {
+        m.into_iter().map(|(n, t)| (n.clone(), json!(t))).collect()
+    };
+    json!({
+        "revision": set.revision,
+        "pipelines": texts(set.pipelines.iter().map(|(n, r)| (n, &*r.doc.source)).collect()),
+        "scanners": texts(set.scanners.iter().map(|(n, r)| (n, &*r.doc.source)).collect()),
+        "risk": texts(set.risk.iter().map(|(n, r)| (n, &*r.doc.source)).collect()),
+    })
+}
+
+/// Writes the stored files of the last applied revision under `dir` (pipelines/, scanners/,
+/// risk/), returning whether there were any.
+pub fn restore_files(stored: &serde_json::Value, dir: &std::path::Path) -> std::io::Result<bool> {
+    let mut any = false;
+    for kind in ["pipelines", "scanners", "risk"] {
+        let Some(files) = stored.get(kind).and_then(|v| v.as_object()) else {
+            continue;
+        };
+        let sub = dir.join(kind);
+        std::fs::create_dir_all(&sub)?;
+        for (name, text) in files {
+            if crate::config::common::is_valid_name(name)
+                && let Some(text) = text.as_str()
+            {
+                std::fs::write(sub.join(format!("{name}.yaml")), text)?;
+                any = true;
+            }
+        }
+    }
+    Ok(any)
+}

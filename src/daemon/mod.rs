@@ -1,0 +1,355 @@
+//! The daemon, `ztraded run`: watch → validate → reconcile → run, with its store, metrics
+//! and emergency close (DESIGN.md §4).
+//!
+//! Start: settings → store (migrations; executions left `running` become `interrupted`) →
+//! metrics and the HTTP port (not ready yet) → replay data and the simulated clock (resumed
+//! where the last run stopped) → brokers and the book (restored, reconciled with the
+//! brokers, pending intents settled) → the first reconcile (ready) → the watcher and the
+//! market loop. SIGHUP rescans the directory; SIGINT and SIGTERM stop taking triggers, let
+//! running executions finish for up to 8 s, mark the rest interrupted, save the brokers and
+//! exit 0.
+
+pub mod actor;
+pub mod control;
+pub mod controller;
+pub mod market;
+pub mod portfolio;
+
+use crate::config::load::{ConfigSet, load_dir, load_dir_with_env, process_env};
+use crate::config::semantic::{StartPoint, parse_start};
+use crate::config::settings::MarketDataSource;
+use crate::engine::clock::{Clock, SimClock, sleep_until};
+use crate::http::{HttpState, Readiness};
+use crate::market::replay::ReplayOptions;
+use crate::metrics::Metrics;
+use crate::reconcile::watcher::{WatchOptions, Watcher};
+use crate::store::Store;
+use actor::Shared;
+use controller::{APPLIED_FILES_KEY, Controller, Outcome};
+use market::ReplayHub;
+use portfolio::Portfolio;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tracing::{error, info, warn};
+
+/// Daemon state key of the replay clock's position.
+pub const REPLAY_CURSOR_KEY: &str = "replay_cursor";
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The settings are invalid.
+    #[error("{0}")]
+    Settings(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// Market data failed.
+    #[error("market data: {0}")]
+    MarketData(String),
+    /// The HTTP port failed.
+    #[error("http: {0}")]
+    Http(String),
+    /// A broker failed.
+    #[error("{0}")]
+    Portfolio(#[from] portfolio::PortfolioError),
+    /// The watcher failed.
+    #[error("watcher: {0}")]
+    Watch(String),
+}
+
+/// How long running executions get to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Runs the daemon on config directory `dir` until SIGINT or SIGTERM.
+///
+/// # Errors
+/// A [`DaemonError`] when it cannot start.
+pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
+    let set = Arc::new(load_dir(&dir));
+    if !set.settings_ok {
+        let findings: Vec<String> = set
+            .findings
+            .iter()
+            .filter(|f| f.file.ends_with("ztraded.toml") || f.file.starts_with("env:"))
+            .map(|f| f.human())
+            .collect();
+        return Err(DaemonError::Settings(format!(
+            "the settings are invalid:\n{}",
+            findings.join("\n")
+        )));
+    }
+    let settings = set.settings.clone();
+    // Store.
+    let store = Store::connect(&settings.store.url, settings.store.max_connections, &dir).await?;
+    let interrupted = store.mark_running_interrupted().await?;
+    if interrupted > 0 {
+        warn!(
+            count = interrupted,
+            "executions left running by the last run are marked interrupted"
+        );
+    }
+    info!(store = %store.url(), backend = store.backend(), "store ready");
+    // Metrics and HTTP (not ready until the first reconcile).
+    let metrics = Arc::new(Metrics::new().map_err(|e| DaemonError::Http(e.to_string()))?);
+    let readiness = Arc::new(Readiness::new("starting: the first reconcile has not run"));
+    // Market data and the clock.
+    let tz: chrono_tz::Tz = settings
+        .market_data
+        .timezone
+        .parse()
+        .unwrap_or(chrono_tz::America::New_York);
+    if settings.market_data.source != MarketDataSource::Replay {
+        return Err(DaemonError::MarketData(format!(
+            "market data source {:?} is not connected by this daemon build; use source = \"replay\"",
+            settings.market_data.source
+        )));
+    }
+    if !settings.bus.url.starts_with("memory://") {
+        warn!(bus = %settings.bus.url, "this version keeps signals and work in process; the shared bus is not used");
+    }
+    let data_dir = dir.join(&settings.market_data.path);
+    let hub = Arc::new(
+        ReplayHub::load(
+            &data_dir,
+            &ReplayOptions {
+                timezone: tz,
+                stamp: settings.market_data.timestamps,
+            },
+        )
+        .map_err(|e| DaemonError::MarketData(e.to_string()))?,
+    );
+    let configured_start = match settings.market_data.start.as_deref().and_then(parse_start) {
+        Some(StartPoint::Date(d)) => {
+            Some(crate::market::timeframe::local_midnight(tz, d).timestamp())
+        }
+        Some(StartPoint::Time(t)) => Some(t.timestamp()),
+        None => None,
+    };
+    let cursor = store
+        .get_state(REPLAY_CURSOR_KEY)
+        .await?
+        .and_then(|v| v.as_i64());
+    let start = match (cursor, configured_start) {
+        (Some(c), Some(s)) => c.max(s),
+        (Some(c), None) => c,
+        (None, Some(s)) => s,
+        (None, None) => hub.first_end().unwrap_or(0),
+    };
+    if cursor.is_some() {
+        info!(at = %crate::engine::clock::utc(start), "replay resumes where the last run stopped");
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(
+        crate::engine::clock::utc(start),
+        settings.market_data.speed,
+    ));
+    // Brokers and the book.
+    let used: Vec<String> = set
+        .pipelines
+        .values()
+        .filter_map(|p| p.spec.as_ref())
+        .filter(|p| p.enabled)
+        .filter_map(|p| p.broker.clone())
+        .collect();
+    let portfolio = Arc::new(
+        Portfolio::start(
+            &settings,
+            &used,
+            store.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+            Some(Arc::clone(&hub)),
+        )
+        .await?,
+    );
+    // HTTP.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let control = Arc::new(control::DaemonControl {
+        portfolio: Arc::clone(&portfolio),
+    });
+    let http_state = HttpState::from_settings(
+        &settings.http,
+        Arc::clone(&metrics),
+        control,
+        Arc::clone(&readiness),
+    )
+    .map_err(|e| DaemonError::Http(e.to_string()))?;
+    let listener = crate::http::bind(&settings.http)
+        .await
+        .map_err(|e| DaemonError::Http(e.to_string()))?;
+    let mut http_shutdown = shutdown_rx.clone();
+    let http = tokio::spawn(async move {
+        let stop = async move {
+            let _ = http_shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::http::serve(listener, http_state, stop).await {
+            error!(error = %e, "http server failed");
+        }
+    });
+    // Actors and the reconciler.
+    let (bars_tx, _) = broadcast::channel(1024);
+    let shared = Arc::new(Shared {
+        portfolio: Arc::clone(&portfolio),
+        store: store.clone(),
+        metrics: Arc::clone(&metrics),
+        clock: Arc::clone(&clock),
+        hub: Some(Arc::clone(&hub)),
+        statuses: std::sync::Mutex::new(Default::default()),
+        llm: Arc::new(crate::agents::NoLlm),
+        tz,
+    });
+    let mut controller = Controller::new(Arc::clone(&shared), bars_tx.clone(), shutdown_rx.clone());
+    let previous = previous_revision(&dir, &store).await;
+    let first = initial_revision(&dir, set, previous.clone()).await;
+    match controller.apply(first.clone()).await {
+        Outcome::Refused(n) => warn!(
+            errors = n,
+            "no valid revision to run yet; waiting for a valid edit"
+        ),
+        _ => readiness.set_ready(),
+    }
+    // Positions of pipelines removed while the daemon was down.
+    let desired: Vec<String> = first
+        .pipelines
+        .iter()
+        .filter(|(_, r)| r.spec.as_ref().is_some_and(|s| s.enabled))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut orphans: Vec<String> = portfolio
+        .positions()
+        .into_iter()
+        .map(|p| p.pipeline)
+        .filter(|p| !desired.contains(p))
+        .collect();
+    orphans.sort();
+    orphans.dedup();
+    if !orphans.is_empty() {
+        match &previous {
+            Some(prev) => controller.adopt_orphans(prev, &orphans).await,
+            None => {
+                warn!(pipelines = ?orphans, "open positions of pipelines that are not configured: protected by their stops and targets only")
+            }
+        }
+    }
+    // The watcher keeps its own copy of the desired state from here on.
+    drop((first, previous, desired));
+    // Watcher.
+    let (watcher, mut updates) = Watcher::start_with(
+        dir.clone(),
+        WatchOptions::from_settings(&settings.reconcile),
+    )
+    .await
+    .map_err(|e| DaemonError::Watch(e.to_string()))?;
+    let resync = watcher.resync_handle();
+    // Market loop.
+    let market = {
+        let hub = Arc::clone(&hub);
+        let clock = Arc::clone(&clock);
+        let portfolio = Arc::clone(&portfolio);
+        let store = store.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            for batch in hub.batches_after(start) {
+                let at = crate::engine::clock::utc(batch.end);
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = sleep_until(clock.as_ref(), at) => {}
+                }
+                portfolio.on_batch(&batch).await;
+                let end = batch.end;
+                let _ = bars_tx.send(Arc::new(batch));
+                if let Err(e) = store
+                    .set_state(REPLAY_CURSOR_KEY, &serde_json::json!(end), end)
+                    .await
+                {
+                    warn!(error = %e, "replay position not stored");
+                }
+            }
+            info!("the replay data is exhausted; the clock runs on, no new bars");
+        })
+    };
+    info!(dir = %dir.display(), listen = %settings.http.listen, speed = settings.market_data.speed, start = %crate::engine::clock::utc(start), "ztraded running");
+    // Signals.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| DaemonError::Http(e.to_string()))?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| DaemonError::Http(e.to_string()))?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sighup.recv() => { info!("SIGHUP: rescanning the config directory"); resync.resync(); }
+            changed = updates.changed() => {
+                if changed.is_err() { warn!("the watcher stopped"); break; }
+                let update = updates.borrow_and_update().clone();
+                if !matches!(controller.apply(update.set).await, Outcome::Refused(_)) {
+                    readiness.set_ready();
+                }
+            }
+            _ = tick.tick() => controller.reap(),
+        }
+    }
+    // Shutdown: no more triggers; running executions finish within the grace period.
+    readiness.set_not_ready("shutting down");
+    let _ = shutdown_tx.send(true);
+    watcher.stop().await;
+    let _ = market.await;
+    controller.stop_all(SHUTDOWN_GRACE).await;
+    match store.mark_running_interrupted().await {
+        Ok(n) if n > 0 => warn!(count = n, "executions interrupted by the shutdown"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not mark interrupted executions"),
+    }
+    portfolio.persist().await;
+    let _ = http.await;
+    store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// The revision the last run applied, rebuilt from the files kept in the store (under
+/// `.ztraded/last-valid/`, with the live settings), when there is one and it is valid.
+async fn previous_revision(dir: &Path, store: &Store) -> Option<Arc<ConfigSet>> {
+    let stored = store.get_state(APPLIED_FILES_KEY).await.ok().flatten()?;
+    let restore_dir = dir.join(".ztraded").join("last-valid");
+    let _ = std::fs::remove_dir_all(&restore_dir);
+    std::fs::create_dir_all(&restore_dir).ok()?;
+    if !matches!(controller::restore_files(&stored, &restore_dir), Ok(true)) {
+        return None;
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join(crate::config::load::SETTINGS_FILE)) {
+        let _ = std::fs::write(restore_dir.join(crate::config::load::SETTINGS_FILE), text);
+    }
+    let restored = load_dir_with_env(&restore_dir, &process_env());
+    (restored.errors() == 0).then(|| Arc::new(restored))
+}
+
+/// The revision to start with: the directory when it is valid; otherwise the last revision
+/// applied by an earlier run, so that a broken file at start does not stop trading;
+/// otherwise the invalid directory (refused, nothing runs).
+async fn initial_revision(
+    dir: &Path,
+    set: Arc<ConfigSet>,
+    previous: Option<Arc<ConfigSet>>,
+) -> Arc<ConfigSet> {
+    if set.errors() == 0 {
+        return set;
+    }
+    match previous {
+        Some(prev) => {
+            warn!(dir = %dir.display(), revision = %prev.short_revision(), "the config directory is invalid; starting with the last valid revision from the store");
+            for f in set
+                .findings
+                .iter()
+                .filter(|f| f.severity == crate::config::Severity::Error)
+            {
+                error!(file = %f.file, line = f.line, column = f.column, code = f.code, "{}", f.human());
+            }
+            prev
+        }
+        None => set,
+    }
+}

@@ -1,0 +1,376 @@
+//! The `ztraded` command line.
+
+use clap::{Parser, Subcommand};
+
+/// mimalloc returns freed memory to the system: a daemon that parsed ten thousand pipeline
+/// files at start does not keep the parse's peak for the rest of its life.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use ztraded::cmd;
+use ztraded::config::ResourceKind;
+use ztraded::market::Timeframe;
+
+/// GitOps for automated trading: pipelines, scanners and risk policies in YAML, validated in
+/// CI and reconciled by a daemon.
+#[derive(Parser)]
+#[command(name = "ztraded", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log format: `human` (default) or `json` (one JSON object per line). The level comes
+    /// from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Log formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line, with the span fields (pipeline, execution_id, symbol).
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check config directories or files: YAML, JSON Schema and semantic rules.
+    ///
+    /// Prints every finding, not the first. Exit status: 0 valid, 1 invalid, 2 usage or
+    /// I/O error.
+    Validate {
+        /// Config directories (with ztraded.toml, pipelines/, scanners/, risk/) or single
+        /// files. Default: the current directory.
+        paths: Vec<PathBuf>,
+        /// Kind of the files given, when their directory does not tell it.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<ResourceKind>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: cmd::validate::Format,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run the daemon: watch the config directory, reconcile pipelines, trade.
+    ///
+    /// With no ztraded.toml it runs on the embedded defaults: SQLite under .ztraded/, the
+    /// simulated broker `sim`, replayed bars from examples/data on a simulated clock (one day
+    /// per second), metrics and the emergency close on 127.0.0.1:9464. SIGHUP rescans the
+    /// directory; SIGINT and SIGTERM stop it cleanly.
+    Run {
+        /// The config directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Show what reconciling DIR would do: pipelines added, changed (which fields), removed,
+    /// and the open positions each change touches. Nothing is applied.
+    Plan {
+        /// The config directory to plan.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Compare with this directory instead of the revision the daemon last applied
+        /// (read from DIR's store).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the store's migrations (the daemon also applies them at start).
+    Migrate {
+        /// The config directory whose ztraded.toml names the store.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Emergency close through the running daemon: cancel orders, close positions at market,
+    /// halt new entries on the scope. Needs the admin token in the variable the settings
+    /// name (ZTRADED_ADMIN_TOKEN by default).
+    Close {
+        /// Every pipeline and symbol.
+        #[arg(long, conflicts_with_all = ["pipeline", "symbol"], required_unless_present_any = ["pipeline", "symbol"])]
+        all: bool,
+        /// One pipeline.
+        #[arg(long, conflicts_with = "symbol")]
+        pipeline: Option<String>,
+        /// One symbol, across pipelines.
+        #[arg(long)]
+        symbol: Option<String>,
+        /// Why (recorded with the intervention).
+        #[arg(long)]
+        reason: String,
+        /// The daemon's address (default: http.listen of the settings).
+        #[arg(long)]
+        addr: Option<String>,
+        /// The config directory (for the settings).
+        #[arg(long, default_value = ".")]
+        config: PathBuf,
+    },
+    /// Clear a halt latched by an emergency close or a risk limit.
+    Resume {
+        /// Every pipeline and symbol.
+        #[arg(long, conflicts_with_all = ["pipeline", "symbol"], required_unless_present_any = ["pipeline", "symbol"])]
+        all: bool,
+        /// One pipeline.
+        #[arg(long, conflicts_with = "symbol")]
+        pipeline: Option<String>,
+        /// One symbol.
+        #[arg(long)]
+        symbol: Option<String>,
+        /// Why (recorded with the intervention).
+        #[arg(long)]
+        reason: Option<String>,
+        /// The daemon's address (default: http.listen of the settings).
+        #[arg(long)]
+        addr: Option<String>,
+        /// The config directory (for the settings).
+        #[arg(long, default_value = ".")]
+        config: PathBuf,
+    },
+    /// Run a pipeline over historical bars with a simulated clock and broker.
+    ///
+    /// Uses the pipeline's scanner, risk policy and broker settings from its config
+    /// directory (a live or paper broker is replaced by the simulated one). Writes
+    /// trades.csv, equity.csv and equity.svg and prints a summary; the same inputs give
+    /// byte-identical files.
+    Backtest {
+        /// The pipeline file, inside a config directory (`<dir>/pipelines/<name>.yaml`).
+        pipeline: PathBuf,
+        /// Directory with one CSV per symbol (default: the config's market_data.path).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// First day to trade, YYYY-MM-DD (earlier bars still warm the indicators up).
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day to trade, YYYY-MM-DD.
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// Output directory (default: out/<pipeline>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print indicator values of a data file as CSV (TA-Lib parity checks, debugging rules).
+    ///
+    /// Columns: timestamp, close, then every output of the indicators in the order given;
+    /// values are empty inside an indicator's lookback.
+    Indicators {
+        /// A CSV file of bars (any format the replay source reads).
+        #[arg(long)]
+        data: PathBuf,
+        /// Comma-separated indicators: sma_20,ema_20,rsi_14,macd_12_26_9,bbands_20_2,atr_14,
+        /// supertrend_10_3,volume_sma_20,vwap.
+        #[arg(long)]
+        indicators: String,
+        /// Resample the bars to this timeframe first (1m 5m 15m 30m 1h 4h 1d 1w).
+        #[arg(long)]
+        timeframe: Option<Timeframe>,
+        /// Time zone of timestamps without an offset, and of day boundaries.
+        #[arg(long, default_value = "America/New_York")]
+        timezone: chrono_tz::Tz,
+        /// Whether intraday timestamps in the file mark the start or the end of a bar.
+        #[arg(long, value_enum, default_value = "start")]
+        timestamps: Stamp,
+    },
+    /// Print the JSON Schema of a resource kind (pipeline, scanner, risk, settings).
+    Schema {
+        /// The kind; without it, every kind's schema file name is listed.
+        #[arg(value_parser = parse_kind)]
+        kind: Option<ResourceKind>,
+    },
+}
+
+/// `start` or `end`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Stamp {
+    /// Timestamps mark the start of a bar.
+    Start,
+    /// Timestamps mark the end of a bar.
+    End,
+}
+
+fn parse_kind(s: &str) -> Result<ResourceKind, String> {
+    s.parse()
+}
+
+fn scope(pipeline: Option<String>, symbol: Option<String>) -> Result<ztraded::http::Scope, String> {
+    match (pipeline, symbol) {
+        (Some(p), _) => ztraded::http::Scope::pipeline(p).map_err(|e| e.to_string()),
+        (_, Some(s)) => ztraded::http::Scope::symbol(s).map_err(|e| e.to_string()),
+        _ => Ok(ztraded::http::Scope::All),
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Not locked: the daemon's log writer takes the stderr lock on other threads.
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    if !matches!(
+        cli.command,
+        Command::Validate { .. } | Command::Schema { .. } | Command::Indicators { .. }
+    ) {
+        init_logs(cli.log_format);
+    }
+    let code = match cli.command {
+        Command::Run { dir } => match runtime(None) {
+            Ok(rt) => rt.block_on(cmd::run::run(dir, &mut err)),
+            Err(e) => {
+                use std::io::Write;
+                let _ = writeln!(err, "ztraded: cannot start the runtime: {e}");
+                cmd::EXIT_USAGE
+            }
+        },
+        Command::Plan { dir, base, json } => match runtime(Some(1)) {
+            Ok(rt) => rt.block_on(cmd::plan::run(
+                &dir,
+                base.as_deref(),
+                json,
+                &mut out,
+                &mut err,
+            )),
+            Err(_) => cmd::EXIT_USAGE,
+        },
+        Command::Migrate { dir } => match runtime(Some(1)) {
+            Ok(rt) => rt.block_on(cmd::run::migrate(&dir, &mut out, &mut err)),
+            Err(_) => cmd::EXIT_USAGE,
+        },
+        Command::Close {
+            all: _,
+            pipeline,
+            symbol,
+            reason,
+            addr,
+            config,
+        } => match (scope(pipeline, symbol), runtime(Some(1))) {
+            (Ok(scope), Ok(rt)) => rt.block_on(cmd::run::close_or_resume(
+                &config,
+                addr,
+                scope,
+                Some(reason),
+                false,
+                &mut out,
+                &mut err,
+            )),
+            (Err(e), _) => {
+                use std::io::Write;
+                let _ = writeln!(err, "ztraded close: {e}");
+                cmd::EXIT_USAGE
+            }
+            _ => cmd::EXIT_USAGE,
+        },
+        Command::Resume {
+            all: _,
+            pipeline,
+            symbol,
+            reason,
+            addr,
+            config,
+        } => match (scope(pipeline, symbol), runtime(Some(1))) {
+            (Ok(scope), Ok(rt)) => rt.block_on(cmd::run::close_or_resume(
+                &config, addr, scope, reason, true, &mut out, &mut err,
+            )),
+            (Err(e), _) => {
+                use std::io::Write;
+                let _ = writeln!(err, "ztraded resume: {e}");
+                cmd::EXIT_USAGE
+            }
+            _ => cmd::EXIT_USAGE,
+        },
+        Command::Validate {
+            paths,
+            kind,
+            format,
+            strict,
+        } => cmd::validate::run(&paths, kind, format, strict, &mut out, &mut err),
+        Command::Backtest {
+            pipeline,
+            data,
+            from,
+            to,
+            out: out_dir,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    use std::io::Write;
+                    let _ = writeln!(err, "ztraded: cannot start the runtime: {e}");
+                    return ExitCode::from(cmd::EXIT_USAGE);
+                }
+            };
+            runtime.block_on(cmd::backtest::run(
+                &pipeline, data, from, to, out_dir, &mut out, &mut err,
+            ))
+        }
+        Command::Indicators {
+            data,
+            indicators,
+            timeframe,
+            timezone,
+            timestamps,
+        } => {
+            let stamp = match timestamps {
+                Stamp::Start => ztraded::config::settings::BarStamp::Start,
+                Stamp::End => ztraded::config::settings::BarStamp::End,
+            };
+            cmd::indicators::run(
+                &data,
+                &indicators,
+                timeframe,
+                timezone,
+                stamp,
+                &mut out,
+                &mut err,
+            )
+        }
+        Command::Schema { kind } => {
+            use std::io::Write;
+            match kind {
+                Some(kind) => {
+                    let _ = write!(out, "{}", ztraded::config::schema::generate_text(kind));
+                }
+                None => {
+                    for k in ResourceKind::ALL {
+                        let _ = writeln!(out, "{}\tschema/{}.json", k.as_str(), k.as_str());
+                    }
+                }
+            }
+            cmd::EXIT_OK
+        }
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,874 @@
+//! Prometheus metrics: every name in one place.
+//!
+//! [`Metrics`] owns its own [`prometheus::Registry`] (never the process-wide default one), so a
+//! test or a backtest can make as many independent sets as it likes. Callers never touch label
+//! vectors: each event has a method taking plain arguments ([`Metrics::execution_finished`],
+//! [`Metrics::order_submitted`], ...), and [`Metrics::render`] gives the Prometheus text
+//! exposition format (version 0.0.4) served on `GET /metrics`.
+//!
+//! Conventions (<https://prometheus.io/docs/practices/naming/>): prefix `ztraded_`, base units
+//! (seconds, US dollars), counters end in `_total`, durations are `_seconds` histograms, `_info`
+//! gauges carry a constant 1 and their information in labels.
+//!
+//! # Cardinality
+//!
+//! Labels take values from small fixed sets (enums here) except `pipeline` (one value per
+//! configured pipeline), `reason` of order rejections (a broker reason *code*, never a free-text
+//! message), `rule` of risk rejections (the rule names of the risk policies) and `revision`
+//! (exactly one live value). With `P` pipelines the per-pipeline families hold about
+//! `P × (4 results + 2 modes·sides + rejection codes + rules + 2)` series. The duration
+//! histograms deliberately carry no `pipeline` label: with thousands of pipelines a per-pipeline
+//! histogram would cost `P × (buckets + 2)` series; per-pipeline rates come from
+//! `ztraded_executions_total` instead. [`Metrics::remove_pipeline`] deletes every series of a
+//! removed pipeline so the pipeline label set does not only grow.
+
+use crate::broker::types::Side;
+use crate::config::pipeline::Mode;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `ztraded_build_info{version}`: constant 1, labelled with the crate version.
+pub const BUILD_INFO: &str = "ztraded_build_info";
+/// `ztraded_config_reloads_total{result}`: config reloads by [`ReloadResult`].
+pub const CONFIG_RELOADS_TOTAL: &str = "ztraded_config_reloads_total";
+/// `ztraded_config_last_reload_success_timestamp_seconds`: Unix time of the last good reload.
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "ztraded_config_last_reload_success_timestamp_seconds";
+/// `ztraded_config_revision_info{revision}`: constant 1 for the running revision only.
+pub const CONFIG_REVISION_INFO: &str = "ztraded_config_revision_info";
+/// `ztraded_reconcile_duration_seconds`: histogram of reconcile passes.
+pub const RECONCILE_DURATION_SECONDS: &str = "ztraded_reconcile_duration_seconds";
+/// `ztraded_pipelines{state}`: number of pipelines in each [`PipelineCounts`] state.
+pub const PIPELINES: &str = "ztraded_pipelines";
+/// `ztraded_executions_total{pipeline,result}`: finished executions by [`ExecutionResult`].
+pub const EXECUTIONS_TOTAL: &str = "ztraded_executions_total";
+/// `ztraded_execution_duration_seconds`: histogram of execution wall time, all pipelines.
+pub const EXECUTION_DURATION_SECONDS: &str = "ztraded_execution_duration_seconds";
+/// `ztraded_orders_total{pipeline,mode,side}`: orders submitted.
+pub const ORDERS_TOTAL: &str = "ztraded_orders_total";
+/// `ztraded_order_rejections_total{pipeline,reason}`: orders the broker rejected.
+pub const ORDER_REJECTIONS_TOTAL: &str = "ztraded_order_rejections_total";
+/// `ztraded_risk_rejections_total{pipeline,rule}`: orders a risk rule refused.
+pub const RISK_REJECTIONS_TOTAL: &str = "ztraded_risk_rejections_total";
+/// `ztraded_positions_open{pipeline}`: open positions.
+pub const POSITIONS_OPEN: &str = "ztraded_positions_open";
+/// `ztraded_realized_pnl_dollars{pipeline}`: realized profit and loss in USD.
+pub const REALIZED_PNL_DOLLARS: &str = "ztraded_realized_pnl_dollars";
+/// `ztraded_equity_dollars`: account equity in USD.
+pub const EQUITY_DOLLARS: &str = "ztraded_equity_dollars";
+/// `ztraded_emergency_closes_total{scope}`: emergency closes by [`ScopeKind`].
+pub const EMERGENCY_CLOSES_TOTAL: &str = "ztraded_emergency_closes_total";
+/// `ztraded_halts{scope}`: latched halts by [`ScopeKind`].
+pub const HALTS: &str = "ztraded_halts";
+
+/// Every metric family name, in the order above. Tests check that each one is rendered.
+pub const ALL_NAMES: [&str; 16] = [
+    BUILD_INFO,
+    CONFIG_RELOADS_TOTAL,
+    CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+    CONFIG_REVISION_INFO,
+    RECONCILE_DURATION_SECONDS,
+    PIPELINES,
+    EXECUTIONS_TOTAL,
+    EXECUTION_DURATION_SECONDS,
+    ORDERS_TOTAL,
+    ORDER_REJECTIONS_TOTAL,
+    RISK_REJECTIONS_TOTAL,
+    POSITIONS_OPEN,
+    REALIZED_PNL_DOLLARS,
+    EQUITY_DOLLARS,
+    EMERGENCY_CLOSES_TOTAL,
+    HALTS,
+];
+
+/// Buckets of `ztraded_reconcile_duration_seconds`, in seconds: 1 ms to 30 s (parsing and
+/// validating a config directory, diffing, starting and stopping actors).
+pub const RECONCILE_BUCKETS: [f64; 11] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+/// Buckets of `ztraded_execution_duration_seconds`, in seconds: 5 ms (pure indicator
+/// pipelines) to 120 s (pipelines waiting on LLM calls).
+pub const EXECUTION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Outcome of one config reload (`result` label of `ztraded_config_reloads_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReloadResult {
+    /// The new desired state was valid and reconciled.
+    Applied,
+    /// The new desired state was invalid; the last valid revision keeps running.
+    Refused,
+    /// The files produced the revision that is already running.
+    Unchanged,
+}
+
+impl ReloadResult {
+    /// Every value, for pre-initialising series at zero.
+    pub const ALL: [ReloadResult; 3] = [
+        ReloadResult::Applied,
+        ReloadResult::Refused,
+        ReloadResult::Unchanged,
+    ];
+    /// The label value: `applied`, `refused` or `unchanged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Refused => "refused",
+            ReloadResult::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Outcome of one execution (`result` label of `ztraded_executions_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExecutionResult {
+    /// The DAG ran to its end.
+    Completed,
+    /// A gate, window, limit or budget stopped it before any side effect.
+    Skipped,
+    /// A node returned an error.
+    Failed,
+    /// A shutdown, removal or emergency close stopped it midway.
+    Interrupted,
+}
+
+impl ExecutionResult {
+    /// Every value, for pre-initialising series at zero.
+    pub const ALL: [ExecutionResult; 4] = [
+        ExecutionResult::Completed,
+        ExecutionResult::Skipped,
+        ExecutionResult::Failed,
+        ExecutionResult::Interrupted,
+    ];
+    /// The label value: `completed`, `skipped`, `failed` or `interrupted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionResult::Completed => "completed",
+            ExecutionResult::Skipped => "skipped",
+            ExecutionResult::Failed => "failed",
+            ExecutionResult::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The kind of scope of an emergency close or a halt (`scope` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScopeKind {
+    /// Every pipeline and symbol.
+    All,
+    /// One pipeline.
+    Pipeline,
+    /// One symbol, across pipelines.
+    Symbol,
+}
+
+impl ScopeKind {
+    /// Every value, for pre-initialising series at zero.
+    pub const ALL: [ScopeKind; 3] = [ScopeKind::All, ScopeKind::Pipeline, ScopeKind::Symbol];
+    /// The label value: `all`, `pipeline` or `symbol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::All => "all",
+            ScopeKind::Pipeline => "pipeline",
+            ScopeKind::Symbol => "symbol",
+        }
+    }
+}
+
+/// How many pipelines are in each state; [`Metrics::set_pipeline_counts`] sets all five
+/// `ztraded_pipelines{state}` series at once so they always add up to the total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineCounts {
+    /// Taking new entries.
+    pub running: u64,
+    /// Latched halt: no new entries, exits still managed.
+    pub halted: u64,
+    /// Removed or disabled, waiting for its positions to close (`on_remove`).
+    pub draining: u64,
+    /// Not running (disabled, or outside its schedule with nothing open).
+    pub stopped: u64,
+    /// Stopped by an error it cannot recover from.
+    pub failed: u64,
+}
+
+/// How many halts are latched per scope kind (`ztraded_halts{scope}`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HaltCounts {
+    /// 1 when the global halt is latched, else 0.
+    pub all: u64,
+    /// Number of pipelines with a latched halt.
+    pub pipeline: u64,
+    /// Number of symbols with a latched halt.
+    pub symbol: u64,
+}
+
+/// Errors building a [`Metrics`] or rendering it.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A metric could not be created or registered (duplicate name, invalid label name).
+    #[error("metrics: cannot register {name}: {source}")]
+    Register {
+        /// The metric family name.
+        name: &'static str,
+        /// The prometheus error.
+        source: prometheus::Error,
+    },
+    /// The text encoder refused the gathered families.
+    #[error("metrics: cannot encode the text format: {0}")]
+    Encode(prometheus::Error),
+}
+
+/// The daemon's metrics, registered in a registry of their own.
+///
+/// Thread-safe: share it as `Arc<Metrics>`. Every method is cheap (atomic updates behind a
+/// read lock of the label map), except [`Metrics::render`] and [`Metrics::remove_pipeline`],
+/// which walk the families.
+pub struct Metrics {
+    registry: Registry,
+    config_reloads: IntCounterVec,
+    config_last_reload_success: Gauge,
+    config_revision: IntGaugeVec,
+    current_revision: Mutex<Option<String>>,
+    reconcile_duration: Histogram,
+    pipelines: IntGaugeVec,
+    executions: IntCounterVec,
+    execution_duration: Histogram,
+    orders: IntCounterVec,
+    order_rejections: IntCounterVec,
+    risk_rejections: IntCounterVec,
+    positions_open: IntGaugeVec,
+    realized_pnl: GaugeVec,
+    equity: Gauge,
+    emergency_closes: IntCounterVec,
+    halts: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    name: &'static str,
+    made: prometheus::Result<C>,
+) -> Result<C, MetricsError> {
+    let c = made.map_err(|source| MetricsError::Register { name, source })?;
+    registry
+        .register(Box::new(c.clone()))
+        .map_err(|source| MetricsError::Register { name, source })?;
+    Ok(c)
+}
+
+/// Deletes every series of `vec` whose label `label` equals `value`.
+fn remove_matching<T: MetricVecBuilder>(vec: &MetricVec<T>, label: &str, value: &str) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let pairs = metric.get_label();
+            if !pairs
+                .iter()
+                .any(|p| p.name() == label && p.value() == value)
+            {
+                continue;
+            }
+            let labels: HashMap<&str, &str> = pairs.iter().map(|p| (p.name(), p.value())).collect();
+            // The label set was just read from the vector itself, so it matches its label
+            // names; an error only means a concurrent removal won the race.
+            let _ = vec.remove(&labels);
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, negative before it.
+fn unix_seconds(at: SystemTime) -> f64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// USD as f64 for a gauge. Precision loss is acceptable for display; the store keeps Decimal.
+fn dollars(amount: Decimal) -> f64 {
+    amount.to_f64().unwrap_or(f64::NAN)
+}
+
+impl Metrics {
+    /// Creates every metric family in a fresh registry. `ztraded_build_info` is set to 1, and
+    /// the series of the fixed label sets (`result` of reloads, `state` of pipelines, `scope`
+    /// of emergency closes and halts) start at 0 so that they exist before the first event.
+    ///
+    /// Errors: [`MetricsError::Register`] only if the definitions here are inconsistent
+    /// (caught by the unit tests).
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let r = Registry::new();
+        let build_info = register(
+            &r,
+            BUILD_INFO,
+            IntGaugeVec::new(
+                Opts::new(
+                    BUILD_INFO,
+                    "Constant 1, labelled with the version of the running ztraded binary.",
+                ),
+                &["version"],
+            ),
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        let config_reloads = register(
+            &r,
+            CONFIG_RELOADS_TOTAL,
+            IntCounterVec::new(
+                Opts::new(
+                    CONFIG_RELOADS_TOTAL,
+                    "Config directory reloads, by result: applied (reconciled), refused (invalid, \
+                     the last valid revision keeps running) or unchanged.",
+                ),
+                &["result"],
+            ),
+        )?;
+        for result in ReloadResult::ALL {
+            config_reloads
+                .with_label_values(&[result.as_str()])
+                .inc_by(0);
+        }
+        let config_last_reload_success = register(
+            &r,
+            CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+            Gauge::with_opts(Opts::new(
+                CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+                "Unix time in seconds of the last config reload that was applied or unchanged; \
+                 0 before the first one.",
+            )),
+        )?;
+        let config_revision = register(
+            &r,
+            CONFIG_REVISION_INFO,
+            IntGaugeVec::new(
+                Opts::new(
+                    CONFIG_REVISION_INFO,
+                    "Constant 1, labelled with the revision hash of the desired state the daemon \
+                     runs.",
+                ),
+                &["revision"],
+            ),
+        )?;
+        let reconcile_duration = register(
+            &r,
+            RECONCILE_DURATION_SECONDS,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    RECONCILE_DURATION_SECONDS,
+                    "Wall time in seconds of one reconcile pass, from loading the files to the \
+                     last pipeline actor started or stopped.",
+                )
+                .buckets(RECONCILE_BUCKETS.to_vec()),
+            ),
+        )?;
+        let pipelines = register(
+            &r,
+            PIPELINES,
+            IntGaugeVec::new(
+                Opts::new(
+                    PIPELINES,
+                    "Number of pipelines in each state: running, halted, draining, stopped or \
+                     failed.",
+                ),
+                &["state"],
+            ),
+        )?;
+        let executions = register(
+            &r,
+            EXECUTIONS_TOTAL,
+            IntCounterVec::new(
+                Opts::new(
+                    EXECUTIONS_TOTAL,
+                    "Finished pipeline executions, by pipeline and result: completed, skipped, \
+                     failed or interrupted.",
+                ),
+                &["pipeline", "result"],
+            ),
+        )?;
+        let execution_duration = register(
+            &r,
+            EXECUTION_DURATION_SECONDS,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    EXECUTION_DURATION_SECONDS,
+                    "Wall time in seconds of one pipeline execution, all pipelines together.",
+                )
+                .buckets(EXECUTION_BUCKETS.to_vec()),
+            ),
+        )?;
+        let orders = register(
+            &r,
+            ORDERS_TOTAL,
+            IntCounterVec::new(
+                Opts::new(
+                    ORDERS_TOTAL,
+                    "Orders submitted to a broker (or recorded, in validation mode), by \
+                     pipeline, mode and side.",
+                ),
+                &["pipeline", "mode", "side"],
+            ),
+        )?;
+        let order_rejections = register(
+            &r,
+            ORDER_REJECTIONS_TOTAL,
+            IntCounterVec::new(
+                Opts::new(
+                    ORDER_REJECTIONS_TOTAL,
+                    "Orders the broker rejected, by pipeline and rejection reason code.",
+                ),
+                &["pipeline", "reason"],
+            ),
+        )?;
+        let risk_rejections = register(
+            &r,
+            RISK_REJECTIONS_TOTAL,
+            IntCounterVec::new(
+                Opts::new(
+                    RISK_REJECTIONS_TOTAL,
+                    "Orders refused before submission by a risk policy rule, by pipeline and \
+                     rule.",
+                ),
+                &["pipeline", "rule"],
+            ),
+        )?;
+        let positions_open = register(
+            &r,
+            POSITIONS_OPEN,
+            IntGaugeVec::new(
+                Opts::new(POSITIONS_OPEN, "Number of open positions, by pipeline."),
+                &["pipeline"],
+            ),
+        )?;
+        let realized_pnl = register(
+            &r,
+            REALIZED_PNL_DOLLARS,
+            GaugeVec::new(
+                Opts::new(
+                    REALIZED_PNL_DOLLARS,
+                    "Realized profit and loss in US dollars of the pipeline's closed trades, \
+                     by pipeline; negative for a loss.",
+                ),
+                &["pipeline"],
+            ),
+        )?;
+        let equity = register(
+            &r,
+            EQUITY_DOLLARS,
+            Gauge::with_opts(Opts::new(
+                EQUITY_DOLLARS,
+                "Account equity in US dollars (cash plus market value of positions) as last \
+                 reported by the broker.",
+            )),
+        )?;
+        let emergency_closes = register(
+            &r,
+            EMERGENCY_CLOSES_TOTAL,
+            IntCounterVec::new(
+                Opts::new(
+                    EMERGENCY_CLOSES_TOTAL,
+                    "Authenticated emergency close requests handed to the daemon, by scope: all, \
+                     pipeline or symbol.",
+                ),
+                &["scope"],
+            ),
+        )?;
+        for kind in ScopeKind::ALL {
+            emergency_closes
+                .with_label_values(&[kind.as_str()])
+                .inc_by(0);
+        }
+        let halts = register(
+            &r,
+            HALTS,
+            IntGaugeVec::new(
+                Opts::new(
+                    HALTS,
+                    "Number of latched halts of new entries, by scope: all (0 or 1), pipeline or \
+                     symbol.",
+                ),
+                &["scope"],
+            ),
+        )?;
+        let m = Metrics {
+            registry: r,
+            config_reloads,
+            config_last_reload_success,
+            config_revision,
+            current_revision: Mutex::new(None),
+            reconcile_duration,
+            pipelines,
+            executions,
+            execution_duration,
+            orders,
+            order_rejections,
+            risk_rejections,
+            positions_open,
+            realized_pnl,
+            equity,
+            emergency_closes,
+            halts,
+        };
+        m.set_pipeline_counts(PipelineCounts::default());
+        m.set_halts(HaltCounts::default());
+        Ok(m)
+    }
+
+    /// Counts one config reload with its result; an `applied` or `unchanged` reload also sets
+    /// `ztraded_config_last_reload_success_timestamp_seconds` to `at` (wall time).
+    pub fn config_reloaded(&self, result: ReloadResult, at: SystemTime) {
+        self.config_reloads
+            .with_label_values(&[result.as_str()])
+            .inc();
+        if result != ReloadResult::Refused {
+            self.config_last_reload_success.set(unix_seconds(at));
+        }
+    }
+
+    /// Sets `ztraded_config_revision_info{revision}` to 1 for `revision` and deletes the series
+    /// of the previous revision, so exactly one revision is ever exposed.
+    pub fn set_config_revision(&self, revision: &str) {
+        let mut current = self
+            .current_revision
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.config_revision.with_label_values(&[revision]).set(1);
+        if let Some(old) = current.as_deref()
+            && old != revision
+        {
+            let _ = self.config_revision.remove_label_values(&[old]);
+        }
+        *current = Some(revision.to_string());
+    }
+
+    /// Observes the wall time of one reconcile pass, in seconds.
+    pub fn reconcile_finished(&self, seconds: f64) {
+        self.reconcile_duration.observe(seconds);
+    }
+
+    /// Sets all five `ztraded_pipelines{state}` series.
+    pub fn set_pipeline_counts(&self, counts: PipelineCounts) {
+        let g = &self.pipelines;
+        for (state, n) in [
+            ("running", counts.running),
+            ("halted", counts.halted),
+            ("draining", counts.draining),
+            ("stopped", counts.stopped),
+            ("failed", counts.failed),
+        ] {
+            g.with_label_values(&[state]).set(saturating_i64(n));
+        }
+    }
+
+    /// Creates the missing series of a started pipeline at zero (every execution result, open
+    /// positions, realized P&L) so that `rate()` and alerts see them before the first event;
+    /// existing series keep their values. Optional: every other method creates the series it
+    /// needs.
+    pub fn pipeline_started(&self, pipeline: &str) {
+        for result in ExecutionResult::ALL {
+            self.executions
+                .with_label_values(&[pipeline, result.as_str()])
+                .inc_by(0);
+        }
+        // `add(0)` creates a missing series at zero and leaves an existing one alone (a
+        // changed pipeline restarts with its positions still open).
+        self.positions_open.with_label_values(&[pipeline]).add(0);
+        self.realized_pnl.with_label_values(&[pipeline]).add(0.0);
+    }
+
+    /// Counts one finished execution of `pipeline` and observes its wall time in seconds.
+    pub fn execution_finished(&self, pipeline: &str, result: ExecutionResult, seconds: f64) {
+        self.executions
+            .with_label_values(&[pipeline, result.as_str()])
+            .inc();
+        self.execution_duration.observe(seconds);
+    }
+
+    /// Counts one order submitted by `pipeline`.
+    pub fn order_submitted(&self, pipeline: &str, mode: Mode, side: Side) {
+        self.orders
+            .with_label_values(&[pipeline, mode.as_str(), side.as_str()])
+            .inc();
+    }
+
+    /// Counts one order the broker rejected. `reason` must be a short code from a bounded set
+    /// (`insufficient_buying_power`, `market_closed`, ...), never the broker's free-text
+    /// message: every distinct value is a new series.
+    pub fn order_rejected(&self, pipeline: &str, reason: &str) {
+        self.order_rejections
+            .with_label_values(&[pipeline, reason])
+            .inc();
+    }
+
+    /// Counts one order refused by the risk policy rule `rule` (the rule's name in the policy).
+    pub fn risk_rejected(&self, pipeline: &str, rule: &str) {
+        self.risk_rejections
+            .with_label_values(&[pipeline, rule])
+            .inc();
+    }
+
+    /// Sets the number of open positions of `pipeline`.
+    pub fn set_positions_open(&self, pipeline: &str, open: u64) {
+        self.positions_open
+            .with_label_values(&[pipeline])
+            .set(saturating_i64(open));
+    }
+
+    /// Sets the realized P&L of `pipeline`, in USD (converted to f64 here, at the boundary).
+    pub fn set_realized_pnl(&self, pipeline: &str, usd: Decimal) {
+        self.realized_pnl
+            .with_label_values(&[pipeline])
+            .set(dollars(usd));
+    }
+
+    /// Sets the account equity, in USD.
+    pub fn set_equity(&self, usd: Decimal) {
+        self.equity.set(dollars(usd));
+    }
+
+    /// Counts one emergency close handed to the daemon (the HTTP layer calls this).
+    pub fn emergency_close(&self, scope: ScopeKind) {
+        self.emergency_closes
+            .with_label_values(&[scope.as_str()])
+            .inc();
+    }
+
+    /// Sets all three `ztraded_halts{scope}` series.
+    pub fn set_halts(&self, counts: HaltCounts) {
+        for (kind, n) in [
+            (ScopeKind::All, counts.all),
+            (ScopeKind::Pipeline, counts.pipeline),
+            (ScopeKind::Symbol, counts.symbol),
+        ] {
+            self.halts
+                .with_label_values(&[kind.as_str()])
+                .set(saturating_i64(n));
+        }
+    }
+
+    /// Deletes every series labelled `pipeline="<pipeline>"` from every family. The daemon
+    /// calls it when a pipeline is removed from the config (after it has drained), so the
+    /// exposition does not keep series of pipelines that no longer exist.
+    pub fn remove_pipeline(&self, pipeline: &str) {
+        remove_matching(&self.executions, "pipeline", pipeline);
+        remove_matching(&self.orders, "pipeline", pipeline);
+        remove_matching(&self.order_rejections, "pipeline", pipeline);
+        remove_matching(&self.risk_rejections, "pipeline", pipeline);
+        remove_matching(&self.positions_open, "pipeline", pipeline);
+        remove_matching(&self.realized_pnl, "pipeline", pipeline);
+    }
+
+    /// The registry, for adding collectors that live elsewhere (e.g. a store pool's gauges).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every non-empty family in the Prometheus text format, version 0.0.4
+    /// (`Content-Type: text/plain; version=0.0.4`, see [`prometheus::TEXT_FORMAT`]), sorted by
+    /// name. Errors: [`MetricsError::Encode`] (not expected: it only refuses empty families,
+    /// which the registry already drops).
+    pub fn try_render(&self) -> Result<String, MetricsError> {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .map_err(MetricsError::Encode)?;
+        String::from_utf8(buf)
+            .map_err(|e| MetricsError::Encode(prometheus::Error::Msg(e.to_string())))
+    }
+
+    /// [`Metrics::try_render`], logging an encoder error and answering the empty string then
+    /// (Prometheus reads that as a scrape with no series, which alerts on `absent()` catch).
+    pub fn render(&self) -> String {
+        match self.try_render() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot render metrics");
+                String::new()
+            }
+        }
+    }
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::dec;
+
+    fn populated() -> Metrics {
+        let m = Metrics::new().unwrap();
+        m.config_reloaded(
+            ReloadResult::Applied,
+            UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+        );
+        m.set_config_revision("abc123");
+        m.reconcile_finished(0.02);
+        m.set_pipeline_counts(PipelineCounts {
+            running: 2,
+            halted: 1,
+            draining: 0,
+            stopped: 3,
+            failed: 0,
+        });
+        m.execution_finished("aapl-momentum", ExecutionResult::Completed, 0.3);
+        m.order_submitted("aapl-momentum", Mode::Paper, Side::Buy);
+        m.order_rejected("aapl-momentum", "insufficient_buying_power");
+        m.risk_rejected("aapl-momentum", "max_position_pct");
+        m.set_positions_open("aapl-momentum", 2);
+        m.set_realized_pnl("aapl-momentum", dec!(-123.45));
+        m.set_equity(dec!(100250.10));
+        m.emergency_close(ScopeKind::Symbol);
+        m.set_halts(HaltCounts {
+            all: 0,
+            pipeline: 1,
+            symbol: 2,
+        });
+        m
+    }
+
+    #[test]
+    fn every_family_is_rendered_with_help_and_type() {
+        let text = populated().render();
+        for name in ALL_NAMES {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}:\n{text}"
+            );
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "no TYPE for {name}:\n{text}"
+            );
+        }
+        assert!(text.contains(&format!(
+            "ztraded_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(
+            text.contains("ztraded_realized_pnl_dollars{pipeline=\"aapl-momentum\"} -123.45\n")
+        );
+        assert!(text.contains("ztraded_equity_dollars 100250.1\n"));
+        assert!(text.contains("ztraded_config_last_reload_success_timestamp_seconds 1700000000\n"));
+        assert!(text.contains(
+            "ztraded_orders_total{mode=\"paper\",pipeline=\"aapl-momentum\",side=\"buy\"} 1\n"
+        ));
+        assert!(text.contains("ztraded_halts{scope=\"symbol\"} 2\n"));
+        assert!(text.contains("ztraded_pipelines{state=\"stopped\"} 3\n"));
+    }
+
+    #[test]
+    fn fixed_label_sets_start_at_zero() {
+        let text = Metrics::new().unwrap().render();
+        for line in [
+            "ztraded_config_reloads_total{result=\"applied\"} 0\n",
+            "ztraded_config_reloads_total{result=\"refused\"} 0\n",
+            "ztraded_config_reloads_total{result=\"unchanged\"} 0\n",
+            "ztraded_pipelines{state=\"failed\"} 0\n",
+            "ztraded_emergency_closes_total{scope=\"all\"} 0\n",
+            "ztraded_halts{scope=\"all\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn refused_reload_keeps_the_success_timestamp() {
+        let m = Metrics::new().unwrap();
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        m.config_reloaded(ReloadResult::Unchanged, t);
+        m.config_reloaded(
+            ReloadResult::Refused,
+            t + std::time::Duration::from_secs(50),
+        );
+        let text = m.render();
+        assert!(text.contains("ztraded_config_last_reload_success_timestamp_seconds 1000\n"));
+        assert!(text.contains("ztraded_config_reloads_total{result=\"refused\"} 1\n"));
+        assert!(text.contains("ztraded_config_reloads_total{result=\"unchanged\"} 1\n"));
+    }
+
+    #[test]
+    fn only_the_current_revision_is_exposed() {
+        let m = Metrics::new().unwrap();
+        m.set_config_revision("r1");
+        m.set_config_revision("r2");
+        m.set_config_revision("r2");
+        let text = m.render();
+        assert!(!text.contains("revision=\"r1\""), "{text}");
+        assert!(text.contains("ztraded_config_revision_info{revision=\"r2\"} 1\n"));
+    }
+
+    #[test]
+    fn remove_pipeline_deletes_its_series_only() {
+        let m = populated();
+        m.execution_finished("other", ExecutionResult::Failed, 1.0);
+        m.order_submitted("other", Mode::Live, Side::Sell);
+        m.remove_pipeline("aapl-momentum");
+        let text = m.render();
+        assert!(!text.contains("aapl-momentum"), "{text}");
+        assert!(
+            text.contains("ztraded_executions_total{pipeline=\"other\",result=\"failed\"} 1\n")
+        );
+        assert!(
+            text.contains(
+                "ztraded_orders_total{mode=\"live\",pipeline=\"other\",side=\"sell\"} 1\n"
+            )
+        );
+        // The histogram has no pipeline label and keeps its observations.
+        assert!(
+            text.contains("ztraded_execution_duration_seconds_count 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn pipeline_started_creates_zero_series() {
+        let m = Metrics::new().unwrap();
+        m.pipeline_started("p1");
+        let text = m.render();
+        for result in ExecutionResult::ALL {
+            let line = format!(
+                "ztraded_executions_total{{pipeline=\"p1\",result=\"{}\"}} 0\n",
+                result.as_str()
+            );
+            assert!(text.contains(&line), "missing {line:?}");
+        }
+        assert!(text.contains("ztraded_positions_open{pipeline=\"p1\"} 0\n"));
+        // Starting again (a changed pipeline restarts) keeps the counters.
+        m.execution_finished("p1", ExecutionResult::Failed, 1.0);
+        m.set_positions_open("p1", 3);
+        m.pipeline_started("p1");
+        assert!(
+            m.render()
+                .contains("ztraded_positions_open{pipeline=\"p1\"} 3\n")
+        );
+        assert!(
+            m.render()
+                .contains("ztraded_executions_total{pipeline=\"p1\",result=\"failed\"} 1\n")
+        );
+    }
+
+    #[test]
+    fn independent_registries() {
+        let a = Metrics::new().unwrap();
+        let b = Metrics::new().unwrap();
+        a.order_rejected("p", "x");
+        assert!(a.render().contains("ztraded_order_rejections_total"));
+        assert!(!b.render().contains("ztraded_order_rejections_total"));
+    }
+}

@@ -1,0 +1,177 @@
+//! The macros that give both backends one code path: `with_pool!` expands a body once per
+//! concrete pool type, and the `*_on!` statement macros run one statement on any executor
+//! of either backend (a pool or a transaction), so that a statement shared by a standalone
+//! method and a transaction is written once.
+
+/// Runs `$body` with `$pool` bound to the concrete pool (`&SqlitePool` or `&PgPool`): the
+/// one code path of every repository method.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Upserts a broker snapshot (JSON text) through any executor of either backend.
+macro_rules! upsert_broker_state_on {
+    ($exec:expr, $name:expr, $state:expr, $at:expr) => {
+        sqlx::query(
+            "INSERT INTO broker_states (name, state, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET state = excluded.state, \
+             updated_at = excluded.updated_at",
+        )
+        .bind($name)
+        .bind($state)
+        .bind($at)
+        .execute($exec)
+        .await
+        .map_err($crate::store::codec::q("broker_states", "upsert"))
+        .map(|_| ())
+    };
+}
+
+/// Upserts an order row (`$order`: `&OrderState`, `$order_type`: its JSON text) by client
+/// order id.
+macro_rules! upsert_order_on {
+    ($exec:expr, $broker:expr, $order:expr, $order_type:expr, $at:expr) => {{
+        let o: &$crate::broker::OrderState = $order;
+        sqlx::query(
+            "INSERT INTO orders (client_order_id, broker, broker_order_id, pipeline, symbol, \
+             side, quantity, filled_quantity, average_price, order_type, purpose, oco_group, \
+             status, reason, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (client_order_id) DO UPDATE SET broker = excluded.broker, \
+             broker_order_id = excluded.broker_order_id, pipeline = excluded.pipeline, \
+             symbol = excluded.symbol, side = excluded.side, quantity = excluded.quantity, \
+             filled_quantity = excluded.filled_quantity, \
+             average_price = excluded.average_price, order_type = excluded.order_type, \
+             purpose = excluded.purpose, oco_group = excluded.oco_group, \
+             status = excluded.status, reason = excluded.reason, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at",
+        )
+        .bind(&o.client_order_id)
+        .bind($broker)
+        .bind(&o.broker_order_id)
+        .bind(&o.pipeline)
+        .bind(&o.symbol)
+        .bind(o.side.as_str())
+        .bind($crate::store::codec::dec_text(o.quantity))
+        .bind($crate::store::codec::dec_text(o.filled_quantity))
+        .bind($crate::store::codec::dec_text(o.average_price))
+        .bind($order_type)
+        .bind(o.purpose.as_str())
+        .bind(&o.oco_group)
+        .bind(o.status.as_str())
+        .bind(&o.reason)
+        .bind(o.created_at)
+        .bind($at)
+        .execute($exec)
+        .await
+        .map_err($crate::store::codec::q("orders", "upsert"))
+        .map(|_| ())
+    }};
+}
+
+/// Inserts a fill unless its `fill_id` is stored; `Ok(true)` when it was new.
+macro_rules! insert_fill_on {
+    ($exec:expr, $broker:expr, $fill:expr) => {{
+        let f: &$crate::broker::Fill = $fill;
+        sqlx::query(
+            "INSERT INTO fills (fill_id, broker, client_order_id, broker_order_id, pipeline, \
+             symbol, side, quantity, price, commission, purpose, ts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (fill_id) DO NOTHING",
+        )
+        .bind(&f.fill_id)
+        .bind($broker)
+        .bind(&f.client_order_id)
+        .bind(&f.broker_order_id)
+        .bind(&f.pipeline)
+        .bind(&f.symbol)
+        .bind(f.side.as_str())
+        .bind($crate::store::codec::dec_text(f.quantity))
+        .bind($crate::store::codec::dec_text(f.price))
+        .bind($crate::store::codec::dec_text(f.commission))
+        .bind(f.purpose.as_str())
+        .bind(f.ts)
+        .execute($exec)
+        .await
+        .map_err($crate::store::codec::q("fills", "insert"))
+        .map(|r| r.rows_affected() == 1)
+    }};
+}
+
+/// Saves (inserts or replaces) the open trade `$trade` (`&OpenTrade`; `$json`: its JSON
+/// text) under its pipeline and symbol.
+macro_rules! save_open_trade_on {
+    ($exec:expr, $trade:expr, $json:expr, $at:expr) => {{
+        let t: &$crate::engine::book::OpenTrade = $trade;
+        sqlx::query(
+            "INSERT INTO open_trades (pipeline, symbol, side, quantity, average_price, \
+             entry_time, trade, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (pipeline, symbol) DO UPDATE SET side = excluded.side, \
+             quantity = excluded.quantity, average_price = excluded.average_price, \
+             entry_time = excluded.entry_time, trade = excluded.trade, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&t.pipeline)
+        .bind(&t.symbol)
+        .bind(t.side.as_str())
+        .bind($crate::store::codec::dec_text(t.quantity))
+        .bind($crate::store::codec::dec_text(t.average_price))
+        .bind(t.entry_time)
+        .bind($json)
+        .bind($at)
+        .execute($exec)
+        .await
+        .map_err($crate::store::codec::q("open_trades", "upsert"))
+        .map(|_| ())
+    }};
+}
+
+/// Deletes the open trade of `$pipeline` in `$symbol`; `Ok(true)` when there was one.
+macro_rules! delete_open_trade_on {
+    ($exec:expr, $pipeline:expr, $symbol:expr) => {
+        sqlx::query("DELETE FROM open_trades WHERE pipeline = $1 AND symbol = $2")
+            .bind($pipeline)
+            .bind($symbol)
+            .execute($exec)
+            .await
+            .map_err($crate::store::codec::q("open_trades", "delete"))
+            .map(|r| r.rows_affected() == 1)
+    };
+}
+
+/// Inserts a completed trade (`&TradeRecord`); `Ok(id)`.
+macro_rules! insert_trade_on {
+    ($exec:expr, $trade:expr) => {{
+        let t: &$crate::engine::trades::TradeRecord = $trade;
+        sqlx::query(
+            "INSERT INTO trades (pipeline, symbol, side, entry_time, exit_time, entry_price, \
+             exit_price, quantity, stop_loss, target_1, target_2, exit_reason, pnl, fees, mode) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             RETURNING id",
+        )
+        .bind(&t.pipeline)
+        .bind(&t.symbol)
+        .bind(t.side.as_str())
+        .bind(t.entry_time)
+        .bind(t.exit_time)
+        .bind($crate::store::codec::dec_text(t.entry_price))
+        .bind($crate::store::codec::dec_text(t.exit_price))
+        .bind($crate::store::codec::dec_text(t.quantity))
+        .bind($crate::store::codec::opt_dec_text(t.stop_loss))
+        .bind($crate::store::codec::opt_dec_text(t.target_1))
+        .bind($crate::store::codec::opt_dec_text(t.target_2))
+        .bind(t.exit_reason.as_str())
+        .bind($crate::store::codec::dec_text(t.pnl))
+        .bind($crate::store::codec::dec_text(t.fees))
+        .bind(&t.mode)
+        .fetch_one($exec)
+        .await
+        .map_err($crate::store::codec::q("trades", "insert"))
+        .and_then(|row| $crate::store::codec::Cols::new(&row, "trades").int("id"))
+    }};
+}
