@@ -26,9 +26,9 @@ use ztraded::engine::book::{Book, OpenTrade};
 use ztraded::engine::state::{ExecutionRecord, ExecutionStatus, NodeRecord};
 use ztraded::engine::trades::{EquityPoint, TradeRecord};
 use ztraded::store::{
-    CostRecord, ExecutionState, FillUpdate, IntentKind, IntentOrder, IntentStatus, Intervention,
-    InterventionKind, OrderIntent, PositionChange, ReconcileRecord, ReconcileResult, Scope, Store,
-    StoreError,
+    BatchEntry, BatchOutcome, BookChange, CostRecord, ExecutionState, FillUpdate, IntentKind,
+    IntentOrder, IntentStatus, Intervention, InterventionKind, OrderIntent, PositionChange,
+    ReconcileRecord, ReconcileResult, Scope, Store, StoreError, WriteBatch,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -720,6 +720,170 @@ async fn a_fill_transaction_is_all_or_nothing() {
         assert!(s.load_open_trades().await.unwrap().is_empty());
         assert_eq!(s.trades(Some("p"), 20, 21).await.unwrap(), vec![good_trade]);
         assert_eq!(s.load_broker_state("sim").await.unwrap().unwrap().state, s1);
+        s.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_write_batch_is_one_transaction_and_intents_go_first() {
+    on_both("write_batch", |db| async move {
+        let s = db.connect().await;
+        // An open position, as an entry fill left it.
+        let entry = fill(
+            "zt-e",
+            "f1",
+            OrderPurpose::Entry,
+            Side::Buy,
+            dec!(100),
+            dec!(100.01),
+            10,
+        );
+        let open = opened(&entry);
+        let mut first = WriteBatch::new(10);
+        first.push(BatchEntry::Fill {
+            broker: "sim".into(),
+            fill: entry.clone(),
+            order: Some(order_state(&entry, OrderStatus::Filled)),
+            position: BookChange::Open(Box::new(open.clone())),
+            closed_trades: Vec::new(),
+        });
+        assert_eq!(
+            s.write_batch(&first).await.unwrap(),
+            BatchOutcome {
+                fills_written: 1,
+                fills_duplicate: 0
+            }
+        );
+        assert_eq!(s.load_open_trades().await.unwrap(), vec![open.clone()]);
+
+        // Two exit intents in one transaction; the second call only reports them.
+        let a = OrderIntent::exit("sim", None, &exit_order("zt-x1"), 20);
+        let b = OrderIntent::exit("sim", None, &exit_order("zt-x2"), 20);
+        assert_eq!(
+            s.insert_intents(&[a.clone(), b.clone()]).await.unwrap(),
+            vec![true, true]
+        );
+        assert_eq!(s.insert_intents(&[a.clone()]).await.unwrap(), vec![false]);
+        assert_eq!(s.pending_intents().await.unwrap().len(), 2);
+
+        // The close: x1 submitted and filled (position flat, trade closed, a bracket leg
+        // cancelled), x2 refused; the snapshot last. A bad trade anywhere rolls back all.
+        let exit = fill(
+            "zt-x1",
+            "f2",
+            OrderPurpose::Emergency,
+            Side::Sell,
+            dec!(100),
+            dec!(101.5),
+            20,
+        );
+        let mut leg = order_state(&entry, OrderStatus::Cancelled);
+        leg.client_order_id = "zt-e-sl".into();
+        leg.filled_quantity = Decimal::ZERO;
+        let batch = |closed: TradeRecord| {
+            let mut batch = WriteBatch::new(20);
+            batch.push(BatchEntry::Order {
+                broker: "sim".into(),
+                order: leg.clone(),
+            });
+            batch.push(BatchEntry::IntentSubmitted {
+                client_order_id: "zt-x1".into(),
+            });
+            batch.push(BatchEntry::Fill {
+                broker: "sim".into(),
+                fill: exit.clone(),
+                order: Some(order_state(&exit, OrderStatus::Filled)),
+                position: BookChange::Flat,
+                closed_trades: vec![closed],
+            });
+            batch.push(BatchEntry::IntentFailed {
+                client_order_id: "zt-x2".into(),
+                error: "market closed".into(),
+            });
+            batch.push(BatchEntry::BrokerState {
+                broker: "sim".into(),
+                state: json!({"seq": 2}),
+            });
+            batch
+        };
+        let err = s
+            .write_batch(&batch(trade("p", 30, 20, dec!(148.99))))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Query {
+                    table: "trades",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(s.load_open_trades().await.unwrap(), vec![open.clone()]);
+        assert!(s.order("zt-e-sl").await.unwrap().is_none());
+        assert!(s.fills_of_order("zt-x1").await.unwrap().is_empty());
+        assert_eq!(s.pending_intents().await.unwrap().len(), 2);
+        assert!(s.load_broker_state("sim").await.unwrap().is_none());
+
+        let closed = trade("p", 10, 20, dec!(148.99));
+        assert_eq!(
+            s.write_batch(&batch(closed.clone())).await.unwrap(),
+            BatchOutcome {
+                fills_written: 1,
+                fills_duplicate: 0
+            }
+        );
+        assert!(s.load_open_trades().await.unwrap().is_empty());
+        assert_eq!(s.order("zt-e-sl").await.unwrap().unwrap().state, leg);
+        assert_eq!(
+            s.order("zt-x1").await.unwrap().unwrap().state.status,
+            OrderStatus::Filled
+        );
+        assert!(s.pending_intents().await.unwrap().is_empty());
+        let x1 = s.intent("zt-x1").await.unwrap().unwrap();
+        assert_eq!(x1.status, IntentStatus::Submitted);
+        let x2 = s.intent("zt-x2").await.unwrap().unwrap();
+        assert_eq!(
+            (x2.status, x2.error.as_deref()),
+            (IntentStatus::Failed, Some("market closed"))
+        );
+        assert_eq!(
+            s.trades(None, i64::MIN, i64::MAX).await.unwrap(),
+            vec![closed.clone()]
+        );
+        assert_eq!(
+            s.load_broker_state("sim").await.unwrap().unwrap().state,
+            json!({"seq": 2})
+        );
+
+        // Replayed: the fill is a duplicate, its trade is not written twice.
+        let outcome = s.write_batch(&batch(closed.clone())).await.unwrap();
+        assert_eq!(
+            outcome,
+            BatchOutcome {
+                fills_written: 0,
+                fills_duplicate: 1
+            }
+        );
+        assert_eq!(s.trades(None, i64::MIN, i64::MAX).await.unwrap().len(), 1);
+
+        // An intent entry for an unknown id fails the whole batch.
+        let mut unknown = WriteBatch::new(30);
+        unknown.push(BatchEntry::BrokerState {
+            broker: "sim".into(),
+            state: json!({"seq": 3}),
+        });
+        unknown.push(BatchEntry::IntentSubmitted {
+            client_order_id: "zt-nope".into(),
+        });
+        let err = s.write_batch(&unknown).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+        assert_eq!(
+            s.load_broker_state("sim").await.unwrap().unwrap().state,
+            json!({"seq": 2})
+        );
         s.close().await;
     })
     .await;

@@ -3,16 +3,19 @@
 //!
 //! Crash safety: an order's intent is written (with its deterministic client order id)
 //! before the broker sees the order; the broker answer and its snapshot are written in one
-//! transaction afterwards; every fill is written in one transaction with the position change,
-//! the closed trade and the broker snapshot. At start the book is rebuilt from the store,
+//! transaction afterwards; the fills of a bar (or of an emergency close) are written in one
+//! transaction with the position changes, the closed trades, the cancelled bracket legs and
+//! the broker snapshot. At start the book is rebuilt from the store,
 //! compared with the broker (the source of truth; differences are logged and the broker
 //! wins), and intents left pending are matched to broker orders by client order id.
 
 use super::market::{BarBatch, ReplayHub};
 use crate::broker::sim::SimBroker;
 use crate::broker::{
-    BrokerEvent, ExitOrder, OrderPurpose, OrderState, OrderType, Position, Submit, client_order_id,
+    BrokerEvent, ExitOrder, Fill, OrderPurpose, OrderState, OrderType, Position, Submit,
+    client_order_id,
 };
+use crate::config::pipeline::Mode;
 use crate::config::settings::{BrokerSettings, Settings};
 use crate::engine::book::{Book, FollowUp, OpenTrade};
 use crate::engine::clock::Clock;
@@ -22,7 +25,7 @@ use crate::engine::trades::EquityPoint;
 use crate::http::Scope;
 use crate::metrics::Metrics;
 use crate::store::{
-    FillUpdate, Intervention, InterventionKind, OrderIntent, PositionChange, Store,
+    BatchEntry, BookChange, Intervention, InterventionKind, OrderIntent, Store, WriteBatch,
 };
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -309,10 +312,49 @@ impl Portfolio {
         self.update_position_metrics();
     }
 
+    /// Books `events` of broker `broker` and stores them with the broker's snapshot in one
+    /// transaction.
     async fn handle_events(&self, broker: &str, events: Vec<BrokerEvent>, now: i64) {
-        let Some(slot) = self.brokers.get(broker) else {
+        if events.is_empty() {
             return;
+        }
+        let mut batch = WriteBatch::new(now);
+        let fills = self.apply_events(broker, events, &mut batch);
+        if let Some(state) = self.snapshot(broker) {
+            batch.push(BatchEntry::BrokerState {
+                broker: broker.to_string(),
+                state,
+            });
+        }
+        self.write(&batch, &fills).await;
+    }
+
+    /// Writes `batch`; logs `fills` once they are stored.
+    async fn write(&self, batch: &WriteBatch, fills: &[Fill]) {
+        match self.store.write_batch(batch).await {
+            Ok(_) => {
+                for fill in fills {
+                    info!(pipeline = %fill.pipeline, symbol = %fill.symbol, side = fill.side.as_str(), quantity = %fill.quantity, price = %fill.price, purpose = fill.purpose.as_str(), "fill");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, writes = batch.entries.len(), fills = fills.len(), "fills and orders not stored (intents left pending are settled at the next start)");
+            }
+        }
+    }
+
+    /// Books `events` of broker `broker` in memory (book, follow-up orders, realized P&L)
+    /// and appends what they change to `batch`. Returns the fills, for the log.
+    fn apply_events(
+        &self,
+        broker: &str,
+        events: Vec<BrokerEvent>,
+        batch: &mut WriteBatch,
+    ) -> Vec<Fill> {
+        let Some(slot) = self.brokers.get(broker) else {
+            return Vec::new();
         };
+        let mut fills = Vec::new();
         for event in events {
             match event {
                 BrokerEvent::Fill(fill) => {
@@ -337,6 +379,12 @@ impl Portfolio {
                                     }
                                 } else {
                                     info!(pipeline = %fill.pipeline, symbol = %fill.symbol, %price, "stop moved to breakeven after target 1");
+                                    if let Some(order) = sim.order(client_order_id) {
+                                        batch.push(BatchEntry::Order {
+                                            broker: broker.to_string(),
+                                            order,
+                                        });
+                                    }
                                 }
                             }
                             FollowUp::CancelGroup(group) => {
@@ -347,17 +395,19 @@ impl Portfolio {
                                     .map(|o| o.client_order_id)
                                     .collect();
                                 for id in ids {
-                                    let _ = sim.cancel(&id);
+                                    if sim.cancel(&id).is_ok()
+                                        && let Some(order) = sim.order(&id)
+                                    {
+                                        batch.push(BatchEntry::Order {
+                                            broker: broker.to_string(),
+                                            order,
+                                        });
+                                    }
                                 }
                             }
                         }
                     }
                     let order = lock(&slot.sim).order(&fill.client_order_id);
-                    let snapshot = self.snapshot(broker);
-                    let change = match &position {
-                        Some(t) => PositionChange::Open(t),
-                        None => PositionChange::Flat,
-                    };
                     for trade in &closed {
                         let total = {
                             let mut realized = lock(&self.realized);
@@ -368,26 +418,17 @@ impl Portfolio {
                         self.metrics.set_realized_pnl(&trade.pipeline, total);
                         info!(pipeline = %trade.pipeline, symbol = %trade.symbol, pnl = %trade.pnl, reason = trade.exit_reason.as_str(), "trade closed");
                     }
-                    let update = FillUpdate {
-                        broker,
-                        fill: &fill,
-                        order: order.as_ref(),
-                        position: change,
-                        closed_trade: closed.first(),
-                        broker_state: snapshot.as_ref(),
-                        at: now,
-                    };
-                    match self.store.record_fill(update).await {
-                        Ok(_) => {
-                            info!(pipeline = %fill.pipeline, symbol = %fill.symbol, side = fill.side.as_str(), quantity = %fill.quantity, price = %fill.price, purpose = fill.purpose.as_str(), "fill")
-                        }
-                        Err(e) => {
-                            warn!(client_order_id = %fill.client_order_id, error = %e, "fill not stored")
-                        }
-                    }
-                    for extra in closed.iter().skip(1) {
-                        let _ = self.store.insert_trade(extra).await;
-                    }
+                    batch.push(BatchEntry::Fill {
+                        broker: broker.to_string(),
+                        fill: fill.clone(),
+                        order,
+                        position: match position {
+                            Some(t) => BookChange::Open(Box::new(t)),
+                            None => BookChange::Flat,
+                        },
+                        closed_trades: closed,
+                    });
+                    fills.push(fill);
                 }
                 BrokerEvent::Rejected {
                     client_order_id,
@@ -398,16 +439,17 @@ impl Portfolio {
                     reason,
                 } => {
                     lock(&self.book).drop_entry(&client_order_id);
-                    let state = lock(&slot.sim).order(&client_order_id);
-                    if let Some(state) = state
-                        && let Err(e) = self.store.upsert_order(broker, &state, now).await
-                    {
-                        warn!(%client_order_id, error = %e, "order update not stored");
+                    if let Some(order) = lock(&slot.sim).order(&client_order_id) {
+                        batch.push(BatchEntry::Order {
+                            broker: broker.to_string(),
+                            order,
+                        });
                     }
                     info!(%client_order_id, %reason, "order closed without a fill");
                 }
             }
         }
+        fills
     }
 
     /// Submits an order for a pipeline: intent first, then the broker, then the answer.
@@ -604,9 +646,15 @@ impl Portfolio {
         }
     }
 
-    /// Market exits for every open position in `scope` (next bar's open; with `now = true`,
-    /// filled at once at the last price, as for an emergency). Returns each position's
-    /// result.
+    /// Market exits for every open position in `scope` (next bar's open; with
+    /// `immediately`, filled at once at the last price, as for an emergency). Returns each
+    /// position's result.
+    ///
+    /// Batched for speed without giving up the intent-first rule: every exit's intent is
+    /// written in one transaction before any exit reaches the broker; the broker's answers,
+    /// the fills, what they change and the broker snapshot are written in a second one.
+    /// A crash between the two leaves the intents pending, and the next start matches them
+    /// to the broker's orders by client order id.
     pub async fn flatten(
         &self,
         scope: &Scope,
@@ -620,6 +668,8 @@ impl Portfolio {
             .filter(|t| scope.covers(&t.pipeline, &t.symbol))
             .cloned()
             .collect();
+        let mut batch = WriteBatch::new(now);
+        let mut touched = std::collections::BTreeSet::new();
         // Cancel working orders in scope first (entries not yet filled, bracket legs).
         for (name, slot) in &self.brokers {
             let cancelled: Vec<OrderState> = {
@@ -634,28 +684,47 @@ impl Portfolio {
                     .filter_map(|id| sim.cancel(id).ok().and_then(|()| sim.order(id)))
                     .collect()
             };
-            for state in cancelled {
-                lock(&self.book).drop_entry(&state.client_order_id);
-                let _ = self.store.upsert_order(name, &state, now).await;
+            if !cancelled.is_empty() {
+                touched.insert(name.clone());
+            }
+            let mut book = lock(&self.book);
+            for order in cancelled {
+                book.drop_entry(&order.client_order_id);
+                batch.push(BatchEntry::Order {
+                    broker: name.clone(),
+                    order,
+                });
             }
         }
+        // Which broker holds each position.
+        let mut holders: BTreeMap<(String, String), String> = BTreeMap::new();
+        for (name, slot) in &self.brokers {
+            for p in lock(&slot.sim).positions() {
+                holders.insert((p.pipeline, p.symbol), name.clone());
+            }
+        }
+        struct Exit {
+            broker: String,
+            order: ExitOrder,
+            mode: Mode,
+            signed: Decimal,
+            known: bool,
+        }
         let mut results = Vec::new();
+        let mut exits = Vec::new();
         for t in trades {
-            let broker = self
-                .brokers
-                .iter()
-                .find(|(_, s)| {
-                    lock(&s.sim)
-                        .positions()
-                        .iter()
-                        .any(|p| p.pipeline == t.pipeline && p.symbol == t.symbol)
-                })
-                .map(|(n, _)| n.clone());
-            let Some(broker) = broker else {
+            let signed = match t.side {
+                crate::broker::PositionSide::Long => t.quantity,
+                crate::broker::PositionSide::Short => -t.quantity,
+            };
+            let Some(broker) = holders
+                .get(&(t.pipeline.clone(), t.symbol.clone()))
+                .cloned()
+            else {
                 results.push(CloseResult {
                     pipeline: t.pipeline.clone(),
                     symbol: t.symbol.clone(),
-                    quantity: t.quantity,
+                    quantity: signed,
                     status: "failed".into(),
                     price: None,
                     error: Some("no broker holds this position".into()),
@@ -668,73 +737,160 @@ impl Portfolio {
                 &format!("{now}-{}", purpose.as_str()),
                 purpose.as_str(),
             );
-            let order = ExitOrder {
-                client_order_id: id.clone(),
-                pipeline: t.pipeline.clone(),
-                symbol: t.symbol.clone(),
-                position_side: t.side,
-                quantity: t.quantity,
-                order_type: OrderType::Market,
-                purpose,
-                oco_group: Some(t.group.clone()),
-            };
-            let signed = match t.side {
-                crate::broker::PositionSide::Long => t.quantity,
-                crate::broker::PositionSide::Short => -t.quantity,
-            };
-            match self
-                .submit_locked(
-                    &broker,
-                    crate::config::pipeline::Mode::Simulation,
-                    None,
-                    Submit::Exit(order),
-                    false,
-                )
-                .await
-            {
-                Err(e) => results.push(CloseResult {
+            let known = self
+                .brokers
+                .get(&broker)
+                .is_some_and(|s| lock(&s.sim).order(&id).is_some());
+            let mode =
+                serde_json::from_value(Value::String(t.mode.clone())).unwrap_or(Mode::Simulation);
+            exits.push(Exit {
+                broker,
+                order: ExitOrder {
+                    client_order_id: id,
                     pipeline: t.pipeline,
                     symbol: t.symbol,
-                    quantity: signed,
+                    position_side: t.side,
+                    quantity: t.quantity,
+                    order_type: OrderType::Market,
+                    purpose,
+                    oco_group: Some(t.group),
+                },
+                mode,
+                signed,
+                known,
+            });
+        }
+        // Every intent on disk before any order goes out.
+        let intents: Vec<OrderIntent> = exits
+            .iter()
+            .filter(|x| !x.known)
+            .map(|x| OrderIntent::exit(&x.broker, None, &x.order, now))
+            .collect();
+        if !intents.is_empty()
+            && let Err(e) = self.store.insert_intents(&intents).await
+        {
+            for x in exits {
+                self.metrics.order_rejected(&x.order.pipeline, "store");
+                results.push(CloseResult {
+                    pipeline: x.order.pipeline,
+                    symbol: x.order.symbol,
+                    quantity: x.signed,
                     status: "failed".into(),
                     price: None,
-                    error: Some(e),
-                }),
-                Ok(_) if !immediately => results.push(CloseResult {
-                    pipeline: t.pipeline,
-                    symbol: t.symbol,
-                    quantity: signed,
-                    status: "submitted".into(),
-                    price: None,
-                    error: None,
-                }),
-                Ok(_) => {
-                    let events = self
-                        .brokers
-                        .get(&broker)
-                        .map(|s| lock(&s.sim).fill_at_mark(&id, now))
-                        .unwrap_or_default();
-                    let price = events.iter().find_map(|e| match e {
-                        BrokerEvent::Fill(f) => Some(f.price),
-                        _ => None,
+                    error: Some(format!("order intent not stored, order not sent: {e}")),
+                });
+            }
+            self.write(&batch, &[]).await;
+            self.update_position_metrics();
+            return results;
+        }
+        let mut fills = Vec::new();
+        for x in exits {
+            let Some(slot) = self.brokers.get(&x.broker) else {
+                continue;
+            };
+            let id = x.order.client_order_id.clone();
+            let (pipeline, symbol, side) = (
+                x.order.pipeline.clone(),
+                x.order.symbol.clone(),
+                x.order.side(),
+            );
+            touched.insert(x.broker.clone());
+            let answer = if x.known {
+                info!(client_order_id = %id, "order already at the broker; not sent again");
+                lock(&slot.sim)
+                    .order(&id)
+                    .ok_or_else(|| "the broker lost the order".to_string())
+            } else {
+                lock(&slot.sim)
+                    .submit(Submit::Exit(x.order), now)
+                    .map_err(|e| e.to_string())
+            };
+            let state = match answer {
+                Ok(state) => state,
+                Err(e) => {
+                    self.metrics.order_rejected(&pipeline, "broker");
+                    batch.push(BatchEntry::IntentFailed {
+                        client_order_id: id.clone(),
+                        error: e.clone(),
                     });
-                    self.handle_events(&broker, events, now).await;
-                    let status = if price.is_some() {
-                        "filled"
-                    } else {
-                        "submitted"
-                    };
+                    warn!(client_order_id = %id, error = %e, "order refused by the broker");
                     results.push(CloseResult {
-                        pipeline: t.pipeline,
-                        symbol: t.symbol,
-                        quantity: signed,
-                        status: status.into(),
-                        price,
-                        error: None,
+                        pipeline,
+                        symbol,
+                        quantity: x.signed,
+                        status: "failed".into(),
+                        price: None,
+                        error: Some(e),
                     });
+                    continue;
                 }
+            };
+            if !x.known {
+                batch.push(BatchEntry::IntentSubmitted {
+                    client_order_id: id.clone(),
+                });
+            }
+            if state.status == crate::broker::OrderStatus::Rejected {
+                let reason = state.reason.clone().unwrap_or_default();
+                self.metrics.order_rejected(&pipeline, "broker");
+                warn!(client_order_id = %id, %reason, "order rejected by the broker");
+                batch.push(BatchEntry::Order {
+                    broker: x.broker.clone(),
+                    order: state,
+                });
+                results.push(CloseResult {
+                    pipeline,
+                    symbol,
+                    quantity: x.signed,
+                    status: "failed".into(),
+                    price: None,
+                    error: Some(reason),
+                });
+                continue;
+            }
+            if !x.known {
+                self.metrics.order_submitted(&pipeline, x.mode, side);
+            }
+            let events = if immediately {
+                lock(&slot.sim).fill_at_mark(&id, now)
+            } else {
+                Vec::new()
+            };
+            let price = events.iter().find_map(|e| match e {
+                BrokerEvent::Fill(f) => Some(f.price),
+                _ => None,
+            });
+            if price.is_none() {
+                batch.push(BatchEntry::Order {
+                    broker: x.broker.clone(),
+                    order: state,
+                });
+            }
+            fills.extend(self.apply_events(&x.broker, events, &mut batch));
+            results.push(CloseResult {
+                pipeline,
+                symbol,
+                quantity: x.signed,
+                status: if price.is_some() {
+                    "filled"
+                } else {
+                    "submitted"
+                }
+                .into(),
+                price,
+                error: None,
+            });
+        }
+        for name in touched {
+            if let Some(state) = self.snapshot(&name) {
+                batch.push(BatchEntry::BrokerState {
+                    broker: name,
+                    state,
+                });
             }
         }
+        self.write(&batch, &fills).await;
         self.update_position_metrics();
         results
     }

@@ -32,6 +32,35 @@ macro_rules! upsert_broker_state_on {
     };
 }
 
+/// Sets the status (and error) of the intent `$id`; `Err(NotFound)` when there is none.
+macro_rules! set_intent_status_on {
+    ($exec:expr, $id:expr, $status:expr, $error:expr, $at:expr) => {{
+        let id: &str = $id;
+        let status: $crate::store::IntentStatus = $status;
+        sqlx::query(
+            "UPDATE order_intents SET status = $2, error = $3, updated_at = $4 \
+             WHERE client_order_id = $1",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind($error)
+        .bind($at)
+        .execute($exec)
+        .await
+        .map_err($crate::store::codec::q("order_intents", "update"))
+        .and_then(|r| {
+            if r.rows_affected() == 0 {
+                Err($crate::store::StoreError::NotFound {
+                    table: "order_intents",
+                    key: id.to_string(),
+                })
+            } else {
+                Ok(())
+            }
+        })
+    }};
+}
+
 /// Upserts an order row (`$order`: `&OrderState`, `$order_type`: its JSON text) by client
 /// order id.
 macro_rules! upsert_order_on {

@@ -455,3 +455,103 @@ pub struct FillUpdate<'a> {
     /// When it was recorded, Unix seconds (`updated_at` of the rows it touches).
     pub at: i64,
 }
+
+/// The book's open trade after a fill, owned (the batch form of [`PositionChange`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum BookChange {
+    /// The trade is open after the fill: save it (insert or replace).
+    Open(Box<OpenTrade>),
+    /// The position is flat after the fill: delete the open trade of the fill's pipeline
+    /// and symbol.
+    Flat,
+    /// The fill did not change the book.
+    Unchanged,
+}
+
+/// One write of a [`WriteBatch`].
+#[derive(Clone, Debug)]
+pub enum BatchEntry {
+    /// Upsert an order as broker `broker` reports it (for example a cancelled bracket leg).
+    Order {
+        /// The `[brokers.<name>]` name.
+        broker: String,
+        /// The order's state.
+        order: OrderState,
+    },
+    /// The broker accepted (or answered) the order of a pending intent: the intent becomes
+    /// `submitted`. Pair it with an [`BatchEntry::Order`] or a [`BatchEntry::Fill`] that
+    /// carries the order's state.
+    IntentSubmitted {
+        /// The intent's client order id.
+        client_order_id: String,
+    },
+    /// The broker refused the order of an intent: the intent becomes `failed`.
+    IntentFailed {
+        /// The intent's client order id.
+        client_order_id: String,
+        /// The broker's reason.
+        error: String,
+    },
+    /// A fill and everything it changed (see [`FillUpdate`]): written only when the fill's
+    /// `fill_id` is new; a fill already stored skips the whole entry.
+    Fill {
+        /// The `[brokers.<name>]` name that reported the fill.
+        broker: String,
+        /// The fill.
+        fill: Fill,
+        /// The order after the fill.
+        order: Option<OrderState>,
+        /// The book's open trade after the fill.
+        position: BookChange,
+        /// Trades the fill closed.
+        closed_trades: Vec<TradeRecord>,
+    },
+    /// The broker's snapshot (the simulated broker's state), JSON.
+    BrokerState {
+        /// The `[brokers.<name>]` name.
+        broker: String,
+        /// The snapshot.
+        state: serde_json::Value,
+    },
+}
+
+/// Writes that belong together, applied by
+/// [`Store::write_batch`](super::Store::write_batch) in ONE transaction, in order: either
+/// all of them are stored or none. The emergency close of hundreds of positions and a bar
+/// that triggers many stops are one commit (one fsync) instead of one per fill.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    /// When it was recorded, Unix seconds (`updated_at` of the rows it touches).
+    pub at: i64,
+    /// The writes, applied in this order.
+    pub entries: Vec<BatchEntry>,
+}
+
+impl WriteBatch {
+    /// An empty batch stamped `at` (Unix seconds).
+    pub fn new(at: i64) -> WriteBatch {
+        WriteBatch {
+            at,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends one write.
+    pub fn push(&mut self, entry: BatchEntry) {
+        self.entries.push(entry);
+    }
+}
+
+/// What [`Store::write_batch`](super::Store::write_batch) wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Fills that were new and written with what they changed.
+    pub fills_written: usize,
+    /// Fills already stored (their entries were skipped).
+    pub fills_duplicate: usize,
+}
