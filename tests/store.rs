@@ -764,7 +764,10 @@ async fn a_write_batch_is_one_transaction_and_intents_go_first() {
             s.insert_intents(&[a.clone(), b.clone()]).await.unwrap(),
             vec![true, true]
         );
-        assert_eq!(s.insert_intents(&[a.clone()]).await.unwrap(), vec![false]);
+        assert_eq!(
+            s.insert_intents(std::slice::from_ref(&a)).await.unwrap(),
+            vec![false]
+        );
         assert_eq!(s.pending_intents().await.unwrap().len(), 2);
 
         // The close: x1 submitted and filled (position flat, trade closed, a bracket leg
@@ -803,7 +806,7 @@ async fn a_write_batch_is_one_transaction_and_intents_go_first() {
             });
             batch.push(BatchEntry::BrokerState {
                 broker: "sim".into(),
-                state: json!({"seq": 2}),
+                state: serde_json::value::to_raw_value(&json!({"seq": 2})).unwrap(),
             });
             batch
         };
@@ -873,7 +876,7 @@ async fn a_write_batch_is_one_transaction_and_intents_go_first() {
         let mut unknown = WriteBatch::new(30);
         unknown.push(BatchEntry::BrokerState {
             broker: "sim".into(),
-            state: json!({"seq": 3}),
+            state: serde_json::value::to_raw_value(&json!({"seq": 3})).unwrap(),
         });
         unknown.push(BatchEntry::IntentSubmitted {
             client_order_id: "zt-nope".into(),
@@ -884,6 +887,96 @@ async fn a_write_batch_is_one_transaction_and_intents_go_first() {
             s.load_broker_state("sim").await.unwrap().unwrap().state,
             json!({"seq": 2})
         );
+        s.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_large_batch_spans_statements_and_the_last_change_wins() {
+    on_both("large_batch", |db| async move {
+        let s = db.connect().await;
+        let n = 1_300; // more rows than one multi-row statement takes for every table
+        let intents: Vec<OrderIntent> = (0..n)
+            .map(|i| OrderIntent::exit("sim", None, &exit_order(&format!("zt-x{i}")), 5))
+            .collect();
+        let mut twice = intents.clone();
+        twice.push(intents[0].clone());
+        let inserted = s.insert_intents(&twice).await.unwrap();
+        assert_eq!(inserted.iter().filter(|new| **new).count(), n);
+        assert!(!inserted[n], "a repeated id is not new");
+        assert_eq!(s.pending_intents().await.unwrap().len(), n);
+
+        let mut batch = WriteBatch::new(20);
+        let mut kept = Vec::new();
+        for i in 0..n {
+            let mut entry = fill(
+                &format!("zt-x{i}"),
+                &format!("f{i}"),
+                OrderPurpose::Entry,
+                Side::Buy,
+                dec!(10),
+                dec!(100.5),
+                10,
+            );
+            entry.symbol = format!("S{i}");
+            let mut open = opened(&fill(
+                "zt-e",
+                "fx",
+                OrderPurpose::Entry,
+                Side::Buy,
+                dec!(100),
+                dec!(100.01),
+                10,
+            ));
+            open.symbol = entry.symbol.clone();
+            batch.push(BatchEntry::IntentSubmitted {
+                client_order_id: format!("zt-x{i}"),
+            });
+            batch.push(BatchEntry::Fill {
+                broker: "sim".into(),
+                fill: entry.clone(),
+                order: Some(order_state(&entry, OrderStatus::PartiallyFilled)),
+                position: BookChange::Open(Box::new(open.clone())),
+                closed_trades: Vec::new(),
+            });
+            // Every other position is closed later in the same batch.
+            if i % 2 == 0 {
+                let mut exit = entry.clone();
+                exit.fill_id = format!("g{i}");
+                exit.side = Side::Sell;
+                batch.push(BatchEntry::Fill {
+                    broker: "sim".into(),
+                    fill: exit.clone(),
+                    order: Some(order_state(&exit, OrderStatus::Filled)),
+                    position: BookChange::Flat,
+                    closed_trades: vec![trade("p", 10, 20, dec!(1.5))],
+                });
+            } else {
+                kept.push(open);
+            }
+        }
+        let outcome = s.write_batch(&batch).await.unwrap();
+        assert_eq!(outcome.fills_written, n + n.div_ceil(2));
+        assert!(s.pending_intents().await.unwrap().is_empty());
+        let mut stored = s.load_open_trades().await.unwrap();
+        stored.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        kept.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        assert_eq!(stored, kept);
+        assert_eq!(
+            s.trades(None, i64::MIN, i64::MAX).await.unwrap().len(),
+            n.div_ceil(2)
+        );
+        assert_eq!(
+            s.order("zt-x0").await.unwrap().unwrap().state.status,
+            OrderStatus::Filled,
+            "the last state of an order wins"
+        );
+        assert_eq!(
+            s.order("zt-x1").await.unwrap().unwrap().state.status,
+            OrderStatus::PartiallyFilled
+        );
+        assert_eq!(s.open_orders(Some("sim")).await.unwrap().len(), n / 2);
         s.close().await;
     })
     .await;

@@ -261,6 +261,19 @@ impl Portfolio {
         serde_json::to_value(lock(&slot.sim).snapshot()).ok()
     }
 
+    /// The broker's snapshot as JSON text, for a [`WriteBatch`].
+    fn snapshot_json(&self, broker: &str) -> Option<Box<serde_json::value::RawValue>> {
+        let slot = self.brokers.get(broker)?;
+        let state = lock(&slot.sim).snapshot();
+        match serde_json::value::to_raw_value(&state) {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                warn!(%broker, error = %e, "broker snapshot not serialized");
+                None
+            }
+        }
+    }
+
     /// Whether the daemon has a broker of this name.
     pub fn has_broker(&self, name: &str) -> bool {
         self.brokers.contains_key(name)
@@ -320,7 +333,7 @@ impl Portfolio {
         }
         let mut batch = WriteBatch::new(now);
         let fills = self.apply_events(broker, events, &mut batch);
-        if let Some(state) = self.snapshot(broker) {
+        if let Some(state) = self.snapshot_json(broker) {
             batch.push(BatchEntry::BrokerState {
                 broker: broker.to_string(),
                 state,
@@ -883,7 +896,7 @@ impl Portfolio {
             });
         }
         for name in touched {
-            if let Some(state) = self.snapshot(&name) {
+            if let Some(state) = self.snapshot_json(&name) {
                 batch.push(BatchEntry::BrokerState {
                     broker: name,
                     state,
@@ -898,6 +911,7 @@ impl Portfolio {
     /// The emergency close: cancel, flatten at market now, latch a halt on the scope, record
     /// an intervention. Answers each position's result.
     pub async fn emergency_close(&self, scope: &Scope, reason: &str) -> Value {
+        let started = std::time::Instant::now();
         let now = self.clock.now().timestamp();
         let results = self.flatten(scope, OrderPurpose::Emergency, true).await;
         let halt_reason = format!("emergency close: {reason}");
@@ -918,7 +932,7 @@ impl Portfolio {
             warn!(error = %e, "intervention not stored");
         }
         self.update_halt_metrics();
-        warn!(%scope, %reason, positions = results.len(), "emergency close");
+        warn!(%scope, %reason, positions = results.len(), duration_ms = started.elapsed().as_secs_f64() * 1000.0, "emergency close");
         answer
     }
 

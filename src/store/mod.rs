@@ -42,6 +42,7 @@
 #[macro_use]
 mod macros;
 
+mod batch;
 mod codec;
 mod executions;
 mod journal;

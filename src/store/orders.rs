@@ -3,8 +3,8 @@
 
 use super::codec::{Cols, RowGet, dec_text, json_text, q};
 use super::{
-    BatchEntry, BatchOutcome, BeginWrite, BookChange, FillUpdate, IntentKind, IntentOrder,
-    IntentStatus, OrderIntent, PositionChange, Store, StoreError, StoredOrder, WriteBatch,
+    BeginWrite, FillUpdate, IntentKind, IntentOrder, IntentStatus, OrderIntent, PositionChange,
+    Store, StoreError, StoredOrder,
 };
 use crate::broker::{Fill, OrderState};
 
@@ -123,53 +123,6 @@ impl Store {
             .await
             .map_err(q("order_intents", "insert"))?;
             Ok(r.rows_affected() == 1)
-        })
-    }
-
-    /// Records several intents in ONE transaction, BEFORE their orders are submitted (one
-    /// commit for an emergency close of hundreds of positions). Idempotent per client order
-    /// id like [`Store::insert_intent`]: the answer says, in order, which rows were new.
-    /// On any error nothing is written.
-    pub async fn insert_intents(&self, intents: &[OrderIntent]) -> Result<Vec<bool>, StoreError> {
-        let orders = intents
-            .iter()
-            .map(order_json)
-            .collect::<Result<Vec<_>, _>>()?;
-        with_pool!(self, |pool| {
-            let mut tx = pool
-                .begin_write()
-                .await
-                .map_err(q("order_intents", "begin"))?;
-            let mut inserted = Vec::with_capacity(intents.len());
-            for (intent, order) in intents.iter().zip(&orders) {
-                let r = sqlx::query(
-                    "INSERT INTO order_intents (client_order_id, broker, pipeline, symbol, \
-                     execution_id, purpose, side, quantity, kind, order_json, status, error, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                     ON CONFLICT (client_order_id) DO NOTHING",
-                )
-                .bind(&intent.client_order_id)
-                .bind(&intent.broker)
-                .bind(&intent.pipeline)
-                .bind(&intent.symbol)
-                .bind(&intent.execution_id)
-                .bind(intent.purpose.as_str())
-                .bind(intent.side.as_str())
-                .bind(dec_text(intent.quantity))
-                .bind(intent.order.kind().as_str())
-                .bind(order)
-                .bind(intent.status.as_str())
-                .bind(&intent.error)
-                .bind(intent.created_at)
-                .bind(intent.updated_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("order_intents", "insert"))?;
-                inserted.push(r.rows_affected() == 1);
-            }
-            tx.commit().await.map_err(q("order_intents", "commit"))?;
-            Ok(inserted)
         })
     }
 
@@ -343,112 +296,6 @@ impl Store {
             .await
             .map_err(q("fills", "select"))?;
             rows.iter().map(fill_from_row).collect()
-        })
-    }
-
-    /// Applies a [`WriteBatch`] in ONE transaction, entries in order: either every write is
-    /// stored or none (on any error). A [`BatchEntry::Fill`] whose `fill_id` is already
-    /// stored is skipped whole (a fill is applied once), as [`Store::record_fill`] does.
-    /// Errors: [`StoreError::NotFound`] for an intent entry with an unknown client order
-    /// id (nothing is written), a serialization or database error.
-    pub async fn write_batch(&self, batch: &WriteBatch) -> Result<BatchOutcome, StoreError> {
-        // Serialize first: nothing to encode inside the transaction.
-        let mut texts: Vec<(Option<String>, Option<String>)> =
-            Vec::with_capacity(batch.entries.len());
-        for entry in &batch.entries {
-            texts.push(match entry {
-                BatchEntry::Order { order, .. } => (
-                    Some(json_text(&order.order_type, "orders", "order_type")?),
-                    None,
-                ),
-                BatchEntry::Fill {
-                    order, position, ..
-                } => (
-                    order
-                        .as_ref()
-                        .map(|o| json_text(&o.order_type, "orders", "order_type"))
-                        .transpose()?,
-                    match position {
-                        BookChange::Open(t) => Some(json_text(t, "open_trades", "trade")?),
-                        _ => None,
-                    },
-                ),
-                BatchEntry::BrokerState { state, .. } => {
-                    (Some(json_text(state, "broker_states", "state")?), None)
-                }
-                BatchEntry::IntentSubmitted { .. } | BatchEntry::IntentFailed { .. } => {
-                    (None, None)
-                }
-            });
-        }
-        let at = batch.at;
-        with_pool!(self, |pool| {
-            let mut outcome = BatchOutcome::default();
-            if batch.entries.is_empty() {
-                return Ok(outcome);
-            }
-            let mut tx = pool.begin_write().await.map_err(q("batch", "begin"))?;
-            for (entry, (text, open_json)) in batch.entries.iter().zip(&texts) {
-                match entry {
-                    BatchEntry::Order { broker, order } => {
-                        upsert_order_on!(&mut *tx, broker, order, text, at)?;
-                    }
-                    BatchEntry::IntentSubmitted { client_order_id } => {
-                        set_intent_status_on!(
-                            &mut *tx,
-                            client_order_id,
-                            IntentStatus::Submitted,
-                            None::<&str>,
-                            at
-                        )?;
-                    }
-                    BatchEntry::IntentFailed {
-                        client_order_id,
-                        error,
-                    } => {
-                        set_intent_status_on!(
-                            &mut *tx,
-                            client_order_id,
-                            IntentStatus::Failed,
-                            Some(error.as_str()),
-                            at
-                        )?;
-                    }
-                    BatchEntry::Fill {
-                        broker,
-                        fill,
-                        order,
-                        position,
-                        closed_trades,
-                    } => {
-                        if !insert_fill_on!(&mut *tx, broker, fill)? {
-                            outcome.fills_duplicate += 1;
-                            continue;
-                        }
-                        outcome.fills_written += 1;
-                        if let (Some(order), Some(order_type)) = (order, text) {
-                            upsert_order_on!(&mut *tx, broker, order, order_type, at)?;
-                        }
-                        match (position, open_json) {
-                            (BookChange::Open(t), Some(json)) => {
-                                save_open_trade_on!(&mut *tx, t, json, at)?;
-                            }
-                            (BookChange::Flat, _) => {
-                                delete_open_trade_on!(&mut *tx, &fill.pipeline, &fill.symbol)?;
-                            }
-                            _ => {}
-                        }
-                        for trade in closed_trades {
-                            insert_trade_on!(&mut *tx, trade)?;
-                        }
-                    }
-                    BatchEntry::BrokerState { broker, .. } => {
-                        upsert_broker_state_on!(&mut *tx, broker, text, at)?;
-                    }
-                }
-            }
-            tx.commit().await.map_err(q("batch", "commit"))?;
-            Ok(outcome)
         })
     }
 

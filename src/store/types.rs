@@ -469,6 +469,8 @@ pub enum BookChange {
 }
 
 /// One write of a [`WriteBatch`].
+// A batch lives for one commit; boxing the fill variant would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum BatchEntry {
     /// Upsert an order as broker `broker` reports it (for example a cancelled bracket leg).
@@ -506,12 +508,13 @@ pub enum BatchEntry {
         /// Trades the fill closed.
         closed_trades: Vec<TradeRecord>,
     },
-    /// The broker's snapshot (the simulated broker's state), JSON.
+    /// The broker's snapshot (the simulated broker's state), as JSON text (serialized once,
+    /// straight from the broker's state: no intermediate `serde_json::Value`).
     BrokerState {
         /// The `[brokers.<name>]` name.
         broker: String,
-        /// The snapshot.
-        state: serde_json::Value,
+        /// The snapshot, a JSON document.
+        state: Box<serde_json::value::RawValue>,
     },
 }
 
