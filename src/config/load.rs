@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Largest config file read, in bytes (1 MiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -37,8 +38,12 @@ pub struct Resource<T> {
     pub file: String,
     /// The file on disk.
     pub path: PathBuf,
-    /// The parsed document, with positions.
+    /// The parsed document, with positions (its tree and positions are dropped by
+    /// [`ConfigSet::compact`]).
     pub doc: Document,
+    /// The document as compact JSON text: what the reconciler compares field by field.
+    /// Kept by [`ConfigSet::compact`].
+    pub json: Arc<str>,
     /// The typed resource; `None` when the document does not deserialize.
     pub spec: Option<T>,
     /// SHA-256 of the file's bytes, hex.
@@ -97,6 +102,25 @@ impl ConfigSet {
     /// Whether the set is valid (no errors; with `strict`, no warnings either).
     pub fn is_valid(&self, strict: bool) -> bool {
         self.errors() == 0 && (!strict || self.warnings() == 0)
+    }
+
+    /// Drops what only validation needs — each document's JSON tree and its table of
+    /// positions — and keeps names, files, hashes, typed specs, sources and the compact JSON
+    /// text. A daemon keeps the revision it runs in this form: with thousands of pipelines
+    /// the trees are most of a loaded set's memory. Findings are computed before, so they
+    /// keep their `file:line:col`.
+    pub fn compact(&mut self) {
+        fn strip<T>(r: &mut Resource<T>) {
+            r.doc.value = serde_json::Value::Null;
+            r.doc.nodes = Default::default();
+            r.schema_errors.shrink_to_fit();
+        }
+        self.pipelines.values_mut().for_each(strip);
+        self.scanners.values_mut().for_each(strip);
+        self.risk.values_mut().for_each(strip);
+        if let Some(r) = &mut self.settings_file {
+            strip(r);
+        }
     }
 
     /// The short revision id used in logs and metrics (first 12 hex digits).
@@ -537,6 +561,7 @@ fn load_settings(
                         file: display.clone(),
                         path: path.clone(),
                         hash: sha256_hex(&text),
+                        json: Arc::from(doc.value.to_string()),
                         doc,
                         spec: Some(()),
                         schema_errors: bad,
@@ -837,6 +862,7 @@ fn assemble(
                     name: name.clone(),
                     file: p.entry.display.clone(),
                     path: p.entry.path.clone(),
+                    json: Arc::from(doc.value.to_string()),
                     doc,
                     spec: $spec,
                     hash: p.hash.clone(),

@@ -68,7 +68,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// # Errors
 /// A [`DaemonError`] when it cannot start.
 pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
-    let set = Arc::new(load_dir(&dir));
+    let set = {
+        // Findings keep their positions; the parse trees are not needed past validation.
+        let mut set = load_dir(&dir);
+        set.compact();
+        Arc::new(set)
+    };
     if !set.settings_ok {
         let findings: Vec<String> = set
             .findings
@@ -323,7 +328,8 @@ async fn previous_revision(dir: &Path, store: &Store) -> Option<Arc<ConfigSet>> 
     if let Ok(text) = std::fs::read_to_string(dir.join(crate::config::load::SETTINGS_FILE)) {
         let _ = std::fs::write(restore_dir.join(crate::config::load::SETTINGS_FILE), text);
     }
-    let restored = load_dir_with_env(&restore_dir, &process_env());
+    let mut restored = load_dir_with_env(&restore_dir, &process_env());
+    restored.compact();
     (restored.errors() == 0).then(|| Arc::new(restored))
 }
 

@@ -17,8 +17,9 @@ pub struct PipelineSnapshot {
     /// `enabled`.
     pub enabled: bool,
     /// The document as compact JSON text (for field-level diffs; text takes a fraction of
-    /// the memory of a parsed value, and a daemon keeps one per pipeline).
-    pub value: String,
+    /// the memory of a parsed value, and a daemon keeps one per pipeline, shared with the
+    /// loaded set).
+    pub value: std::sync::Arc<str>,
     /// Risk policy used.
     pub risk: Option<String>,
     /// Scanners used (`scanner` and stock pickers').
@@ -63,7 +64,7 @@ impl Snapshot {
                     PipelineSnapshot {
                         hash: r.hash.clone(),
                         enabled: spec.enabled,
-                        value: r.doc.value.to_string(),
+                        value: std::sync::Arc::clone(&r.json),
                         risk: spec.risk.clone(),
                         scanners,
                         on_remove: spec.on_remove,
@@ -265,7 +266,7 @@ mod tests {
                         PipelineSnapshot {
                             hash: v.to_string(),
                             enabled: *enabled,
-                            value: v.to_string(),
+                            value: v.to_string().into(),
                             risk: Some("default".into()),
                             scanners: vec![],
                             on_remove: OnRemove::Drain,

@@ -32,6 +32,8 @@ pub(super) fn scan(root: &Path, env: &EnvVars) -> ConfigSet {
         });
         finding::sort(&mut set.findings);
     }
+    // The daemon keeps the delivered set while it runs: drop the parse trees.
+    set.compact();
     set
 }
 
