@@ -540,3 +540,33 @@ async fn dropping_the_watcher_stops_it_even_with_a_resync_handle_alive() {
         .expect_err("the channel closes instead of delivering");
     handle.resync(); // does nothing, does not panic
 }
+
+#[tokio::test]
+async fn writes_in_the_state_directory_do_not_rescan() {
+    let (_dir, root) = config_dir();
+    let (w, mut rx) = start(&root, options(50)).await;
+    settle(&w, Duration::from_millis(300)).await;
+    let scans = w.scans();
+    // What the embedded store does all day: create its directory, then write its files.
+    let state = root.join(ztraded::config::load::STATE_DIR);
+    std::fs::create_dir_all(&state).unwrap();
+    for i in 0..20 {
+        write(&state.join("ztraded.db-wal"), &format!("page {i}"));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        w.scans(),
+        scans,
+        "writes under .ztraded/ made the watcher rescan"
+    );
+    // The watch itself is alive: a real edit is still delivered.
+    rx.borrow_and_update();
+    write(&root.join("risk/default.yaml"), &risk("v2"));
+    let expected = load(&root);
+    wait_for(&mut rx, "the edit after the state writes", |u| {
+        u.set.revision == expected.revision
+    })
+    .await;
+    w.stop().await;
+}

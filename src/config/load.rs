@@ -29,6 +29,11 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// The settings file name at the root of a config directory.
 pub const SETTINGS_FILE: &str = "ztraded.toml";
 
+/// The daemon's state directory inside a config directory: the embedded SQLite store
+/// (`sqlite://.ztraded/ztraded.db`) and the last valid revision (`last-valid/`). Never
+/// read as config; the watcher ignores the events in it.
+pub const STATE_DIR: &str = ".ztraded";
+
 /// One loaded resource file.
 #[derive(Clone, Debug)]
 pub struct Resource<T> {
@@ -608,6 +613,22 @@ pub fn process_env() -> EnvVars {
     std::env::vars()
         .filter(|(k, _)| k.starts_with("ZTRADED_"))
         .collect()
+}
+
+/// Loads only the settings of config directory `root`: defaults, then `ztraded.toml` when
+/// present, then the `ZTRADED_*` variables in `env`. A daemon needs them before it scans
+/// its resources. Returns the settings, whether they are valid, and the findings about
+/// them (located at `ztraded.toml:line:col` or at the variable's name).
+pub fn load_settings_of(root: &Path, env: &EnvVars) -> (Settings, bool, Vec<Finding>) {
+    let mut findings = Vec::new();
+    let (settings, _, ok, _) = load_settings(
+        &root.join(SETTINGS_FILE),
+        display_join(root, SETTINGS_FILE),
+        env,
+        &mut findings,
+    );
+    finding::sort(&mut findings);
+    (settings, ok, findings)
 }
 
 /// Loads and validates a config directory with the process environment.

@@ -20,6 +20,7 @@ use crate::http::Scope;
 use crate::metrics::{ExecutionResult, Metrics};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
+use litemap::LiteMap;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -78,15 +79,20 @@ pub enum Command {
         /// `on_remove: close`.
         close: bool,
     },
-    /// A market signal for a symbol (the signal trigger).
-    Signal {
-        /// Ticker.
-        symbol: String,
-        /// Signal type.
-        signal_type: String,
-        /// Confidence, 0–100.
-        confidence: f64,
-    },
+    /// A market signal for a symbol (the signal trigger). Boxed: every pipeline's channel
+    /// preallocates a block of slots, and the other commands are small.
+    Signal(Box<SignalCommand>),
+}
+
+/// A market signal delivered to a pipeline (the payload of [`Command::Signal`]).
+#[derive(Debug)]
+pub struct SignalCommand {
+    /// Ticker.
+    pub symbol: String,
+    /// Signal type.
+    pub signal_type: String,
+    /// Confidence, 0–100.
+    pub confidence: f64,
 }
 
 /// What every actor shares.
@@ -160,8 +166,10 @@ struct Actor {
     name: String,
     config: ActorConfig,
     shared: Arc<Shared>,
-    feeds: BTreeMap<String, SymbolFeed>,
-    scans: BTreeMap<String, SymbolFeed>,
+    // Sorted vectors: most pipelines watch one or a few symbols, and a B-tree's first node
+    // holds room for eleven.
+    feeds: LiteMap<String, SymbolFeed>,
+    scans: LiteMap<String, SymbolFeed>,
     limits: LimitState,
     schedule: Option<Schedule>,
     next_fire: Option<DateTime<Utc>>,
@@ -182,8 +190,8 @@ impl Actor {
             name,
             config,
             shared,
-            feeds: BTreeMap::new(),
-            scans: BTreeMap::new(),
+            feeds: LiteMap::new(),
+            scans: LiteMap::new(),
             limits: LimitState::default(),
             schedule: None,
             next_fire: None,
@@ -202,8 +210,8 @@ impl Actor {
     /// (Re)builds feeds from the data up to `now`, and the triggers.
     fn configure(&mut self, now: DateTime<Utc>) {
         self.failed = None;
-        self.feeds.clear();
-        self.scans.clear();
+        self.feeds = LiteMap::with_capacity(self.config.symbols.len());
+        self.scans = LiteMap::new();
         let c = &self.config.compiled;
         let Some(hub) = self.shared.hub.clone() else {
             self.failed = Some("no market data source".into());
@@ -375,11 +383,12 @@ impl Actor {
                     );
                 }
             }
-            Command::Signal {
-                symbol,
-                signal_type,
-                confidence,
-            } => {
+            Command::Signal(signal) => {
+                let SignalCommand {
+                    symbol,
+                    signal_type,
+                    confidence,
+                } = *signal;
                 let subscribed = self
                     .config
                     .compiled

@@ -15,7 +15,7 @@ pub mod controller;
 pub mod market;
 pub mod portfolio;
 
-use crate::config::load::{ConfigSet, load_dir, load_dir_with_env, process_env};
+use crate::config::load::{ConfigSet, load_dir_with_env, load_settings_of, process_env};
 use crate::config::semantic::{StartPoint, parse_start};
 use crate::config::settings::MarketDataSource;
 use crate::engine::clock::{Clock, SimClock, sleep_until};
@@ -68,25 +68,23 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// # Errors
 /// A [`DaemonError`] when it cannot start.
 pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
-    let set = {
-        // Findings keep their positions; the parse trees are not needed past validation.
-        let mut set = load_dir(&dir);
-        set.compact();
-        Arc::new(set)
-    };
-    if !set.settings_ok {
-        let findings: Vec<String> = set
-            .findings
-            .iter()
-            .filter(|f| f.file.ends_with("ztraded.toml") || f.file.starts_with("env:"))
-            .map(|f| f.human())
-            .collect();
+    let (settings, settings_ok, settings_findings) = load_settings_of(&dir, &process_env());
+    if !settings_ok {
+        let findings: Vec<String> = settings_findings.iter().map(|f| f.human()).collect();
         return Err(DaemonError::Settings(format!(
             "the settings are invalid:\n{}",
             findings.join("\n")
         )));
     }
-    let settings = set.settings.clone();
+    // The watcher's first scan is the desired state to start with: one parse of the
+    // directory, kept by the watcher in compact form (no parse trees).
+    let (watcher, mut updates) = Watcher::start_with(
+        dir.clone(),
+        WatchOptions::from_settings(&settings.reconcile),
+    )
+    .await
+    .map_err(|e| DaemonError::Watch(e.to_string()))?;
+    let set = updates.borrow_and_update().set.clone();
     // Store.
     let store = Store::connect(&settings.store.url, settings.store.max_connections, &dir).await?;
     let interrupted = store.mark_running_interrupted().await?;
@@ -238,15 +236,8 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
             }
         }
     }
-    // The watcher keeps its own copy of the desired state from here on.
+    // From here on the watcher holds the desired state and the controller the applied one.
     drop((first, previous, desired));
-    // Watcher.
-    let (watcher, mut updates) = Watcher::start_with(
-        dir.clone(),
-        WatchOptions::from_settings(&settings.reconcile),
-    )
-    .await
-    .map_err(|e| DaemonError::Watch(e.to_string()))?;
     let resync = watcher.resync_handle();
     // Market loop.
     let market = {
@@ -319,7 +310,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
 /// `.ztraded/last-valid/`, with the live settings), when there is one and it is valid.
 async fn previous_revision(dir: &Path, store: &Store) -> Option<Arc<ConfigSet>> {
     let stored = store.get_state(APPLIED_FILES_KEY).await.ok().flatten()?;
-    let restore_dir = dir.join(".ztraded").join("last-valid");
+    let restore_dir = dir.join(crate::config::load::STATE_DIR).join("last-valid");
     let _ = std::fs::remove_dir_all(&restore_dir);
     std::fs::create_dir_all(&restore_dir).ok()?;
     if !matches!(controller::restore_files(&stored, &restore_dir), Ok(true)) {

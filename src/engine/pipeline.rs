@@ -307,7 +307,8 @@ impl CompiledPipeline {
                 CompileError::Invalid(name.to_string(), "no market_data node".into())
             })
         };
-        let mut nodes = Vec::new();
+        // Exact capacity: a daemon keeps one compiled pipeline per file.
+        let mut nodes = Vec::with_capacity(order.len());
         let mut strategy_timeframe = None;
         let mut trade = None;
         let mut has_risk = false;

@@ -5,6 +5,7 @@
 //! say that a rescan is due. The one exception is an event on the root itself (deleted or
 //! moved away), after which the kernel watch is gone and must be set up again.
 
+use crate::config::load::STATE_DIR;
 use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify_debouncer_full::notify::{self, EventKind, RecursiveMode};
 use notify_debouncer_full::{
@@ -67,6 +68,14 @@ pub(super) fn is_relevant(kind: &EventKind) -> bool {
     }
 }
 
+/// Whether every path of the event lies in the daemon's state directory
+/// (`<root>/`[`STATE_DIR`]): the store writes there all the time, and the loader never
+/// reads it.
+pub(super) fn in_state_dir(event: &DebouncedEvent, root: &Path) -> bool {
+    let state = root.join(STATE_DIR);
+    !event.paths.is_empty() && event.paths.iter().all(|p| p.starts_with(&state))
+}
+
 /// Whether the event says that `root` itself was removed or moved away.
 pub(super) fn removes_root(event: &DebouncedEvent, root: &Path) -> bool {
     let gone = matches!(
@@ -86,7 +95,7 @@ pub(super) fn classify(result: DebounceEventResult, root: &Path, generation: u64
         Ok(events) => {
             let relevant: Vec<&DebouncedEvent> = events
                 .iter()
-                .filter(|e| e.need_rescan() || is_relevant(&e.kind))
+                .filter(|e| e.need_rescan() || (is_relevant(&e.kind) && !in_state_dir(e, root)))
                 .collect();
             if relevant.is_empty() {
                 return None;

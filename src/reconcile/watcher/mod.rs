@@ -10,9 +10,10 @@
 //! 1. **File events.** One recursive notify watch of the root directory (not of single
 //!    files), following symbolic links, merged by notify-debouncer-full. Events are only a
 //!    hint that something may have changed: reads are dropped (the loader's own reads would
-//!    otherwise trigger rescans forever), every other event counts, hidden names included,
-//!    since a Kubernetes ConfigMap update only renames `..data` and creates and deletes
-//!    `..<timestamp>` directories. The directory is rescanned once it has been quiet for
+//!    otherwise trigger rescans forever), and so are events inside the daemon's state
+//!    directory `.ztraded/` (the embedded store writes there with every bar); every other
+//!    event counts, hidden names included, since a Kubernetes ConfigMap update only renames
+//!    `..data` and creates and deletes `..<timestamp>` directories. The directory is rescanned once it has been quiet for
 //!    [`WatchOptions::debounce`] (200 ms by default, `[reconcile] debounce`), and at the
 //!    latest [`MAX_DEFER_FACTOR`] times the debounce after the first event of a burst that
 //!    does not stop. notify-debouncer-full itself holds events for a quarter of the
