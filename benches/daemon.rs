@@ -30,7 +30,9 @@ struct Daemon {
 impl Daemon {
     fn start(dir: &Path, data: &Path, speed: &str) -> Daemon {
         let port = free_port();
-        let log = dir.join("daemon.log");
+        // Next to the config directory, not in it: every line written into the watched tree
+        // would make the daemon rescan its whole config.
+        let log = dir.with_extension("log");
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ztraded"))
             .args(["--log-format", "json", "run"])
@@ -107,11 +109,14 @@ impl Drop for Daemon {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
