@@ -570,3 +570,38 @@ async fn writes_in_the_state_directory_do_not_rescan() {
     .await;
     w.stop().await;
 }
+
+#[tokio::test]
+async fn a_released_revision_keeps_its_summary_and_later_edits_arrive_whole() {
+    let (_dir, root) = config_dir();
+    let (w, mut rx) = start(&root, options(50)).await;
+    let first = rx.borrow_and_update().set.revision.clone();
+    assert!(rx.borrow().set.risk.contains_key("default"));
+    w.release(&first);
+    eventually("the delivered set is released", || {
+        rx.borrow().set.risk.is_empty()
+    })
+    .await;
+    assert_eq!(rx.borrow().set.revision, first);
+    assert!(
+        !rx.has_changed().unwrap(),
+        "a release must not look like a new revision"
+    );
+    // An unchanged rescan is still recognised as the delivered state.
+    let deliveries = w.deliveries();
+    w.resync();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.deliveries(), deliveries);
+    // Releasing an older revision leaves a newer delivery whole.
+    write(&root.join("risk/default.yaml"), &risk("v2"));
+    let u = wait_for(&mut rx, "the edit after a release", |u| {
+        u.set.revision != first
+    })
+    .await;
+    assert!(u.set.risk.contains_key("default"));
+    w.release(&first);
+    w.resync();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.borrow().set.risk.contains_key("default"));
+    w.stop().await;
+}

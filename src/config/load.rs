@@ -58,7 +58,7 @@ pub struct Resource<T> {
 }
 
 /// A config directory as loaded: settings, resources, findings and revision.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ConfigSet {
     /// The directory (as given).
     pub root: PathBuf,
@@ -125,6 +125,25 @@ impl ConfigSet {
         self.risk.values_mut().for_each(strip);
         if let Some(r) = &mut self.settings_file {
             strip(r);
+        }
+    }
+
+    /// The set without its resources: root, settings, findings, file count and revision.
+    /// What is left of a delivered revision once a daemon has applied it (its pipelines are
+    /// compiled and its revision recorded); enough to tell a rescan's result from it.
+    pub fn summary(&self) -> ConfigSet {
+        ConfigSet {
+            root: self.root.clone(),
+            settings: self.settings.clone(),
+            settings_file: None,
+            settings_ok: self.settings_ok,
+            pipelines: BTreeMap::new(),
+            scanners: BTreeMap::new(),
+            risk: BTreeMap::new(),
+            findings: self.findings.clone(),
+            files: self.files,
+            complete: self.complete,
+            revision: self.revision.clone(),
         }
     }
 

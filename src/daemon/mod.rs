@@ -85,6 +85,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     .await
     .map_err(|e| DaemonError::Watch(e.to_string()))?;
     let set = updates.borrow_and_update().set.clone();
+    let initial = set.revision.clone();
     // Store.
     let store = Store::connect(&settings.store.url, settings.store.max_connections, &dir).await?;
     let interrupted = store.mark_running_interrupted().await?;
@@ -238,6 +239,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     }
     // From here on the watcher holds the desired state and the controller the applied one.
     drop((first, previous, desired));
+    watcher.release(&initial);
     let resync = watcher.resync_handle();
     // Market loop.
     let market = {
@@ -281,9 +283,11 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
             changed = updates.changed() => {
                 if changed.is_err() { warn!("the watcher stopped"); break; }
                 let update = updates.borrow_and_update().clone();
+                let revision = update.set.revision.clone();
                 if !matches!(controller.apply(update.set).await, Outcome::Refused(_)) {
                     readiness.set_ready();
                 }
+                watcher.release(&revision);
             }
             _ = tick.tick() => controller.reap(),
         }

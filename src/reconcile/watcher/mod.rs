@@ -180,6 +180,8 @@ pub enum WatchError {
 #[derive(Debug)]
 enum Command {
     Resync,
+    /// Replace the delivered set of this revision by its summary (see [`Watcher::release`]).
+    Release(String),
     Stop,
 }
 
@@ -265,6 +267,7 @@ impl Watcher {
             pending: None,
             next_resync: None,
             polling_warned: false,
+            delivered: ConfigSet::default(),
         };
         runner.options.poll_interval = runner.options.poll_interval.max(MIN_POLL_INTERVAL);
         runner.establish().await;
@@ -276,6 +279,7 @@ impl Watcher {
                 message,
             })?;
         runner.after_scan();
+        runner.delivered = set.summary();
         let update = Update {
             set: Arc::new(set),
             reason: UpdateReason::Initial,
@@ -293,6 +297,15 @@ impl Watcher {
             },
             rx,
         ))
+    }
+
+    /// Lets go of the resources of the delivered revision `revision` once the receiver has
+    /// taken what it needs: the channel then keeps only that revision's summary (revision,
+    /// findings and settings, no resources; see [`ConfigSet::summary`]). A daemon with
+    /// thousands of pipelines would otherwise hold every parsed pipeline twice. Does nothing
+    /// when a newer revision was delivered meanwhile, or once the watcher stopped.
+    pub fn release(&self, revision: &str) {
+        let _ = self.commands.send(Command::Release(revision.to_string()));
     }
 
     /// Rescans the directory now (reason [`UpdateReason::Signal`]) and delivers the result if
@@ -423,6 +436,8 @@ struct Runner {
     next_resync: Option<Instant>,
     /// Whether the failure to set up the watch was already logged as a warning.
     polling_warned: bool,
+    /// Revision and findings of the last delivered state (what a new scan is compared to).
+    delivered: ConfigSet,
 }
 
 impl Runner {
@@ -433,10 +448,14 @@ impl Runner {
                 biased;
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Resync) => {
-                        if self.drain_commands() {
+                        if self.drain_commands(&tx) {
                             break;
                         }
                         UpdateReason::Signal
+                    }
+                    Some(Command::Release(revision)) => {
+                        release(&tx, &revision);
+                        continue;
                     }
                     Some(Command::Stop) | None => break,
                 },
@@ -457,10 +476,11 @@ impl Runner {
     }
 
     /// Consumes queued commands after a resync request; `true` when one of them is a stop.
-    fn drain_commands(&mut self) -> bool {
+    fn drain_commands(&mut self, tx: &watch::Sender<Update>) -> bool {
         loop {
             match self.commands.try_recv() {
                 Ok(Command::Resync) => {}
+                Ok(Command::Release(revision)) => release(tx, &revision),
                 Ok(Command::Stop) | Err(mpsc::error::TryRecvError::Disconnected) => return true,
                 Err(mpsc::error::TryRecvError::Empty) => return false,
             }
@@ -608,13 +628,14 @@ impl Runner {
                 }
             };
             self.after_scan();
-            if same_as_delivered(tx, &set) {
+            if scan::same_state(&self.delivered, &set) {
                 tracing::debug!(
                     revision = set.short_revision(),
                     reason = reason.as_str(),
                     "config rescanned: unchanged"
                 );
             } else {
+                self.delivered = set.summary();
                 let update = Update {
                     set: Arc::new(set),
                     reason,
@@ -644,8 +665,15 @@ impl Runner {
     }
 }
 
-fn same_as_delivered(tx: &watch::Sender<Update>, set: &ConfigSet) -> bool {
-    scan::same_state(&tx.borrow().set, set)
+/// Replaces the delivered set by its summary when it still is revision `revision`, without
+/// notifying the receivers (they have seen it).
+fn release(tx: &watch::Sender<Update>, revision: &str) {
+    tx.send_if_modified(|u| {
+        if u.set.revision == revision {
+            u.set = Arc::new(u.set.summary());
+        }
+        false
+    });
 }
 
 #[cfg(test)]
