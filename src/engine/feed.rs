@@ -69,7 +69,7 @@ impl SymbolFeed {
         tz: Tz,
         layout: &Layout,
     ) -> Result<SymbolFeed, FeedError> {
-        let mut frames = Vec::new();
+        let mut frames = Vec::with_capacity(layout.frames.len());
         for f in &layout.frames {
             if f.timeframe < data_timeframe {
                 return Err(FeedError::TooFine {

@@ -40,7 +40,7 @@ impl Layout {
     /// Builds the layout for `wanted`: per timeframe, the indicators to compute and the
     /// history to keep.
     pub fn new(wanted: &BTreeMap<Timeframe, (Vec<IndicatorSpec>, usize)>) -> Layout {
-        let mut frames = Vec::new();
+        let mut frames = Vec::with_capacity(wanted.len());
         let mut names = HashMap::new();
         let mut next: u32 = 0;
         for (tf, (specs, lookback)) in wanted {
@@ -49,7 +49,7 @@ impl Layout {
                 names.insert((*tf, field.to_string()), base + i as u32);
             }
             next += BAR_FIELDS.len() as u32;
-            let mut indicators = Vec::new();
+            let mut indicators = Vec::with_capacity(specs.len());
             let mut short_count: HashMap<&'static str, usize> = HashMap::new();
             for spec in specs {
                 for s in spec.short_outputs() {
@@ -79,6 +79,8 @@ impl Layout {
         }
         let entry_price = next;
         let bars_held = next + 1;
+        // A daemon keeps one layout per pipeline: no spare room.
+        names.shrink_to_fit();
         Layout {
             frames,
             names,

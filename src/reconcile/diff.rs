@@ -17,8 +17,7 @@ pub struct PipelineSnapshot {
     /// `enabled`.
     pub enabled: bool,
     /// The document as compact JSON text (for field-level diffs; text takes a fraction of
-    /// the memory of a parsed value, and a daemon keeps one per pipeline, shared with the
-    /// loaded set).
+    /// the memory of a parsed value, and a daemon keeps one per pipeline).
     pub value: std::sync::Arc<str>,
     /// Risk policy used.
     pub risk: Option<String>,
@@ -64,7 +63,9 @@ impl Snapshot {
                     PipelineSnapshot {
                         hash: r.hash.clone(),
                         enabled: spec.enabled,
-                        value: std::sync::Arc::clone(&r.json),
+                        // A copy, not a share: the loaded set is dropped once applied, and
+                        // texts kept from it would pin the loader's freed memory in place.
+                        value: std::sync::Arc::from(&*r.json),
                         risk: spec.risk.clone(),
                         scanners,
                         on_remove: spec.on_remove,
