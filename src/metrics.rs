@@ -24,15 +24,17 @@
 
 use crate::broker::types::Side;
 use crate::config::pipeline::Mode;
+use prometheus::core::Desc;
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `ztraded_build_info{version}`: constant 1, labelled with the crate version.
@@ -240,13 +242,11 @@ pub struct Metrics {
     current_revision: Mutex<Option<String>>,
     reconcile_duration: Histogram,
     pipelines: IntGaugeVec,
-    executions: IntCounterVec,
+    per_pipeline: Arc<PipelineFamilies>,
     execution_duration: Histogram,
     orders: IntCounterVec,
     order_rejections: IntCounterVec,
     risk_rejections: IntCounterVec,
-    positions_open: IntGaugeVec,
-    realized_pnl: GaugeVec,
     equity: Gauge,
     emergency_closes: IntCounterVec,
     halts: IntGaugeVec,
@@ -286,6 +286,157 @@ fn remove_matching<T: MetricVecBuilder>(vec: &MetricVec<T>, label: &str, value: 
             // names; an error only means a concurrent removal won the race.
             let _ = vec.remove(&labels);
         }
+    }
+}
+
+/// The values of one pipeline's always-present series.
+#[derive(Clone, Copy, Debug, Default)]
+struct PipelineSeries {
+    /// `ztraded_executions_total`, indexed by [`ExecutionResult`] in [`ExecutionResult::ALL`]
+    /// order.
+    executions: [u64; 4],
+    /// `ztraded_positions_open`.
+    positions_open: i64,
+    /// `ztraded_realized_pnl_dollars`, USD.
+    realized_pnl: f64,
+}
+
+/// `ztraded_executions_total{pipeline,result}`, `ztraded_positions_open{pipeline}` and
+/// `ztraded_realized_pnl_dollars{pipeline}`: the families every pipeline has from its start.
+/// Kept as plain numbers per pipeline (about 100 bytes) and turned into series at scrape
+/// time: a label vector keeps a copy of its descriptor and label pairs in every series,
+/// about 450 bytes each, and a daemon runs thousands of pipelines.
+struct PipelineFamilies {
+    executions: Desc,
+    positions_open: Desc,
+    realized_pnl: Desc,
+    /// By pipeline name, sorted (the exposition is sorted too).
+    series: Mutex<BTreeMap<String, PipelineSeries>>,
+}
+
+impl PipelineFamilies {
+    fn new() -> Result<PipelineFamilies, MetricsError> {
+        let desc = |name: &'static str, help: &str, labels: &[&str]| {
+            Desc::new(
+                name.to_string(),
+                help.to_string(),
+                labels.iter().map(|l| (*l).to_string()).collect(),
+                HashMap::new(),
+            )
+            .map_err(|source| MetricsError::Register { name, source })
+        };
+        Ok(PipelineFamilies {
+            executions: desc(
+                EXECUTIONS_TOTAL,
+                "Finished pipeline executions, by pipeline and result: completed, skipped, \
+                 failed or interrupted.",
+                &["pipeline", "result"],
+            )?,
+            positions_open: desc(
+                POSITIONS_OPEN,
+                "Number of open positions, by pipeline.",
+                &["pipeline"],
+            )?,
+            realized_pnl: desc(
+                REALIZED_PNL_DOLLARS,
+                "Realized profit and loss in US dollars of the pipeline's closed trades, by \
+                 pipeline; negative for a loss.",
+                &["pipeline"],
+            )?,
+            series: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Applies `f` to the series of `pipeline`, created at zero when missing.
+    fn with(&self, pipeline: &str, f: impl FnOnce(&mut PipelineSeries)) {
+        let mut map = self
+            .series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get_mut(pipeline) {
+            Some(s) => f(s),
+            None => f(map.entry(pipeline.to_string()).or_default()),
+        }
+    }
+
+    fn remove(&self, pipeline: &str) {
+        self.series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(pipeline);
+    }
+}
+
+fn label_pair(name: &str, value: &str) -> LabelPair {
+    let mut p = LabelPair::default();
+    p.set_name(name.to_string());
+    p.set_value(value.to_string());
+    p
+}
+
+fn family(desc: &Desc, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(desc.fq_name.clone());
+    f.set_help(desc.help.clone());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+/// Registers the shared [`PipelineFamilies`] (the registry takes its collectors boxed).
+struct SharedFamilies(Arc<PipelineFamilies>);
+
+impl Collector for SharedFamilies {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![
+            &self.0.executions,
+            &self.0.positions_open,
+            &self.0.realized_pnl,
+        ]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let snapshot: Vec<(String, PipelineSeries)> = self
+            .0
+            .series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let mut executions = Vec::with_capacity(snapshot.len() * ExecutionResult::ALL.len());
+        let mut positions = Vec::with_capacity(snapshot.len());
+        let mut pnl = Vec::with_capacity(snapshot.len());
+        for (name, s) in &snapshot {
+            for result in ExecutionResult::ALL {
+                let mut c = prometheus::proto::Counter::default();
+                c.set_value(s.executions[result as usize] as f64);
+                let mut m = Metric::default();
+                m.set_label(vec![
+                    label_pair("pipeline", name),
+                    label_pair("result", result.as_str()),
+                ]);
+                m.set_counter(c);
+                executions.push(m);
+            }
+            let mut g = prometheus::proto::Gauge::default();
+            g.set_value(s.positions_open as f64);
+            let mut m = Metric::default();
+            m.set_label(vec![label_pair("pipeline", name)]);
+            m.set_gauge(g);
+            positions.push(m);
+            let mut g = prometheus::proto::Gauge::default();
+            g.set_value(s.realized_pnl);
+            let mut m = Metric::default();
+            m.set_label(vec![label_pair("pipeline", name)]);
+            m.set_gauge(g);
+            pnl.push(m);
+        }
+        vec![
+            family(&self.0.executions, MetricType::COUNTER, executions),
+            family(&self.0.positions_open, MetricType::GAUGE, positions),
+            family(&self.0.realized_pnl, MetricType::GAUGE, pnl),
+        ]
     }
 }
 
@@ -388,18 +539,12 @@ impl Metrics {
                 &["state"],
             ),
         )?;
-        let executions = register(
-            &r,
-            EXECUTIONS_TOTAL,
-            IntCounterVec::new(
-                Opts::new(
-                    EXECUTIONS_TOTAL,
-                    "Finished pipeline executions, by pipeline and result: completed, skipped, \
-                     failed or interrupted.",
-                ),
-                &["pipeline", "result"],
-            ),
-        )?;
+        let per_pipeline = Arc::new(PipelineFamilies::new()?);
+        r.register(Box::new(SharedFamilies(Arc::clone(&per_pipeline))))
+            .map_err(|source| MetricsError::Register {
+                name: EXECUTIONS_TOTAL,
+                source,
+            })?;
         let execution_duration = register(
             &r,
             EXECUTION_DURATION_SECONDS,
@@ -444,26 +589,6 @@ impl Metrics {
                      rule.",
                 ),
                 &["pipeline", "rule"],
-            ),
-        )?;
-        let positions_open = register(
-            &r,
-            POSITIONS_OPEN,
-            IntGaugeVec::new(
-                Opts::new(POSITIONS_OPEN, "Number of open positions, by pipeline."),
-                &["pipeline"],
-            ),
-        )?;
-        let realized_pnl = register(
-            &r,
-            REALIZED_PNL_DOLLARS,
-            GaugeVec::new(
-                Opts::new(
-                    REALIZED_PNL_DOLLARS,
-                    "Realized profit and loss in US dollars of the pipeline's closed trades, \
-                     by pipeline; negative for a loss.",
-                ),
-                &["pipeline"],
             ),
         )?;
         let equity = register(
@@ -512,13 +637,11 @@ impl Metrics {
             current_revision: Mutex::new(None),
             reconcile_duration,
             pipelines,
-            executions,
+            per_pipeline,
             execution_duration,
             orders,
             order_rejections,
             risk_rejections,
-            positions_open,
-            realized_pnl,
             equity,
             emergency_closes,
             halts,
@@ -579,22 +702,15 @@ impl Metrics {
     /// existing series keep their values. Optional: every other method creates the series it
     /// needs.
     pub fn pipeline_started(&self, pipeline: &str) {
-        for result in ExecutionResult::ALL {
-            self.executions
-                .with_label_values(&[pipeline, result.as_str()])
-                .inc_by(0);
-        }
-        // `add(0)` creates a missing series at zero and leaves an existing one alone (a
-        // changed pipeline restarts with its positions still open).
-        self.positions_open.with_label_values(&[pipeline]).add(0);
-        self.realized_pnl.with_label_values(&[pipeline]).add(0.0);
+        // An existing entry is left alone (a changed pipeline restarts with its positions
+        // still open).
+        self.per_pipeline.with(pipeline, |_| {});
     }
 
     /// Counts one finished execution of `pipeline` and observes its wall time in seconds.
     pub fn execution_finished(&self, pipeline: &str, result: ExecutionResult, seconds: f64) {
-        self.executions
-            .with_label_values(&[pipeline, result.as_str()])
-            .inc();
+        self.per_pipeline
+            .with(pipeline, |s| s.executions[result as usize] += 1);
         self.execution_duration.observe(seconds);
     }
 
@@ -623,16 +739,14 @@ impl Metrics {
 
     /// Sets the number of open positions of `pipeline`.
     pub fn set_positions_open(&self, pipeline: &str, open: u64) {
-        self.positions_open
-            .with_label_values(&[pipeline])
-            .set(saturating_i64(open));
+        self.per_pipeline
+            .with(pipeline, |s| s.positions_open = saturating_i64(open));
     }
 
     /// Sets the realized P&L of `pipeline`, in USD (converted to f64 here, at the boundary).
     pub fn set_realized_pnl(&self, pipeline: &str, usd: Decimal) {
-        self.realized_pnl
-            .with_label_values(&[pipeline])
-            .set(dollars(usd));
+        self.per_pipeline
+            .with(pipeline, |s| s.realized_pnl = dollars(usd));
     }
 
     /// Sets the account equity, in USD.
@@ -664,12 +778,10 @@ impl Metrics {
     /// calls it when a pipeline is removed from the config (after it has drained), so the
     /// exposition does not keep series of pipelines that no longer exist.
     pub fn remove_pipeline(&self, pipeline: &str) {
-        remove_matching(&self.executions, "pipeline", pipeline);
+        self.per_pipeline.remove(pipeline);
         remove_matching(&self.orders, "pipeline", pipeline);
         remove_matching(&self.order_rejections, "pipeline", pipeline);
         remove_matching(&self.risk_rejections, "pipeline", pipeline);
-        remove_matching(&self.positions_open, "pipeline", pipeline);
-        remove_matching(&self.realized_pnl, "pipeline", pipeline);
     }
 
     /// The registry, for adding collectors that live elsewhere (e.g. a store pool's gauges).
