@@ -260,6 +260,7 @@ fn trade(pipeline: &str, entry_time: i64, exit_time: i64, pnl: Decimal) -> Trade
         exit_price: dec!(105.5),
         quantity: dec!(100),
         stop_loss: Some(dec!(95.25)),
+    final_stop: None,
         target_1: None,
         target_2: Some(dec!(120.20)),
         exit_reason: OrderPurpose::StopLoss,
@@ -352,6 +353,7 @@ async fn decimals_round_trip_exactly() {
                 fees: *v,
                 quantity: *v,
                 stop_loss: Some(*v),
+                final_stop: None,
                 target_1: None,
                 ..trade("dec", i as i64, i as i64, *v)
             };

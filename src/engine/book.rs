@@ -30,6 +30,9 @@ pub struct OpenTrade {
     pub entry_time: i64,
     /// Current stop, USD per share.
     pub stop_loss: Option<Decimal>,
+    /// Stop at entry, USD per share (`stop_loss` moves; this does not).
+    #[serde(default)]
+    pub initial_stop: Option<Decimal>,
     /// Target 1 at entry.
     pub target_1: Option<Decimal>,
     /// Target 2 at entry.
@@ -75,6 +78,7 @@ impl OpenTrade {
             average_price,
             entry_time: now,
             stop_loss: None,
+            initial_stop: None,
             target_1: None,
             target_2: None,
             fees: Decimal::ZERO,
@@ -249,6 +253,7 @@ impl Book {
                             average_price: fill.price,
                             entry_time: fill.ts,
                             stop_loss: order.stop_loss,
+                            initial_stop: order.stop_loss,
                             target_1: target(OrderPurpose::Target1),
                             target_2: target(OrderPurpose::Target2),
                             fees: fill.commission,
@@ -311,7 +316,8 @@ impl Book {
                 entry_price: t.average_price.round_dp(6),
                 exit_price,
                 quantity: t.max_quantity,
-                stop_loss: t.stop_loss,
+                stop_loss: t.initial_stop.or(t.stop_loss),
+                final_stop: t.stop_loss,
                 target_1: t.target_1,
                 target_2: t.target_2,
                 exit_reason: fill.purpose,

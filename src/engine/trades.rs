@@ -23,8 +23,11 @@ pub struct TradeRecord {
     pub exit_price: Decimal,
     /// Largest quantity held, shares.
     pub quantity: Decimal,
-    /// Stop at entry, USD per share.
+    /// Stop at entry (the initial stop), USD per share.
     pub stop_loss: Option<Decimal>,
+    /// Stop when the trade closed (after a move to breakeven, say), USD per share.
+    #[serde(default)]
+    pub final_stop: Option<Decimal>,
     /// First target at entry, USD per share.
     pub target_1: Option<Decimal>,
     /// Second target at entry, USD per share.

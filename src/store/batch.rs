@@ -409,7 +409,7 @@ impl Store {
                     pool,
                     "INSERT INTO trades (pipeline, symbol, side, entry_time, exit_time, \
                      entry_price, exit_price, quantity, stop_loss, target_1, target_2, \
-                     exit_reason, pnl, fees, mode) ",
+                     exit_reason, pnl, fees, mode, final_stop) ",
                 );
                 b.push_values(chunk, |mut row, t| {
                     row.push_bind(t.pipeline.as_str())
@@ -426,7 +426,8 @@ impl Store {
                         .push_bind(t.exit_reason.as_str())
                         .push_bind(dec_text(t.pnl))
                         .push_bind(dec_text(t.fees))
-                        .push_bind(t.mode.as_str());
+                        .push_bind(t.mode.as_str())
+                        .push_bind(opt_dec_text(t.final_stop));
                 });
                 b.build()
                     .execute(&mut *tx)

@@ -179,8 +179,9 @@ macro_rules! insert_trade_on {
         let t: &$crate::engine::trades::TradeRecord = $trade;
         sqlx::query(
             "INSERT INTO trades (pipeline, symbol, side, entry_time, exit_time, entry_price, \
-             exit_price, quantity, stop_loss, target_1, target_2, exit_reason, pnl, fees, mode) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             exit_price, quantity, stop_loss, target_1, target_2, exit_reason, pnl, fees, mode, \
+             final_stop) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              RETURNING id",
         )
         .bind(&t.pipeline)
@@ -198,6 +199,7 @@ macro_rules! insert_trade_on {
         .bind($crate::store::codec::dec_text(t.pnl))
         .bind($crate::store::codec::dec_text(t.fees))
         .bind(&t.mode)
+        .bind($crate::store::codec::opt_dec_text(t.final_stop))
         .fetch_one($exec)
         .await
         .map_err($crate::store::codec::q("trades", "insert"))

@@ -17,6 +17,7 @@ fn trade_from_row<R: RowGet>(row: &R) -> Result<TradeRecord, StoreError> {
         exit_price: c.dec("exit_price")?,
         quantity: c.dec("quantity")?,
         stop_loss: c.opt_dec("stop_loss")?,
+        final_stop: c.opt_dec("final_stop")?,
         target_1: c.opt_dec("target_1")?,
         target_2: c.opt_dec("target_2")?,
         exit_reason: c.name("exit_reason")?,
@@ -58,7 +59,7 @@ impl Store {
         with_pool!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT pipeline, symbol, side, entry_time, exit_time, entry_price, exit_price, \
-                 quantity, stop_loss, target_1, target_2, exit_reason, pnl, fees, mode \
+                 quantity, stop_loss, target_1, target_2, exit_reason, pnl, fees, mode, final_stop \
                  FROM trades WHERE ($1 IS NULL OR pipeline = $1) \
                  AND exit_time >= $2 AND exit_time < $3 ORDER BY exit_time, id",
             )
