@@ -70,9 +70,16 @@ pub const EQUITY_DOLLARS: &str = "ztraded_equity_dollars";
 pub const EMERGENCY_CLOSES_TOTAL: &str = "ztraded_emergency_closes_total";
 /// `ztraded_halts{scope}`: latched halts by [`ScopeKind`].
 pub const HALTS: &str = "ztraded_halts";
+/// `ztraded_store_errors_total{operation}`: store writes or reads that failed, by
+/// [`StoreOperation`].
+pub const STORE_ERRORS_TOTAL: &str = "ztraded_store_errors_total";
+/// `ztraded_market_data_last_bar_timestamp_seconds{symbol,timeframe}`: period end of the
+/// newest bar seen (what a staleness alert reads).
+pub const MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS: &str =
+    "ztraded_market_data_last_bar_timestamp_seconds";
 
 /// Every metric family name, in the order above. Tests check that each one is rendered.
-pub const ALL_NAMES: [&str; 16] = [
+pub const ALL_NAMES: [&str; 18] = [
     BUILD_INFO,
     CONFIG_RELOADS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
@@ -89,7 +96,59 @@ pub const ALL_NAMES: [&str; 16] = [
     EQUITY_DOLLARS,
     EMERGENCY_CLOSES_TOTAL,
     HALTS,
+    STORE_ERRORS_TOTAL,
+    MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS,
 ];
+
+/// What the store was doing when it failed (`operation` label of
+/// `ztraded_store_errors_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreOperation {
+    /// Writing an order intent before a submission (the order is then not sent).
+    Intent,
+    /// Writing what a submission, a cancel or a replace answered.
+    Order,
+    /// Writing fills, the book and the broker's state after broker events.
+    Fill,
+    /// Writing an execution record.
+    Execution,
+    /// Writing an equity point.
+    Equity,
+    /// Writing a halt, a resume or an intervention.
+    Journal,
+    /// Writing a reconcile record or the daemon's state (replay cursor, applied revision).
+    State,
+    /// Reading at start (recovery).
+    Recovery,
+}
+
+impl StoreOperation {
+    /// Every operation, in label order.
+    pub const ALL: [StoreOperation; 8] = [
+        StoreOperation::Intent,
+        StoreOperation::Order,
+        StoreOperation::Fill,
+        StoreOperation::Execution,
+        StoreOperation::Equity,
+        StoreOperation::Journal,
+        StoreOperation::State,
+        StoreOperation::Recovery,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreOperation::Intent => "intent",
+            StoreOperation::Order => "order",
+            StoreOperation::Fill => "fill",
+            StoreOperation::Execution => "execution",
+            StoreOperation::Equity => "equity",
+            StoreOperation::Journal => "journal",
+            StoreOperation::State => "state",
+            StoreOperation::Recovery => "recovery",
+        }
+    }
+}
 
 /// Buckets of `ztraded_reconcile_duration_seconds`, in seconds: 1 ms to 30 s (parsing and
 /// validating a config directory, diffing, starting and stopping actors).
@@ -250,6 +309,8 @@ pub struct Metrics {
     equity: Gauge,
     emergency_closes: IntCounterVec,
     halts: IntGaugeVec,
+    store_errors: IntCounterVec,
+    last_bar: prometheus::GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -629,8 +690,37 @@ impl Metrics {
                 &["scope"],
             ),
         )?;
+        let store_errors = register(
+            &r,
+            STORE_ERRORS_TOTAL,
+            IntCounterVec::new(
+                Opts::new(
+                    STORE_ERRORS_TOTAL,
+                    "Store operations that failed, by operation: intent (the order was not \
+                     sent), order, fill, execution, equity, journal, state, recovery.",
+                ),
+                &["operation"],
+            ),
+        )?;
+        for op in StoreOperation::ALL {
+            store_errors.with_label_values(&[op.as_str()]).inc_by(0);
+        }
+        let last_bar = register(
+            &r,
+            MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS,
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS,
+                    "Unix time in seconds of the period end of the newest bar seen, by symbol \
+                     and timeframe (simulated time in replay).",
+                ),
+                &["symbol", "timeframe"],
+            ),
+        )?;
         let m = Metrics {
             registry: r,
+            store_errors,
+            last_bar,
             config_reloads,
             config_last_reload_success,
             config_revision,
@@ -774,6 +864,20 @@ impl Metrics {
         }
     }
 
+    /// Counts one failed store operation.
+    pub fn store_error(&self, operation: StoreOperation) {
+        self.store_errors
+            .with_label_values(&[operation.as_str()])
+            .inc();
+    }
+
+    /// Sets the period end (Unix seconds) of the newest bar of `symbol` in `timeframe`.
+    pub fn set_last_bar(&self, symbol: &str, timeframe: &str, end: i64) {
+        self.last_bar
+            .with_label_values(&[symbol, timeframe])
+            .set(end as f64);
+    }
+
     /// Deletes every series labelled `pipeline="<pipeline>"` from every family. The daemon
     /// calls it when a pipeline is removed from the config (after it has drained), so the
     /// exposition does not keep series of pipelines that no longer exist.
@@ -852,6 +956,7 @@ mod tests {
             pipeline: 1,
             symbol: 2,
         });
+        m.set_last_bar("AAPL", "1d", 1_325_624_400);
         m
     }
 

@@ -210,6 +210,7 @@ fn entry_order(id: &str) -> EntryOrder {
         side: Side::Buy,
         quantity: dec!(100),
         order_type: OrderType::Market,
+        expected_price: None,
         stop_loss: Some(dec!(95.25)),
         take_profits: vec![
             TakeProfit {
@@ -243,7 +244,7 @@ fn exit_order(id: &str) -> ExitOrder {
 fn opened(entry: &Fill) -> OpenTrade {
     let mut book = Book::new();
     book.expect_entry(&entry_order("zt-e"), true, "simulation");
-    book.on_fill(entry);
+    book.on_fill("sim", entry);
     book.get("p", "AAPL")
         .cloned()
         .expect("open trade after the entry fill")
@@ -476,7 +477,12 @@ async fn intents_are_idempotent_and_pending_until_confirmed() {
             ..order_state(&f, OrderStatus::Accepted)
         };
         let snapshot = json!({"cash": "100000.00", "orders": ["zt-e"]});
-        s.record_intent_submitted("zt-e", &accepted, Some(&snapshot), 103)
+        s.record_intent_submitted(
+            "zt-e",
+            &accepted,
+            Some(&serde_json::value::to_raw_value(&snapshot).unwrap()),
+            103,
+        )
             .await
             .unwrap();
         let submitted = s.intent("zt-e").await.unwrap().unwrap();
@@ -506,7 +512,12 @@ async fn intents_are_idempotent_and_pending_until_confirmed() {
             ..accepted.clone()
         };
         let err = s
-            .record_intent_submitted("zt-ghost", &ghost, Some(&json!({"x": 1})), 105)
+            .record_intent_submitted(
+                "zt-ghost",
+                &ghost,
+                Some(&serde_json::value::to_raw_value(&json!({"x": 1})).unwrap()),
+                105,
+            )
             .await
             .unwrap_err();
         assert!(

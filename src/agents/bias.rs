@@ -2,7 +2,7 @@
 //! `bullish` does not), neutral otherwise.
 
 use crate::engine::feed::SymbolFeed;
-use crate::engine::state::{Bias, BiasSignal};
+use crate::domain::{Bias, BiasSignal};
 use crate::expr::Program;
 
 /// Evaluates the rules. `explain` writes the reasoning and factors.

@@ -3,6 +3,7 @@
 //! an async interface the LLM provider client implements.
 
 pub mod bias;
+pub mod dag;
 pub mod gates;
 pub mod market_data;
 pub mod reporting;
@@ -11,7 +12,7 @@ pub mod strategy;
 pub mod trade_manager;
 
 use crate::config::pipeline::{BiasLlm, StrategyLlm};
-use crate::engine::state::{BiasSignal, StrategySignal};
+use crate::domain::{BiasSignal, StrategySignal};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 

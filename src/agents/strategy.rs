@@ -4,7 +4,8 @@
 use crate::broker::PositionSide;
 use crate::engine::feed::SymbolFeed;
 use crate::engine::pipeline::StrategyRules;
-use crate::engine::state::{Action, Bias, BiasSignal, PositionView, StrategySignal, price};
+use crate::domain::{Action, Bias, BiasSignal, StrategySignal};
+use crate::engine::state::{PositionView, price};
 use crate::expr::Program;
 
 fn level(p: &Option<Program>, feed: &SymbolFeed) -> Option<rust_decimal::Decimal> {
@@ -16,11 +17,13 @@ fn holds(p: &Option<Program>, feed: &SymbolFeed) -> bool {
 }
 
 /// Evaluates the rules for one symbol. `position` is this pipeline's open position in it;
-/// `pyramiding` lets entries add to it. `explain` writes the reasoning.
+/// `pending_entry` says an entry was sent and is not settled yet (it counts as a position);
+/// `pyramiding` lets entries add to either. `explain` writes the reasoning.
 pub fn rules(
     r: &StrategyRules,
     feed: &SymbolFeed,
     position: Option<&PositionView>,
+    pending_entry: bool,
     bias: Option<&BiasSignal>,
     pyramiding: bool,
     explain: bool,
@@ -51,6 +54,11 @@ pub fn rules(
                 )
             }));
         }
+    }
+    if pending_entry && !pyramiding {
+        return StrategySignal::hold(text(&|| {
+            "an entry order is pending at the broker and pyramiding is off".to_string()
+        }));
     }
     let bias = bias.map(|b| b.bias);
     for side in [PositionSide::Long, PositionSide::Short] {

@@ -4,7 +4,8 @@
 
 use crate::broker::{EntryOrder, ExitOrder, OrderPurpose, OrderType, Submit, client_order_id};
 use crate::config::pipeline::{Mode, TradeManagerConfig};
-use crate::engine::state::{Action, PositionView, StrategySignal, TradeAction};
+use crate::domain::{Action, StrategySignal, TradeAction};
+use crate::engine::state::PositionView;
 use crate::risk::RiskApproved;
 use rust_decimal::Decimal;
 
@@ -27,6 +28,7 @@ pub fn run(
     signal: Option<&StrategySignal>,
     approved: Option<RiskApproved<EntryOrder>>,
     position: Option<&PositionView>,
+    pending_entry: bool,
     explain: bool,
 ) -> Decision {
     let text = |f: &dyn Fn() -> String| if explain { f() } else { String::new() };
@@ -91,6 +93,20 @@ pub fn run(
             let Some(approved) = approved else {
                 return none(text(&|| "the risk manager did not approve the plan".into()));
             };
+            if pending_entry && !config.allow_pyramiding {
+                return Decision {
+                    action: TradeAction {
+                        outcome: "rejected".into(),
+                        client_order_id: None,
+                        purpose: Some(OrderPurpose::Entry),
+                        quantity: Decimal::ZERO,
+                        reasoning: text(&|| {
+                            "an entry order is pending at the broker and pyramiding is off".into()
+                        }),
+                    },
+                    order: None,
+                };
+            }
             if let Some(pos) = position
                 && !config.allow_pyramiding
             {

@@ -451,7 +451,7 @@ impl SimBroker {
         let i = self.index(client_order_id)?;
         match self.orders[i].state.status {
             OrderStatus::Cancelled => return Ok(()),
-            status @ (OrderStatus::Filled | OrderStatus::Rejected) => {
+            status @ (OrderStatus::Filled | OrderStatus::Rejected | OrderStatus::Expired) => {
                 return Err(rejected(
                     client_order_id,
                     format!("the order is {} and cannot be cancelled", status.as_str()),
@@ -521,10 +521,10 @@ impl SimBroker {
     /// Processes one closed bar of `symbol`: pending market orders fill at its open, then
     /// working entries, stops and limits are checked against its range (see the module
     /// documentation); the bar's close marks the symbol's positions. Returns what happened,
-    /// in order: fills, and cancellations (unfilled rests, one-cancels-other, reduce-only).
-    /// Bracket children and quantity cuts of working exits produce no event; read them with
-    /// [`order`](Self::order) (`{entry}-sl`, `{entry}-t1`, …) or [`open_orders`](Self::open_orders).
-    /// Fill timestamps are the bar's `ts`.
+    /// in order: fills, the bracket legs placed when an entry fills (`Accepted`, ids
+    /// `{entry}-sl`, `{entry}-t1`, …), working exits cut to a smaller position (`Replaced`),
+    /// and cancellations (unfilled rests, one-cancels-other, reduce-only). Fill timestamps
+    /// are the bar's `ts`.
     ///
     /// Cost: a symbol with no open order takes one hash lookup and no allocation. A bar with a
     /// price that [`bar_price`] refuses (NaN, infinite, ≥ 1e12) is ignored for orders and
@@ -600,7 +600,8 @@ impl SimBroker {
         }
     }
 
-    /// Balances: cash, equity (`cash + Σ quantity × mark`) and commissions paid, USD.
+    /// Balances: cash, equity (`cash + Σ quantity × mark`), buying power (the cash: there is
+    /// no margin model) and commissions paid, USD.
     pub fn account(&self) -> Account {
         let mut equity = self.cash;
         for book in &self.books {
@@ -615,6 +616,7 @@ impl SimBroker {
         Account {
             cash: self.cash,
             equity,
+            buying_power: self.cash.max(Decimal::ZERO),
             commissions: self.commissions,
         }
     }
@@ -953,19 +955,22 @@ impl SimBroker {
         } else {
             OrderStatus::PartiallyFilled
         };
-        events.push(BrokerEvent::Fill(Fill {
-            client_order_id: state.client_order_id.clone(),
-            broker_order_id: state.broker_order_id.clone(),
-            fill_id,
-            pipeline: state.pipeline.clone(),
-            symbol: state.symbol.clone(),
-            side,
-            quantity,
-            price,
-            commission,
-            purpose: state.purpose,
-            ts,
-        }));
+        events.push(BrokerEvent::Fill {
+            fill: Fill {
+                client_order_id: state.client_order_id.clone(),
+                broker_order_id: state.broker_order_id.clone(),
+                fill_id,
+                pipeline: state.pipeline.clone(),
+                symbol: state.symbol.clone(),
+                side,
+                quantity,
+                price,
+                commission,
+                purpose: state.purpose,
+                ts,
+            },
+            order: state.clone(),
+        });
         if let Some(reason) = rest
             && state.status != OrderStatus::Filled
         {
@@ -973,7 +978,7 @@ impl SimBroker {
         }
 
         if is_entry {
-            self.place_children(i, quantity, ts);
+            self.place_children(i, quantity, ts, events);
         } else if let (OrderType::Stop { .. }, Some(group)) = (
             self.orders[i].state.order_type,
             &self.orders[i].state.oco_group,
@@ -1004,7 +1009,7 @@ impl SimBroker {
         state.status = OrderStatus::Cancelled;
         state.reason = Some(reason.clone());
         events.push(BrokerEvent::Cancelled {
-            client_order_id: state.client_order_id.clone(),
+            order: state.clone(),
             reason,
         });
     }
@@ -1033,13 +1038,22 @@ impl SimBroker {
                 let state = &mut self.orders[i].state;
                 if state.quantity - state.filled_quantity > available {
                     state.quantity = state.filled_quantity + available;
+                    events.push(BrokerEvent::Replaced {
+                        order: state.clone(),
+                    });
                 }
             }
         }
     }
 
     /// Places the bracket children of entry `i` for `quantity` filled shares.
-    fn place_children(&mut self, i: usize, quantity: Decimal, ts: i64) {
+    fn place_children(
+        &mut self,
+        i: usize,
+        quantity: Decimal,
+        ts: i64,
+        events: &mut Vec<BrokerEvent>,
+    ) {
         let entry = &self.orders[i];
         let Some(bracket) = entry.bracket.clone() else {
             return;
@@ -1093,6 +1107,9 @@ impl SimBroker {
                 Some(id.clone()),
                 ts,
             );
+            events.push(BrokerEvent::Accepted {
+                order: state.clone(),
+            });
             self.insert(SimOrder {
                 state,
                 position_side,

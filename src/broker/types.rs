@@ -158,6 +158,10 @@ pub struct EntryOrder {
     pub quantity: Decimal,
     /// `Market` (the only type the engine sends for entries today) or `Limit`.
     pub order_type: OrderType,
+    /// The entry price the risk manager sized the order with, USD per share (a market
+    /// order's expected price; pending entries count at it against the risk limits).
+    #[serde(default)]
+    pub expected_price: Option<Decimal>,
     /// Protective stop placed when the entry fills, USD per share.
     pub stop_loss: Option<Decimal>,
     /// Take-profit legs placed when the entry fills; their quantities add up to at most
@@ -197,7 +201,7 @@ impl ExitOrder {
 }
 
 /// What may be submitted to a broker: a risk-approved entry, or an exit.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Submit {
     /// Opens or adds to a position.
     Entry(RiskApproved<EntryOrder>),
@@ -211,6 +215,30 @@ impl Submit {
         match self {
             Submit::Entry(e) => &e.get().client_order_id,
             Submit::Exit(x) => &x.client_order_id,
+        }
+    }
+
+    /// The owning pipeline.
+    pub fn pipeline(&self) -> &str {
+        match self {
+            Submit::Entry(e) => &e.get().pipeline,
+            Submit::Exit(x) => &x.pipeline,
+        }
+    }
+
+    /// The symbol.
+    pub fn symbol(&self) -> &str {
+        match self {
+            Submit::Entry(e) => &e.get().symbol,
+            Submit::Exit(x) => &x.symbol,
+        }
+    }
+
+    /// Buy or sell.
+    pub fn side(&self) -> Side {
+        match self {
+            Submit::Entry(e) => e.get().side,
+            Submit::Exit(x) => x.side(),
         }
     }
 }
@@ -229,6 +257,8 @@ pub enum OrderStatus {
     Cancelled,
     /// Refused by the broker.
     Rejected,
+    /// Its time in force ran out before it executed completely.
+    Expired,
 }
 
 impl OrderStatus {
@@ -244,6 +274,7 @@ impl OrderStatus {
             OrderStatus::Filled => "filled",
             OrderStatus::Cancelled => "cancelled",
             OrderStatus::Rejected => "rejected",
+            OrderStatus::Expired => "expired",
         }
     }
 }
@@ -308,26 +339,89 @@ pub struct Fill {
     pub ts: i64,
 }
 
-/// What a broker tells the engine happened.
+/// What a broker tells the engine happened to one of its orders, in the broker's order.
+///
+/// Every variant carries the order's state *after* the event, so a consumer can upsert it
+/// without asking the broker again. A partial fill is a [`BrokerEvent::Fill`] whose order is
+/// [`OrderStatus::PartiallyFilled`]; the last fill leaves it [`OrderStatus::Filled`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum BrokerEvent {
+    /// The broker accepted an order: one we submitted, or a bracket leg (stop, target) it
+    /// placed itself when the entry filled.
+    Accepted {
+        /// The order, working.
+        order: OrderState,
+    },
     /// Some or all of an order executed.
-    Fill(Fill),
-    /// An order was cancelled; `reason` says why.
+    Fill {
+        /// The execution.
+        fill: Fill,
+        /// The order after it.
+        order: OrderState,
+    },
+    /// The order was cancelled (by request, one-cancels-other, reduce-only, or the unfilled
+    /// rest of a partial fill).
     Cancelled {
-        /// Our order id.
-        client_order_id: String,
+        /// The order, cancelled.
+        order: OrderState,
         /// Why.
         reason: String,
     },
-    /// An order was refused.
+    /// The broker refused the order.
     Rejected {
-        /// Our order id.
-        client_order_id: String,
-        /// Why.
+        /// The order, rejected.
+        order: OrderState,
+        /// The broker's reason.
         reason: String,
     },
+    /// The order's time in force ran out.
+    Expired {
+        /// The order, expired.
+        order: OrderState,
+    },
+    /// The order was modified (a stop moved to breakeven).
+    Replaced {
+        /// The order after the change.
+        order: OrderState,
+    },
+}
+
+impl BrokerEvent {
+    /// The order the event is about, after the event.
+    pub fn order(&self) -> &OrderState {
+        match self {
+            BrokerEvent::Accepted { order }
+            | BrokerEvent::Fill { order, .. }
+            | BrokerEvent::Cancelled { order, .. }
+            | BrokerEvent::Rejected { order, .. }
+            | BrokerEvent::Expired { order }
+            | BrokerEvent::Replaced { order } => order,
+        }
+    }
+
+    /// The fill, for [`BrokerEvent::Fill`].
+    pub fn fill(&self) -> Option<&Fill> {
+        match self {
+            BrokerEvent::Fill { fill, .. } => Some(fill),
+            _ => None,
+        }
+    }
+
+    /// `accepted`, `partial_fill`, `fill`, `cancelled`, `rejected`, `expired` or `replaced`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BrokerEvent::Accepted { .. } => "accepted",
+            BrokerEvent::Fill { order, .. } if order.status == OrderStatus::PartiallyFilled => {
+                "partial_fill"
+            }
+            BrokerEvent::Fill { .. } => "fill",
+            BrokerEvent::Cancelled { .. } => "cancelled",
+            BrokerEvent::Rejected { .. } => "rejected",
+            BrokerEvent::Expired { .. } => "expired",
+            BrokerEvent::Replaced { .. } => "replaced",
+        }
+    }
 }
 
 /// A position at the broker (net per symbol and pipeline).
@@ -374,6 +468,8 @@ pub struct Account {
     pub cash: Decimal,
     /// Cash plus the market value of every position, USD.
     pub equity: Decimal,
+    /// What the broker lets the account buy now, USD (a cash account: its cash).
+    pub buying_power: Decimal,
     /// Commissions paid so far, USD.
     pub commissions: Decimal,
 }

@@ -1,12 +1,10 @@
 //! The reconciler: makes the running pipelines match each valid revision of the config
 //! directory, with a typed diff, and refuses invalid revisions whole.
 
-use super::actor::{self, ActorConfig, ActorHandle, Command, Shared, Status};
-use super::market::BarBatch;
+use super::actor::{self, ActorHandle, Message, Shared};
 use crate::config::load::ConfigSet;
 use crate::config::pipeline::OnRemove;
-use crate::engine::picker::CompiledScanner;
-use crate::engine::pipeline::CompiledPipeline;
+use crate::engine::core::{PipelineSpec, Status};
 use crate::metrics::{PipelineCounts, ReloadResult};
 use crate::reconcile::diff::{Change, ChangeKind, Snapshot, diff, settings_changed};
 use crate::store::{ReconcileRecord, ReconcileResult};
@@ -14,7 +12,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 /// Daemon state key of the last applied revision's resource files.
@@ -34,7 +32,6 @@ pub enum Outcome {
 /// The reconciler.
 pub struct Controller {
     shared: Arc<Shared>,
-    bars: broadcast::Sender<Arc<BarBatch>>,
     shutdown: watch::Receiver<bool>,
     actors: BTreeMap<String, ActorHandle>,
     applied: Option<Snapshot>,
@@ -42,14 +39,9 @@ pub struct Controller {
 
 impl Controller {
     /// A reconciler with nothing running.
-    pub fn new(
-        shared: Arc<Shared>,
-        bars: broadcast::Sender<Arc<BarBatch>>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Controller {
+    pub fn new(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) -> Controller {
         Controller {
             shared,
-            bars,
             shutdown,
             actors: BTreeMap::new(),
             applied: None,
@@ -64,7 +56,7 @@ impl Controller {
     /// Reconciles with `set`.
     pub async fn apply(&mut self, set: Arc<ConfigSet>) -> Outcome {
         let started = Instant::now();
-        let now = self.shared.clock.now().timestamp();
+        let now = self.shared.account.now();
         let metrics = Arc::clone(&self.shared.metrics);
         if set.errors() > 0 {
             for f in set
@@ -147,40 +139,8 @@ impl Controller {
         Outcome::Applied(changes)
     }
 
-    fn actor_config(&self, name: &str, set: &ConfigSet) -> Result<ActorConfig, String> {
-        let res = set.pipelines.get(name).ok_or("not in the revision")?;
-        let spec = res.spec.as_ref().ok_or("does not load")?;
-        let risk = spec
-            .risk
-            .as_ref()
-            .and_then(|r| set.risk.get(r))
-            .and_then(|r| r.spec.clone());
-        let compiled =
-            CompiledPipeline::compile(name, spec, risk.as_ref()).map_err(|e| e.to_string())?;
-        let symbols = crate::backtest::runner::pipeline_symbols(set, spec);
-        let picker = match compiled.stock_picker() {
-            Some((scanner, top_n)) => {
-                let s = set
-                    .scanners
-                    .get(scanner)
-                    .and_then(|r| r.spec.as_ref())
-                    .ok_or_else(|| format!("no scanner {scanner}"))?;
-                Some((CompiledScanner::compile(scanner, s)?, top_n))
-            }
-            None => None,
-        };
-        if let Some(broker) = &compiled.broker
-            && compiled.mode != crate::config::pipeline::Mode::Validation
-            && !self.shared.portfolio.has_broker(broker)
-        {
-            return Err(format!("broker {broker} is not connected"));
-        }
-        Ok(ActorConfig {
-            compiled,
-            revision: set.short_revision().to_string(),
-            symbols,
-            picker,
-        })
+    fn actor_config(&self, name: &str, set: &ConfigSet) -> Result<PipelineSpec, String> {
+        crate::runtime::spec::build(name, set)
     }
 
     async fn apply_change(&mut self, change: &Change, set: &ConfigSet) {
@@ -204,8 +164,11 @@ impl Controller {
                     if change.kind == ChangeKind::Changed {
                         info!(pipeline = name, fields = ?change.fields, because = ?change.because, "pipeline changed");
                     }
+                    self.shared
+                        .registry
+                        .set_symbols(name, config.symbols.clone());
                     if let Some(a) = self.actors.get(name) {
-                        let _ = a.tx.send(Command::Update(Box::new(config))).await;
+                        let _ = a.tx.send(Message::Update(Box::new(config))).await;
                     }
                 } else {
                     info!(pipeline = name, symbols = ?config.symbols, "pipeline started");
@@ -213,7 +176,6 @@ impl Controller {
                         name.to_string(),
                         config,
                         Arc::clone(&self.shared),
-                        self.bars.subscribe(),
                         self.shutdown.clone(),
                     );
                     self.actors.insert(name.to_string(), handle);
@@ -228,7 +190,7 @@ impl Controller {
                     "pipeline removed"
                 );
                 if let Some(a) = self.actors.get(name) {
-                    let _ = a.tx.send(Command::Remove { close }).await;
+                    let _ = a.tx.send(Message::Remove { close }).await;
                 }
             }
         }
@@ -255,10 +217,9 @@ impl Controller {
                         name.clone(),
                         config,
                         Arc::clone(&self.shared),
-                        self.bars.subscribe(),
                         self.shutdown.clone(),
                     );
-                    let _ = handle.tx.send(Command::Remove { close }).await;
+                    let _ = handle.tx.send(Message::Remove { close }).await;
                     self.actors.insert(name.clone(), handle);
                 }
                 Err(reason) => {
@@ -290,8 +251,9 @@ impl Controller {
             .collect();
         for name in finished {
             self.actors.remove(&name);
+            self.shared.registry.unregister(&name);
             if !desired.contains(&name) {
-                self.shared.portfolio.forget_pipeline(&name);
+                self.shared.account.forget_pipeline(&name);
                 self.shared.metrics.remove_pipeline(&name);
                 self.shared
                     .statuses

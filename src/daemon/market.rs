@@ -1,164 +1,129 @@
-//! Market data for the daemon. The replay source serves CSV bars on the simulated clock: a
-//! bar is published when the clock passes its period end, all symbols' bars of one instant
-//! together as one batch.
+//! The daemon's market loop in replay mode: the replay data's bars on the simulated clock,
+//! delivered to the brokers, then to the pipelines they concern, one step at a time.
+//!
+//! Each step is the earliest of the next bar close and the next timer of any pipeline. The
+//! clock ([`ReplayClock`]) runs at the configured speed up to that instant and stops there;
+//! the brokers process the bars (fills at the open of the bar after the decision, stops and
+//! targets against its range), then each concerned pipeline takes the step — in name order,
+//! one after the other, each finishing its executions and orders before the next starts —
+//! then equity and the replay position are stored. No bar is skipped or merged, whatever
+//! the speed: when the pipelines take longer than the simulated time allows, the clock
+//! waits for them (said once in the log). When the data ends, the loop says so once and
+//! stops; the daemon keeps serving `/metrics` and the emergency close.
 
-use crate::engine::clock::LocalDays;
-use crate::market::replay::{DataError, ReplayOptions, Series, read_dir};
-use crate::market::{Bar, Timeframe};
-use std::collections::BTreeMap;
-use std::path::Path;
+use super::REPLAY_CURSOR_KEY;
+use super::actor::Message;
+use super::registry::Registry;
+use crate::engine::clock::{Clock, ReplayClock, sleep_until, utc};
+use crate::engine::core::BarBatch;
+use crate::metrics::StoreOperation;
+use crate::runtime::{Account, ReplayHub};
 use std::sync::Arc;
+use tokio::sync::{oneshot, watch};
+use tracing::{info, warn};
 
-/// One symbol's bar that closed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BarEvent {
-    /// Ticker symbol.
-    pub symbol: Arc<str>,
-    /// The bar.
-    pub bar: Bar,
-    /// Its timeframe (the data file's).
-    pub timeframe: Timeframe,
+/// What the market loop works with.
+pub struct MarketLoop {
+    /// The replay data.
+    pub hub: Arc<ReplayHub>,
+    /// The account (brokers, ledger, store, metrics).
+    pub account: Arc<Account>,
+    /// The running pipelines.
+    pub registry: Arc<Registry>,
+    /// The simulated clock.
+    pub clock: Arc<ReplayClock>,
+    /// The market time zone.
+    pub tz: chrono_tz::Tz,
+    /// Where the replay starts: bars closing after it are replayed.
+    pub start: i64,
 }
 
-/// Every bar that closed at one instant.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BarBatch {
-    /// The instant (the bars' period end), Unix seconds.
-    pub end: i64,
-    /// The bars, by symbol.
-    pub bars: Vec<BarEvent>,
-}
-
-/// Historical bars of every symbol of the replay directory.
-#[derive(Debug)]
-pub struct ReplayHub {
-    series: BTreeMap<String, (Arc<str>, Series, Vec<i64>)>,
-}
-
-impl ReplayHub {
-    /// Reads every `*.csv` of `dir` (file stem = symbol).
-    ///
-    /// # Errors
-    /// The first file that does not read, with file and line.
-    pub fn load(dir: &Path, options: &ReplayOptions) -> Result<ReplayHub, DataError> {
-        let all = read_dir(dir, options)?;
-        let mut days = LocalDays::new(options.timezone);
-        let series = all
-            .into_iter()
-            .map(|(symbol, s)| {
-                let ends = s
-                    .bars
-                    .iter()
-                    .map(|b| days.period_end(s.timeframe, b.ts))
-                    .collect();
-                (symbol.clone(), (Arc::from(symbol.as_str()), s, ends))
-            })
-            .collect();
-        Ok(ReplayHub { series })
-    }
-
-    /// Symbols with data.
-    pub fn symbols(&self) -> impl Iterator<Item = &str> {
-        self.series.keys().map(String::as_str)
-    }
-
-    /// The timeframe of `symbol`'s data.
-    pub fn timeframe(&self, symbol: &str) -> Option<Timeframe> {
-        self.series.get(symbol).map(|(_, s, _)| s.timeframe)
-    }
-
-    /// `symbol`'s bars that closed at or before `until` (Unix seconds), with their ends.
-    pub fn history(&self, symbol: &str, until: i64) -> (&[Bar], &[i64]) {
-        match self.series.get(symbol) {
-            Some((_, s, ends)) => {
-                let n = ends.partition_point(|e| *e <= until);
-                (&s.bars[..n], &ends[..n])
+impl MarketLoop {
+    /// Runs until the data ends or `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut timeline = self.hub.batches_after(self.start);
+        let mut last = self.start;
+        let mut said_behind = false;
+        loop {
+            let notified = self.registry.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let Some(next_bar) = timeline.peek_end() else {
+                info!(at = %utc(last), "the replay data is exhausted: no more bars; metrics and the emergency close stay available");
+                return;
+            };
+            let t = match self.registry.next_wake() {
+                Some(w) if w > last && w < next_bar => w,
+                _ => next_bar,
+            };
+            if self.clock.run_until(utc(t)) && !said_behind {
+                said_behind = true;
+                info!(
+                    speed = self.clock.speed(),
+                    "the pipelines take longer than the replay speed allows: the simulated clock waits for them (trades do not depend on the speed)"
+                );
             }
-            None => (&[], &[]),
-        }
-    }
-
-    /// Closes of `symbol`'s last `n` bars closed at or before `until` (daily data: daily
-    /// closes, for the correlation rule).
-    pub fn closes(&self, symbol: &str, until: i64, n: usize) -> Vec<f64> {
-        let (bars, _) = self.history(symbol, until);
-        bars[bars.len().saturating_sub(n)..]
-            .iter()
-            .map(|b| b.close)
-            .collect()
-    }
-
-    /// The end of the first bar of any symbol.
-    pub fn first_end(&self) -> Option<i64> {
-        self.series
-            .values()
-            .filter_map(|(_, _, e)| e.first().copied())
-            .min()
-    }
-
-    /// The batches that close after `after`, in time order.
-    pub fn batches_after(self: &Arc<Self>, after: i64) -> Timeline {
-        let next = self
-            .series
-            .values()
-            .map(|(_, _, ends)| ends.partition_point(|e| *e <= after))
-            .collect();
-        Timeline {
-            hub: Arc::clone(self),
-            next,
-        }
-    }
-}
-
-/// An iterator over the batches of a [`ReplayHub`], from a point in time.
-pub struct Timeline {
-    hub: Arc<ReplayHub>,
-    next: Vec<usize>,
-}
-
-impl Iterator for Timeline {
-    type Item = BarBatch;
-
-    fn next(&mut self) -> Option<BarBatch> {
-        let end = self
-            .hub
-            .series
-            .values()
-            .zip(&self.next)
-            .filter_map(|((_, _, ends), &i)| ends.get(i).copied())
-            .min()?;
-        let mut bars = Vec::new();
-        for ((symbol, series, ends), i) in self.hub.series.values().zip(self.next.iter_mut()) {
-            if ends.get(*i) == Some(&end) {
-                bars.push(BarEvent {
-                    symbol: Arc::clone(symbol),
-                    bar: series.bars[*i],
-                    timeframe: series.timeframe,
-                });
-                *i += 1;
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = sleep_until(self.clock.as_ref(), utc(t)) => {}
+                // A pipeline started, stopped or moved its timer: look again.
+                _ = &mut notified => continue,
+            }
+            let batch = if t == next_bar {
+                timeline.next().map(Arc::new)
+            } else {
+                None
+            };
+            self.step(t, batch).await;
+            last = t;
+            if *shutdown.borrow() {
+                return;
             }
         }
-        Some(BarBatch { end, bars })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_merge_symbols_in_time_order_from_a_cursor() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
-        let hub = Arc::new(ReplayHub::load(&dir, &ReplayOptions::default()).unwrap());
-        let all: Vec<BarBatch> = hub.batches_after(i64::MIN).collect();
-        assert!(all.windows(2).all(|w| w[0].end < w[1].end));
-        let bars: usize = all.iter().map(|b| b.bars.len()).sum();
-        assert_eq!(bars, 2148 + 3379 + 2519 + 4965);
-        let cursor = all[100].end;
-        let rest: Vec<BarBatch> = hub.batches_after(cursor).collect();
-        assert_eq!(rest.len(), all.len() - 101);
-        assert_eq!(rest[0], all[101]);
-        let (goog, ends) = hub.history("GOOG", cursor);
-        assert!(ends.iter().all(|e| *e <= cursor) && goog.len() == ends.len());
+    async fn step(&self, t: i64, batch: Option<Arc<BarBatch>>) {
+        let symbols: Vec<&str> = match &batch {
+            Some(b) => {
+                self.account.on_bars(b, self.tz).await;
+                if let Some(m) = self.account.metrics() {
+                    for e in &b.bars {
+                        m.set_last_bar(&e.symbol, e.timeframe.as_str(), b.end);
+                    }
+                }
+                b.bars.iter().map(|e| &*e.symbol).collect()
+            }
+            None => {
+                self.account.roll_day(t, self.tz);
+                Vec::new()
+            }
+        };
+        for (name, tx) in self.registry.due(t, &symbols) {
+            let (done, answer) = oneshot::channel();
+            let message = Message::Step {
+                t,
+                batch: batch.clone(),
+                done,
+            };
+            if tx.send(message).await.is_err() {
+                continue;
+            }
+            match answer.await {
+                Ok(wake) => self.registry.set_wake(&name, wake),
+                Err(_) => self.registry.set_wake(&name, None),
+            }
+        }
+        self.account.record_equity(t).await;
+        if let Some(store) = self.account.store()
+            && let Err(e) = store
+                .set_state(REPLAY_CURSOR_KEY, &serde_json::json!(t), t)
+                .await
+        {
+            warn!(error = %e, "replay position not stored");
+            if let Some(m) = self.account.metrics() {
+                m.store_error(StoreOperation::State);
+            }
+        }
     }
 }

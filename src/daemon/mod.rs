@@ -13,25 +13,25 @@ pub mod actor;
 pub mod control;
 pub mod controller;
 pub mod market;
-pub mod portfolio;
+pub mod registry;
 
 use crate::config::load::{ConfigSet, load_dir_with_env, load_settings_of, process_env};
 use crate::config::semantic::{StartPoint, parse_start};
 use crate::config::settings::MarketDataSource;
-use crate::engine::clock::{Clock, SimClock, sleep_until};
+use crate::engine::clock::{Clock, ReplayClock};
 use crate::http::{HttpState, Readiness};
 use crate::market::replay::ReplayOptions;
 use crate::metrics::Metrics;
 use crate::reconcile::watcher::{WatchOptions, Watcher};
+use crate::runtime::{Account, AccountOptions, ReplayHub};
 use crate::store::Store;
 use actor::Shared;
 use controller::{APPLIED_FILES_KEY, Controller, Outcome};
-use market::ReplayHub;
-use portfolio::Portfolio;
+use registry::Registry;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 /// Daemon state key of the replay clock's position.
@@ -52,9 +52,7 @@ pub enum DaemonError {
     /// The HTTP port failed.
     #[error("http: {0}")]
     Http(String),
-    /// A broker failed.
-    #[error("{0}")]
-    Portfolio(#[from] portfolio::PortfolioError),
+
     /// The watcher failed.
     #[error("watcher: {0}")]
     Watch(String),
@@ -145,33 +143,46 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     if cursor.is_some() {
         info!(at = %crate::engine::clock::utc(start), "replay resumes where the last run stopped");
     }
-    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(
+    let clock = Arc::new(ReplayClock::new(
         crate::engine::clock::utc(start),
         settings.market_data.speed,
     ));
-    // Brokers and the book.
-    let used: Vec<String> = set
-        .pipelines
-        .values()
-        .filter_map(|p| p.spec.as_ref())
-        .filter(|p| p.enabled)
-        .filter_map(|p| p.broker.clone())
-        .collect();
-    let portfolio = Arc::new(
-        Portfolio::start(
-            &settings,
-            &used,
-            store.clone(),
-            Arc::clone(&metrics),
-            Arc::clone(&clock),
-            Some(Arc::clone(&hub)),
-        )
-        .await?,
+    // Brokers and the ledger. A broker this build cannot connect fails its pipelines (with
+    // the reason); the others run.
+    let mut brokers = Vec::new();
+    let mut unavailable = Vec::new();
+    for (name, b) in &settings.brokers {
+        let saved = store.load_broker_state(name).await?.map(|s| s.state);
+        let broker_clock = Arc::clone(&clock);
+        let now: crate::broker::Now = Arc::new(move || broker_clock.now().timestamp());
+        match crate::broker::connect(name, b, now, saved) {
+            Ok(broker) => brokers.push(broker),
+            Err(e) => {
+                warn!(broker = %name, reason = %e, "broker not connected; the pipelines that use it fail");
+                unavailable.push((name.clone(), e.to_string()));
+            }
+        }
+    }
+    let mut account = Account::new(
+        brokers,
+        AccountOptions {
+            store: Some(store.clone()),
+            metrics: Some(Arc::clone(&metrics)),
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            keep_history: false,
+        },
     );
+    for (name, reason) in unavailable {
+        account.set_unavailable(&name, reason);
+    }
+    account.recover().await?;
+    let account = Arc::new(account);
+    let registry = Arc::new(Registry::default());
     // HTTP.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let control = Arc::new(control::DaemonControl {
-        portfolio: Arc::clone(&portfolio),
+        account: Arc::clone(&account),
+        registry: Arc::clone(&registry),
     });
     let http_state = HttpState::from_settings(
         &settings.http,
@@ -193,18 +204,17 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         }
     });
     // Actors and the reconciler.
-    let (bars_tx, _) = broadcast::channel(1024);
     let shared = Arc::new(Shared {
-        portfolio: Arc::clone(&portfolio),
+        account: Arc::clone(&account),
         store: store.clone(),
         metrics: Arc::clone(&metrics),
-        clock: Arc::clone(&clock),
-        hub: Some(Arc::clone(&hub)),
+        history: Arc::clone(&hub) as Arc<dyn crate::engine::core::History>,
         statuses: std::sync::Mutex::new(Default::default()),
         llm: Arc::new(crate::agents::NoLlm),
         tz,
+        registry: Arc::clone(&registry),
     });
-    let mut controller = Controller::new(Arc::clone(&shared), bars_tx.clone(), shutdown_rx.clone());
+    let mut controller = Controller::new(Arc::clone(&shared), shutdown_rx.clone());
     let previous = previous_revision(&dir, &store).await;
     let first = initial_revision(&dir, set, previous.clone()).await;
     match controller.apply(first.clone()).await {
@@ -221,7 +231,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         .filter(|(_, r)| r.spec.as_ref().is_some_and(|s| s.enabled))
         .map(|(n, _)| n.clone())
         .collect();
-    let mut orphans: Vec<String> = portfolio
+    let mut orphans: Vec<String> = account
         .positions()
         .into_iter()
         .map(|p| p.pipeline)
@@ -242,32 +252,17 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     watcher.release(&initial);
     let resync = watcher.resync_handle();
     // Market loop.
-    let market = {
-        let hub = Arc::clone(&hub);
-        let clock = Arc::clone(&clock);
-        let portfolio = Arc::clone(&portfolio);
-        let store = store.clone();
-        let mut stop = shutdown_rx.clone();
-        tokio::spawn(async move {
-            for batch in hub.batches_after(start) {
-                let at = crate::engine::clock::utc(batch.end);
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
-                    _ = sleep_until(clock.as_ref(), at) => {}
-                }
-                portfolio.on_batch(&batch).await;
-                let end = batch.end;
-                let _ = bars_tx.send(Arc::new(batch));
-                if let Err(e) = store
-                    .set_state(REPLAY_CURSOR_KEY, &serde_json::json!(end), end)
-                    .await
-                {
-                    warn!(error = %e, "replay position not stored");
-                }
-            }
-            info!("the replay data is exhausted; the clock runs on, no new bars");
-        })
-    };
+    let market = tokio::spawn(
+        market::MarketLoop {
+            hub: Arc::clone(&hub),
+            account: Arc::clone(&account),
+            registry: Arc::clone(&registry),
+            clock: Arc::clone(&clock),
+            tz,
+            start,
+        }
+        .run(shutdown_rx.clone()),
+    );
     info!(dir = %dir.display(), listen = %settings.http.listen, speed = settings.market_data.speed, start = %crate::engine::clock::utc(start), "ztraded running");
     // Signals.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -303,7 +298,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         Ok(_) => {}
         Err(e) => warn!(error = %e, "could not mark interrupted executions"),
     }
-    portfolio.persist().await;
+    account.persist().await;
     let _ = http.await;
     store.close().await;
     info!("stopped");

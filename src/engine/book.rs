@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 /// with its stop and targets).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OpenTrade {
+    /// The `[brokers.<name>]` account that holds the position.
+    #[serde(default)]
+    pub broker: String,
     /// Owning pipeline.
     pub pipeline: String,
     /// Symbol.
@@ -58,6 +61,7 @@ impl OpenTrade {
     /// A trade for a position the broker holds but the store did not know (found when the
     /// daemon reconciles its store with the broker at start): no stop or targets on record.
     pub fn adopted(
+        broker: &str,
         pipeline: &str,
         symbol: &str,
         quantity: Decimal,
@@ -65,6 +69,7 @@ impl OpenTrade {
         now: i64,
     ) -> OpenTrade {
         OpenTrade {
+            broker: broker.to_string(),
             pipeline: pipeline.to_string(),
             symbol: symbol.to_string(),
             side: if quantity >= Decimal::ZERO {
@@ -132,9 +137,39 @@ impl Book {
         );
     }
 
+    /// Sets the trade-manager options of `pipeline`'s pending entries (restored after a
+    /// restart without them): whether target 1 moves the stop to breakeven, and the mode.
+    pub fn configure_pending(&mut self, pipeline: &str, move_stop_to_breakeven: bool, mode: &str) {
+        for (order, move_be, m) in self.pending.values_mut() {
+            if order.pipeline == pipeline {
+                *move_be = move_stop_to_breakeven;
+                *m = mode.to_string();
+            }
+        }
+    }
+
     /// Forgets an entry that was rejected or cancelled before any fill.
     pub fn drop_entry(&mut self, client_order_id: &str) {
         self.pending.remove(client_order_id);
+    }
+
+    /// The entry of `pipeline` in `symbol` that was sent and has not been settled yet (not
+    /// filled completely, cancelled or rejected), with its plan.
+    pub fn pending_entry(&self, pipeline: &str, symbol: &str) -> Option<&EntryOrder> {
+        self.pending
+            .values()
+            .map(|(order, _, _)| order)
+            .find(|o| o.pipeline == pipeline && o.symbol == symbol)
+    }
+
+    /// The plan of entry `client_order_id`, if it is pending.
+    pub fn pending_plan(&self, client_order_id: &str) -> Option<&EntryOrder> {
+        self.pending.get(client_order_id).map(|(order, _, _)| order)
+    }
+
+    /// Every pending entry (see [`Book::pending_entry`]).
+    pub fn pending_entries(&self) -> impl Iterator<Item = &EntryOrder> {
+        self.pending.values().map(|(order, _, _)| order)
     }
 
     /// Forgets the open trade of `pipeline` in `symbol` (the broker holds no such position).
@@ -196,8 +231,8 @@ impl Book {
         std::mem::take(&mut self.closed)
     }
 
-    /// Books a fill; returns what the engine must do next.
-    pub fn on_fill(&mut self, fill: &Fill) -> Vec<FollowUp> {
+    /// Books a fill at broker `broker`; returns what the engine must do next.
+    pub fn on_fill(&mut self, broker: &str, fill: &Fill) -> Vec<FollowUp> {
         let key = (fill.pipeline.clone(), fill.symbol.clone());
         let mut follow = Vec::new();
         if fill.purpose == OrderPurpose::Entry {
@@ -223,6 +258,7 @@ impl Book {
                                 side: fill.side,
                                 quantity: fill.quantity,
                                 order_type: crate::broker::OrderType::Market,
+                                expected_price: None,
                                 stop_loss: None,
                                 take_profits: Vec::new(),
                             },
@@ -240,6 +276,7 @@ impl Book {
                     self.open.insert(
                         key,
                         OpenTrade {
+                            broker: broker.to_string(),
                             pipeline: fill.pipeline.clone(),
                             symbol: fill.symbol.clone(),
                             side: if fill.side == Side::Buy {
@@ -369,6 +406,7 @@ mod tests {
             side: Side::Buy,
             quantity: dec!(100),
             order_type: OrderType::Market,
+            expected_price: None,
             stop_loss: Some(dec!(95)),
             take_profits: vec![
                 TakeProfit {
@@ -385,7 +423,7 @@ mod tests {
         };
         book.expect_entry(&entry, true, "simulation");
         assert!(
-            book.on_fill(&fill(
+            book.on_fill("sim", &fill(
                 "zt-e",
                 OrderPurpose::Entry,
                 Side::Buy,
@@ -396,7 +434,7 @@ mod tests {
             .is_empty()
         );
         assert_eq!(book.view("p", "AAPL").unwrap().quantity, dec!(100));
-        let f = book.on_fill(&fill(
+        let f = book.on_fill("sim", &fill(
             "zt-e-t1",
             OrderPurpose::Target1,
             Side::Sell,
@@ -412,7 +450,7 @@ mod tests {
                 quantity: dec!(50)
             }]
         );
-        let f = book.on_fill(&fill(
+        let f = book.on_fill("sim", &fill(
             "zt-e-sl",
             OrderPurpose::StopLoss,
             Side::Sell,
@@ -435,7 +473,7 @@ mod tests {
     #[test]
     fn a_short_trade_stopped_out() {
         let mut book = Book::new();
-        book.on_fill(&fill(
+        book.on_fill("sim", &fill(
             "e",
             OrderPurpose::Entry,
             Side::Sell,
@@ -443,7 +481,7 @@ mod tests {
             dec!(50),
             1,
         ));
-        book.on_fill(&fill(
+        book.on_fill("sim", &fill(
             "e-sl",
             OrderPurpose::StopLoss,
             Side::Buy,

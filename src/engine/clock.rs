@@ -80,6 +80,101 @@ impl Clock for SimClock {
     }
 }
 
+/// Simulated time of a replaying daemon: it runs `speed` times faster than wall time from
+/// `start`, but never past the next event (bar close or timer) that the daemon has not
+/// processed yet ([`ReplayClock::run_until`]). When processing takes longer than the
+/// simulated time allows at this speed, the clock waits for it instead of skipping ahead, so
+/// the same data gives the same trades at any speed. Measured on tokio's clock.
+#[derive(Debug)]
+pub struct ReplayClock {
+    state: Mutex<ReplayState>,
+    speed: f64,
+}
+
+#[derive(Debug)]
+struct ReplayState {
+    base: DateTime<Utc>,
+    wall: tokio::time::Instant,
+    cap: DateTime<Utc>,
+    running: bool,
+}
+
+impl ReplayClock {
+    /// A clock showing `start`, held there until [`ReplayClock::run_until`].
+    pub fn new(start: DateTime<Utc>, speed: f64) -> ReplayClock {
+        ReplayClock {
+            state: Mutex::new(ReplayState {
+                base: start,
+                wall: tokio::time::Instant::now(),
+                cap: start,
+                running: false,
+            }),
+            speed: speed.max(1e-6),
+        }
+    }
+
+    fn free(&self, s: &ReplayState) -> DateTime<Utc> {
+        let elapsed = s.wall.elapsed().as_secs_f64() * self.speed;
+        let micros = (elapsed * 1e6).min(9.0e15) as i64;
+        s.base + chrono::Duration::microseconds(micros)
+    }
+
+    /// Lets the clock run on up to `next`, the next event. Returns `true` when the clock
+    /// had fallen behind (the last events took longer than their simulated time at this
+    /// speed): it then shows `next` at once.
+    pub fn run_until(&self, next: DateTime<Utc>) -> bool {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !s.running {
+            s.running = true;
+            s.base = s.cap;
+            s.wall = tokio::time::Instant::now();
+        }
+        let free = self.free(&s);
+        let capped = free.min(s.cap);
+        let behind = free >= next && next > capped;
+        if behind {
+            s.base = next;
+            s.wall = tokio::time::Instant::now();
+        }
+        s.cap = s.cap.max(next);
+        behind
+    }
+}
+
+impl Clock for ReplayClock {
+    fn now(&self) -> DateTime<Utc> {
+        let s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !s.running {
+            return s.cap;
+        }
+        self.free(&s).min(s.cap)
+    }
+    fn wall_delay_until(&self, t: DateTime<Utc>) -> Duration {
+        let s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !s.running {
+            return Duration::from_secs(3600);
+        }
+        let ahead = (t - self.free(&s)).num_microseconds().unwrap_or(i64::MAX);
+        if ahead <= 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(ahead as f64 / 1e6 / self.speed)
+        }
+    }
+    fn speed(&self) -> f64 {
+        self.speed
+    }
+}
+
 /// A clock moved by hand (backtests step it bar by bar).
 #[derive(Debug)]
 pub struct ManualClock {
@@ -231,6 +326,29 @@ mod tests {
             }
             t += 7 * 60 * 13;
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replay_clock_stops_at_the_next_event_and_waits_when_behind() {
+        let start = utc(1_325_548_800);
+        let clock = ReplayClock::new(start, 86_400.0);
+        let day = chrono::Duration::days(1);
+        // Held at the start until told to run.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(clock.now(), start);
+        assert!(!clock.run_until(start + day));
+        assert_eq!(clock.wall_delay_until(start + day), Duration::from_secs(1));
+        // Never past the next event, however long the wait.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(clock.now(), start + day);
+        // Processing took 3 s of wall time (3 days simulated) and the next event is 2 days
+        // on: the clock fell behind and shows the next event at once.
+        assert!(clock.run_until(start + day * 3));
+        assert_eq!(clock.now(), start + day * 3);
+        // Keeping up: it runs on smoothly from there.
+        assert!(!clock.run_until(start + day * 5));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(clock.now(), start + day * 3 + chrono::Duration::hours(12));
     }
 
     #[test]

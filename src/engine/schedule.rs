@@ -308,6 +308,21 @@ impl TradingWindow {
         None
     }
 
+    /// The first window end strictly after `t` (the next instant to flatten at when
+    /// `flatten_at_end`). `None` only past the last date chrono represents.
+    pub fn next_end_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut date = trading_day(t, self.tz);
+        for _ in 0..15 {
+            if let Some((_, end)) = self.bounds_on(date)
+                && end > t
+            {
+                return Some(end);
+            }
+            date = date.succ_opt()?;
+        }
+        None
+    }
+
     /// The ends of all windows in `(a, b]`, in order; empty when `b <= a`.
     pub fn ends_between(&self, a: DateTime<Utc>, b: DateTime<Utc>) -> Vec<DateTime<Utc>> {
         if b <= a {

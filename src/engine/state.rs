@@ -1,158 +1,12 @@
 //! The pipeline state: what nodes produce and pass on within one execution (the seeds'
 //! `PipelineState`), and the execution record that reporting stores.
 
-use crate::broker::{OrderPurpose, PositionSide, Side};
+pub use crate::domain::decisions::{
+    Action, Bias, BiasSignal, RiskDecision, RiskRule, StrategySignal, TradeAction,
+};
+use crate::broker::PositionSide;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-
-/// Market direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Bias {
-    /// Prices expected to rise.
-    Bullish,
-    /// Prices expected to fall.
-    Bearish,
-    /// No view.
-    Neutral,
-}
-
-/// Output of a `bias` node.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BiasSignal {
-    /// The direction.
-    pub bias: Bias,
-    /// Confidence, percent 0–100.
-    pub confidence: f64,
-    /// Why, in a sentence.
-    pub reasoning: String,
-    /// The facts that led to it (the conditions that held, or what an LLM listed).
-    #[serde(default)]
-    pub factors: Vec<String>,
-}
-
-/// What a strategy proposes (the seeds' `TradeSide`, plus closing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Open (or add to) a long position.
-    Buy,
-    /// Open (or add to) a short position.
-    Sell,
-    /// Do nothing.
-    Hold,
-    /// Close the open position (an exit rule fired).
-    Close,
-}
-
-impl Action {
-    /// The entry side, for `Buy` and `Sell`.
-    pub fn entry_side(self) -> Option<Side> {
-        match self {
-            Action::Buy => Some(Side::Buy),
-            Action::Sell => Some(Side::Sell),
-            _ => None,
-        }
-    }
-    /// The position the entry opens.
-    pub fn position_side(self) -> Option<PositionSide> {
-        match self {
-            Action::Buy => Some(PositionSide::Long),
-            Action::Sell => Some(PositionSide::Short),
-            _ => None,
-        }
-    }
-}
-
-/// Output of a `strategy` node: a complete trade plan.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StrategySignal {
-    /// What to do.
-    pub action: Action,
-    /// Conviction, percent 0–100.
-    pub conviction: f64,
-    /// Expected entry price, USD per share.
-    pub entry_price: Option<Decimal>,
-    /// Stop-loss price, USD per share.
-    pub stop_loss: Option<Decimal>,
-    /// First target, USD per share.
-    pub target_1: Option<Decimal>,
-    /// Second target, USD per share.
-    pub target_2: Option<Decimal>,
-    /// `(target_1 − entry) / (entry − stop)`, signed for shorts.
-    pub reward_risk: Option<f64>,
-    /// Why.
-    pub reasoning: String,
-}
-
-impl StrategySignal {
-    /// A `hold` with its reason.
-    pub fn hold(reasoning: impl Into<String>) -> StrategySignal {
-        StrategySignal {
-            action: Action::Hold,
-            conviction: 0.0,
-            entry_price: None,
-            stop_loss: None,
-            target_1: None,
-            target_2: None,
-            reward_risk: None,
-            reasoning: reasoning.into(),
-        }
-    }
-
-    /// Reward/risk of a plan: `(target_1 − entry) / (entry − stop)` for longs and
-    /// `(entry − target_1) / (stop − entry)` for shorts (the seeds' R coefficient).
-    pub fn compute_reward_risk(
-        side: PositionSide,
-        entry: Decimal,
-        stop: Decimal,
-        target: Decimal,
-    ) -> Option<f64> {
-        let (reward, risk) = match side {
-            PositionSide::Long => (target - entry, entry - stop),
-            PositionSide::Short => (entry - target, stop - entry),
-        };
-        if risk <= Decimal::ZERO {
-            return None;
-        }
-        use rust_decimal::prelude::ToPrimitive;
-        (reward / risk).to_f64()
-    }
-}
-
-/// Output of a `risk_manager` node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RiskDecision {
-    /// Whether an order may be placed.
-    pub approved: bool,
-    /// Whether the size was shrunk to fit a limit.
-    pub adjusted: bool,
-    /// Approved shares (0 when rejected).
-    pub quantity: Decimal,
-    /// The rule that decided: `approved`, or the limit that rejected or adjusted
-    /// (`max_position_pct`, `daily_loss_usd`, `min_reward_risk`, …).
-    pub rule: String,
-    /// The numbers behind the decision.
-    pub reasoning: String,
-    /// USD lost if the stop is hit with the approved quantity.
-    pub position_risk_usd: Decimal,
-}
-
-/// Output of a `trade_manager` node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TradeAction {
-    /// What was done: `submitted`, `closed`, `recorded` (validation mode), `rejected`,
-    /// `none`.
-    pub outcome: String,
-    /// Client order id of the order sent (or that would have been sent).
-    pub client_order_id: Option<String>,
-    /// Why the order exists.
-    pub purpose: Option<OrderPurpose>,
-    /// Shares.
-    pub quantity: Decimal,
-    /// Why.
-    pub reasoning: String,
-}
 
 /// How an execution ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -252,4 +106,13 @@ pub struct PositionView {
     pub group: String,
     /// Whether a closing order (exit rule, end of window, emergency) is already working.
     pub exit_pending: bool,
+}
+
+/// The execution id: `<pipeline>:<symbol>:<trigger time RFC 3339>`; stable across restarts,
+/// it is also the key of the client order ids of the orders the execution sends.
+pub fn execution_id(pipeline: &str, symbol: &str, now: i64) -> String {
+    format!(
+        "{pipeline}:{symbol}:{}",
+        super::clock::utc(now).format("%Y-%m-%dT%H:%M:%SZ")
+    )
 }

@@ -62,6 +62,17 @@ pub enum ControlError {
     /// Something failed midway: 500. The message should say what was done before the failure.
     #[error("{0}")]
     Failed(String),
+    /// The scope names a pipeline or a symbol the daemon does not know: 404, with the
+    /// known names.
+    #[error("{message}")]
+    UnknownScope {
+        /// What is unknown.
+        message: String,
+        /// Pipelines a scope may name.
+        known_pipelines: Vec<String>,
+        /// Symbols a scope may name.
+        known_symbols: Vec<String>,
+    },
 }
 
 /// The daemon side of the emergency endpoints. The server calls it exactly once per accepted

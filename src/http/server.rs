@@ -77,6 +77,19 @@ impl From<ControlError> for ApiError {
             ControlError::Failed(m) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
             }
+            ControlError::UnknownScope {
+                message,
+                known_pipelines,
+                known_symbols,
+            } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_scope",
+                format!(
+                    "{message}; known pipelines: {}; known symbols: {}",
+                    known_pipelines.join(", "),
+                    known_symbols.join(", ")
+                ),
+            ),
         }
     }
 }

@@ -17,7 +17,7 @@ use super::RiskApproved;
 use crate::broker::{EntryOrder, OrderPurpose, OrderType, Position, PositionSide, TakeProfit};
 use crate::config::common::Percent;
 use crate::config::risk::RiskPolicy;
-use crate::engine::state::{Action, RiskDecision, StrategySignal};
+use crate::domain::{Action, RiskDecision, RiskRule, StrategySignal};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
@@ -54,13 +54,13 @@ pub struct RiskInput<'a> {
     pub explain: bool,
 }
 
-fn reject(rule: &str, reasoning: String) -> (RiskDecision, Option<RiskApproved<EntryOrder>>) {
+fn reject(rule: RiskRule, reasoning: String) -> (RiskDecision, Option<RiskApproved<EntryOrder>>) {
     (
         RiskDecision {
             approved: false,
             adjusted: false,
             quantity: Decimal::ZERO,
-            rule: rule.to_string(),
+            rule,
             reasoning,
             position_risk_usd: Decimal::ZERO,
         },
@@ -74,32 +74,29 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
     let s = input.signal;
     let why = |f: &dyn Fn() -> String| if input.explain { f() } else { String::new() };
     if let Some(reason) = input.halted {
-        return reject("halt", why(&|| format!("entries are halted: {reason}")));
+        return reject(RiskRule::Halt, why(&|| format!("entries are halted: {reason}")));
     }
     let side = match s.action {
         Action::Buy => PositionSide::Long,
         Action::Sell => PositionSide::Short,
         Action::Hold | Action::Close => {
-            return reject("no_entry", why(&|| "the plan opens no position".into()));
+            return reject(RiskRule::NoEntry, why(&|| "the plan opens no position".into()));
         }
     };
     if side == PositionSide::Short && !p.trade.allow_short {
-        return reject(
-            "allow_short",
+        return reject(RiskRule::AllowShort,
             why(&|| "the policy does not allow short positions".into()),
         );
     }
     let Some(entry) = s.entry_price.filter(|e| *e > Decimal::ZERO) else {
-        return reject(
-            "entry_price",
+        return reject(RiskRule::EntryPrice,
             why(&|| "the plan has no usable entry price".into()),
         );
     };
     let stop = s.stop_loss;
     match stop {
         None if p.trade.require_stop_loss => {
-            return reject(
-                "require_stop_loss",
+            return reject(RiskRule::RequireStopLoss,
                 why(&|| "the plan has no stop-loss and the policy requires one".into()),
             );
         }
@@ -107,8 +104,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
             if (side == PositionSide::Long && st >= entry)
                 || (side == PositionSide::Short && st <= entry) =>
         {
-            return reject(
-                "stop_loss",
+            return reject(RiskRule::StopLoss,
                 why(&|| {
                     format!(
                         "the stop {st} is not on the loss side of the entry {entry} for a {}",
@@ -123,8 +119,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
         let wrong_side = (side == PositionSide::Long && target <= entry)
             || (side == PositionSide::Short && target >= entry);
         if wrong_side {
-            return reject(
-                "target_1",
+            return reject(RiskRule::Target1,
                 why(&|| {
                     format!("target 1 ({target}) is not on the profit side of the entry {entry}")
                 }),
@@ -141,8 +136,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
             // (stop 2 ATR, target 3 ATR for 1.5) may come out a hair below it.
             Some(rr) if rr + 1e-5 >= p.trade.min_reward_risk => {}
             Some(rr) => {
-                return reject(
-                    "min_reward_risk",
+                return reject(RiskRule::MinRewardRisk,
                     why(&|| {
                         format!(
                             "reward/risk {rr:.2} is below the minimum {}",
@@ -152,8 +146,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
                 );
             }
             None => {
-                return reject(
-                    "min_reward_risk",
+                return reject(RiskRule::MinRewardRisk,
                     why(&|| {
                         format!(
                             "reward/risk needs a stop and target 1; the policy asks for at least {}",
@@ -171,8 +164,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
         match margin {
             Some(m) if m >= p.trade.min_profit_margin_pct.value() => {}
             _ => {
-                return reject(
-                    "min_profit_margin_pct",
+                return reject(RiskRule::MinProfitMarginPct,
                     why(&|| {
                         format!(
                             "profit margin {} is below the minimum {}",
@@ -190,8 +182,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
     if let Some(limit) = p.limits.daily_loss_usd
         && -input.day_pnl >= limit
     {
-        return reject(
-            "daily_loss_usd",
+        return reject(RiskRule::DailyLossUsd,
             why(&|| {
                 format!(
                     "the account has lost {} USD today, at or past the daily limit of {limit} USD",
@@ -216,8 +207,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
         })
         .collect();
     if correlated.len() >= p.limits.max_correlated_positions as usize {
-        return reject(
-            "max_correlated_positions",
+        return reject(RiskRule::MaxCorrelatedPositions,
             why(&|| {
                 format!(
                     "{} open positions correlate above {} with {} ({}); the policy allows {}",
@@ -233,7 +223,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
     // Sizing.
     let equity = input.equity;
     if equity <= Decimal::ZERO {
-        return reject("equity", why(&|| format!("account equity is {equity} USD")));
+        return reject(RiskRule::Equity, why(&|| format!("account equity is {equity} USD")));
     }
     let risk_budget = equity * p.sizing.risk_per_trade_pct.fraction();
     let per_share = stop.map(|st| (entry - st).abs());
@@ -242,17 +232,24 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
         _ => (equity * p.sizing.max_position_pct.fraction() / entry).floor(),
     };
     let sized = quantity;
-    let mut rule = "approved";
+    let mut rule = RiskRule::Approved;
     let mut notes: Vec<String> = Vec::new();
     let notional = |pos: &Position| (pos.quantity * pos.market_price).abs();
-    let caps: [(&'static str, Decimal, Decimal); 3] = [
+    let caps: [(RiskRule, Decimal, Decimal); 3] = [
         (
-            "max_position_pct",
+            RiskRule::MaxPositionPct,
             equity * p.sizing.max_position_pct.fraction(),
-            Decimal::ZERO,
+            // What this pipeline already holds (or has pending) in the symbol: an add may
+            // not grow the position past the cap.
+            input
+                .positions
+                .iter()
+                .filter(|pos| pos.pipeline == input.pipeline && pos.symbol == input.symbol)
+                .map(notional)
+                .sum(),
         ),
         (
-            "max_pipeline_capital_pct",
+            RiskRule::MaxPipelineCapitalPct,
             equity * p.limits.max_pipeline_capital_pct.fraction(),
             input
                 .positions
@@ -262,7 +259,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
                 .sum(),
         ),
         (
-            "max_deployed_pct",
+            RiskRule::MaxDeployedPct,
             equity * p.limits.max_deployed_pct.fraction(),
             input.positions.iter().map(notional).sum(),
         ),
@@ -287,8 +284,8 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
         }
     }
     if quantity < Decimal::ONE {
-        let rule = if rule == "approved" {
-            "risk_per_trade_pct"
+        let rule = if rule == RiskRule::Approved {
+            RiskRule::RiskPerTradePct
         } else {
             rule
         };
@@ -374,6 +371,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
         side: side.entry_side(),
         quantity,
         order_type: OrderType::Market,
+        expected_price: Some(entry),
         stop_loss: stop,
         take_profits,
     };
@@ -382,7 +380,7 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
             approved: true,
             adjusted,
             quantity,
-            rule: rule.to_string(),
+            rule,
             reasoning,
             position_risk_usd: position_risk,
         },

@@ -287,7 +287,7 @@ impl Store {
     pub async fn save_broker_state(
         &self,
         name: &str,
-        state: &serde_json::Value,
+        state: &(impl serde::Serialize + ?Sized),
         at: i64,
     ) -> Result<(), StoreError> {
         let state = json_text(state, "broker_states", "state")?;

@@ -192,7 +192,7 @@ impl Store {
         &self,
         id: &str,
         order: &OrderState,
-        broker_state: Option<&serde_json::Value>,
+        broker_state: Option<&serde_json::value::RawValue>,
         at: i64,
     ) -> Result<(), StoreError> {
         let order_type = json_text(&order.order_type, "orders", "order_type")?;

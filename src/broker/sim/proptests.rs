@@ -284,7 +284,7 @@ proptest! {
                 let events = a.on_bar(SYMBOLS[s], &bar);
                 prop_assert_eq!(&events, &b.on_bar(SYMBOLS[s], &bar));
                 for ev in &events {
-                    let BrokerEvent::Fill(fill) = ev else { continue };
+                    let BrokerEvent::Fill { fill, .. } = ev else { continue };
                     prop_assert_eq!(&fill.symbol, SYMBOLS[s]);
                     prop_assert_eq!(fill.ts, ts);
                     let key = (fill.pipeline.clone(), fill.symbol.clone());

@@ -44,6 +44,7 @@ pub(super) fn entry_order(
         side,
         quantity,
         order_type: OrderType::Market,
+        expected_price: None,
         stop_loss,
         take_profits: targets
             .iter()
@@ -97,7 +98,7 @@ fn fills(events: &[BrokerEvent]) -> Vec<&Fill> {
     events
         .iter()
         .filter_map(|e| match e {
-            BrokerEvent::Fill(f) => Some(f),
+            BrokerEvent::Fill { fill, .. } => Some(fill),
             _ => None,
         })
         .collect()
@@ -107,10 +108,9 @@ fn cancelled(events: &[BrokerEvent]) -> Vec<(&str, &str)> {
     events
         .iter()
         .filter_map(|e| match e {
-            BrokerEvent::Cancelled {
-                client_order_id,
-                reason,
-            } => Some((client_order_id.as_str(), reason.as_str())),
+            BrokerEvent::Cancelled { order, reason } => {
+                Some((order.client_order_id.as_str(), reason.as_str()))
+            }
             _ => None,
         })
         .collect()
@@ -164,8 +164,8 @@ fn market_entry_fills_at_next_open_with_slippage_and_commission() {
 
     let ev = b.on_bar("AAPL", &bar(1000, 100.0, 101.0, 99.5, 100.5));
     assert_eq!(
-        ev,
-        vec![BrokerEvent::Fill(Fill {
+        fills(&ev),
+        vec![&Fill {
             client_order_id: "e1".into(),
             broker_order_id: "sim-1".into(),
             fill_id: "sim-f1".into(),
@@ -178,8 +178,11 @@ fn market_entry_fills_at_next_open_with_slippage_and_commission() {
             commission: dec!(1),
             purpose: OrderPurpose::Entry,
             ts: 1000,
-        })]
+        }]
     );
+    // The event carries the order after the fill; a bracket-less entry places no legs.
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].order().status, OrderStatus::Filled);
     let o = b.order("e1").unwrap();
     assert_eq!(o.status, OrderStatus::Filled);
     assert_eq!(o.filled_quantity, dec!(100));
@@ -595,12 +598,10 @@ fn exits_are_reduce_only() {
     .unwrap();
     let ev = b.on_bar("AAPL", &bar(1120, 100.0, 101.0, 99.0, 100.0));
     assert_eq!(
-        ev,
-        vec![BrokerEvent::Cancelled {
-            client_order_id: "x2".into(),
-            reason: "reduce-only: no long position of p in AAPL".into()
-        }]
+        cancelled(&ev),
+        vec![("x2", "reduce-only: no long position of p in AAPL")]
     );
+    assert_eq!(ev.len(), 1);
 }
 
 #[test]
@@ -938,10 +939,13 @@ async fn shared_broker_implements_the_trait() {
     use std::sync::atomic::{AtomicI64, Ordering};
     let clock = std::sync::Arc::new(AtomicI64::new(1000));
     let c = clock.clone();
-    let shared = SharedSimBroker::new(SimBroker::new("paper", &config()), move || {
-        c.load(Ordering::SeqCst)
-    });
+    let shared = SharedSimBroker::new(
+        SimBroker::new("paper", &config()),
+        std::sync::Arc::new(move || c.load(Ordering::SeqCst)),
+    );
     let broker: &dyn Broker = &shared;
+    let mut events = broker.take_events().unwrap();
+    assert!(broker.take_events().is_none());
     assert_eq!(broker.name(), "paper");
     let st = broker
         .submit(entry("e1", Side::Buy, dec!(100), Some(dec!(95)), &[]))
@@ -955,18 +959,37 @@ async fn shared_broker_implements_the_trait() {
             .unwrap(),
         st
     );
+    // One Accepted event, not two: the second submission created nothing.
+    let drain = |rx: &mut crate::broker::EventStream| {
+        let mut v = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            v.push(e);
+        }
+        v
+    };
+    let ev = drain(&mut events);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].kind(), "accepted");
     // Submitted at 1000: the bar of 940 is too early.
-    assert!(
-        shared
-            .on_bar("AAPL", &bar(940, 1.0, 1.0, 1.0, 1.0))
-            .unwrap()
-            .is_empty()
-    );
-    clock.store(1060, Ordering::SeqCst);
-    let ev = shared
-        .on_bar("AAPL", &bar(1000, 100.0, 101.0, 99.0, 100.0))
+    broker
+        .on_bar("AAPL", &bar(940, 1.0, 1.0, 1.0, 1.0))
+        .await
         .unwrap();
+    assert!(drain(&mut events).is_empty());
+    clock.store(1060, Ordering::SeqCst);
+    broker
+        .on_bar("AAPL", &bar(1000, 100.0, 101.0, 99.0, 100.0))
+        .await
+        .unwrap();
+    let ev = drain(&mut events);
     assert_eq!(fills(&ev).len(), 1);
+    // The stop leg is reported as accepted in the same pass as the entry's fill.
+    assert_eq!(
+        ev.iter()
+            .map(|e| (e.kind(), e.order().client_order_id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("fill", "e1"), ("accepted", "e1-sl")]
+    );
     assert_eq!(broker.positions().await.unwrap()[0].quantity, dec!(100));
     assert_eq!(broker.account().await.unwrap().cash, dec!(89989));
     let open = broker.open_orders().await.unwrap();
@@ -982,11 +1005,17 @@ async fn shared_broker_implements_the_trait() {
     );
     broker.cancel("e1-sl").await.unwrap();
     assert!(broker.open_orders().await.unwrap().is_empty());
-    shared.mark("AAPL", dec!(101)).unwrap();
     assert_eq!(
-        broker.account().await.unwrap().equity,
-        dec!(89989) + dec!(10100)
+        drain(&mut events)
+            .iter()
+            .map(|e| e.kind())
+            .collect::<Vec<_>>(),
+        vec!["replaced", "cancelled"]
     );
-    let snap = shared.snapshot().unwrap();
-    assert_eq!(shared.with(|b| b.snapshot()).unwrap(), snap);
+    let snap = shared.state().unwrap();
+    let raw = broker.snapshot().unwrap();
+    assert_eq!(
+        serde_json::from_str::<super::SimState>(raw.get()).unwrap(),
+        snap
+    );
 }

@@ -4,9 +4,9 @@
 //! the trade manager decided on. Submitting it (after writing the intent to the store) is
 //! the caller's job, so that the same executor serves backtests and the daemon.
 
-use super::feed::SymbolFeed;
-use super::pipeline::{CompiledPipeline, Step};
-use super::state::{
+use crate::engine::feed::SymbolFeed;
+use crate::engine::pipeline::{CompiledPipeline, Step};
+use crate::engine::state::{
     BiasSignal, ExecutionRecord, ExecutionStatus, NodeRecord, PositionView, RiskDecision,
     StrategySignal, TradeAction,
 };
@@ -49,10 +49,13 @@ pub struct ExecInput<'a> {
     pub feed: &'a SymbolFeed,
     /// Now, Unix seconds.
     pub now: i64,
-    /// What started it (`bar_close:1d`, `schedule`, …).
-    pub trigger: &'a str,
+    /// What started it.
+    pub trigger: &'a crate::engine::core::TriggerKind,
     /// This pipeline's position in the symbol.
     pub position: Option<PositionView>,
+    /// Whether an entry of this pipeline in the symbol was sent and is not settled yet: it
+    /// counts as a position (no second entry without pyramiding).
+    pub pending_entry: bool,
     /// The account.
     pub account: AccountView<'a>,
     /// Correlation of daily returns between two symbols.
@@ -81,14 +84,7 @@ pub struct ExecOutput {
     pub record: Option<ExecutionRecord>,
 }
 
-/// The execution id: `<pipeline>:<symbol>:<trigger time RFC 3339>`; stable across restarts,
-/// it is also the key of the client order ids of the orders the execution sends.
-pub fn execution_id(pipeline: &str, symbol: &str, now: i64) -> String {
-    format!(
-        "{pipeline}:{symbol}:{}",
-        super::clock::utc(now).format("%Y-%m-%dT%H:%M:%SZ")
-    )
-}
+pub use crate::engine::state::execution_id;
 
 /// Runs the DAG for one symbol.
 pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
@@ -108,7 +104,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
         revision: input.revision.to_string(),
         symbol: input.symbol.to_string(),
         mode: p.mode.as_str().to_string(),
-        trigger: input.trigger.to_string(),
+        trigger: input.trigger.label(),
         started_at: input.now,
         finished_at: input.now,
         status: ExecutionStatus::Completed,
@@ -127,7 +123,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
     };
     let mut bias: Option<BiasSignal> = None;
     let mut approved = None;
-    let now_utc = super::clock::utc(input.now);
+    let now_utc = crate::engine::clock::utc(input.now);
     for node in &p.nodes {
         let started = explain.then(Instant::now);
         let mut cost = Decimal::ZERO;
@@ -206,7 +202,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                                 "{} (confidence {} below the threshold {}: neutral)",
                                 b.reasoning, b.confidence, config.confidence_threshold
                             );
-                            b.bias = super::state::Bias::Neutral;
+                            b.bias = crate::engine::state::Bias::Neutral;
                         }
                         let v = serde_json::to_value(&b).unwrap_or(Value::Null);
                         let reasoning = b.reasoning.clone();
@@ -221,6 +217,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                     rules,
                     input.feed,
                     input.position.as_ref(),
+                    input.pending_entry,
                     bias.as_ref(),
                     p.trade.allow_pyramiding,
                     explain,
@@ -291,7 +288,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
             Step::TradeManager(config) => {
                 let key = if matches!(
                     out.signal.as_ref().map(|s| s.action),
-                    Some(super::state::Action::Hold) | None
+                    Some(crate::engine::state::Action::Hold) | None
                 ) {
                     String::new()
                 } else {
@@ -306,6 +303,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                     out.signal.as_ref(),
                     approved.take(),
                     input.position.as_ref(),
+                    input.pending_entry,
                     explain,
                 );
                 let v = if explain {

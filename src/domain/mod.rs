@@ -1,0 +1,13 @@
+//! The shared vocabulary: decisions passed along an execution, scopes of halts and closes.
+//! A leaf of the module graph (it depends only on the order vocabulary of
+//! [`crate::broker::types`] and on config name rules), so that the engine, the agents, the
+//! risk manager, the store and the HTTP port can all use it without depending on each
+//! other.
+
+pub mod decisions;
+pub mod halt;
+pub mod scope;
+
+pub use decisions::{Action, Bias, BiasSignal, RiskDecision, RiskRule, StrategySignal, TradeAction};
+pub use halt::{Halt, HaltCause};
+pub use scope::Scope;

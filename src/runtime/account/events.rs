@@ -1,0 +1,201 @@
+//! Broker events into the ledger and the store: bars at the simulated broker, the event
+//! streams drained in order, what follows from them (stop to breakeven, the rest of a
+//! bracket cancelled, legs of brokers without native brackets).
+
+use super::{Account, lock};
+use crate::broker::{BrokerEvent, Fill};
+use crate::engine::core::{BarBatch, Intent};
+use crate::metrics::StoreOperation;
+use crate::store::{BatchEntry, BookChange, WriteBatch};
+use tracing::{info, warn};
+
+impl Account {
+    /// Processes one batch of closed bars: the trading day rolls (the day-start equity is
+    /// what the brokers reported before these bars), every broker gets the bars (the
+    /// simulated broker fills orders at their open and checks stops and targets against
+    /// their range), their events are booked and stored, and balances are refreshed.
+    pub async fn on_bars(&self, batch: &BarBatch, tz: chrono_tz::Tz) {
+        let _guard = self.order_lock.lock().await;
+        self.roll_day(batch.end, tz);
+        for (name, slot) in &self.slots {
+            for e in &batch.bars {
+                if let Err(err) = slot.broker.on_bar(&e.symbol, &e.bar).await {
+                    warn!(broker = %name, symbol = %e.symbol, error = %err, "bar not delivered to the broker");
+                }
+            }
+            self.pump_locked(name).await;
+            self.refresh(name).await;
+        }
+        self.update_position_metrics();
+    }
+
+    /// Starts the trading day of instant `t` in `tz` when it is a new one (see
+    /// [`crate::engine::core::Ledger::roll_day`]); a bar closing at local midnight belongs
+    /// to the day that ended.
+    pub fn roll_day(&self, t: i64, tz: chrono_tz::Tz) {
+        let day = crate::engine::clock::utc(t - 1).with_timezone(&tz).date_naive();
+        lock(&self.ledger).roll_day(day);
+    }
+
+    /// Books whatever `broker` reported since the last call (the daemon calls it when a
+    /// real broker's stream has events).
+    pub async fn pump(&self, broker: &str) {
+        let _guard = self.order_lock.lock().await;
+        self.pump_locked(broker).await;
+    }
+
+    /// Drains `broker`'s event stream until it is empty; what the events cause (cancels,
+    /// replaces, legs) is sent and its own events are drained too. The caller holds the
+    /// order lock.
+    pub(super) async fn pump_locked(&self, broker: &str) {
+        let Some(slot) = self.slots.get(broker) else {
+            return;
+        };
+        // Follow-ups of follow-ups are bounded by the bracket (a handful of legs).
+        for _ in 0..16 {
+            let events: Vec<BrokerEvent> = {
+                let mut rx = slot.events.lock().await;
+                let Some(rx) = rx.as_mut() else {
+                    return;
+                };
+                let mut events = Vec::new();
+                while let Ok(e) = rx.try_recv() {
+                    events.push(e);
+                }
+                events
+            };
+            if events.is_empty() {
+                return;
+            }
+            let follow = self.handle_events(broker, events).await;
+            if follow.is_empty() {
+                continue;
+            }
+            for intent in follow {
+                self.follow_up_locked(intent).await;
+            }
+        }
+        warn!(%broker, "broker events kept coming; the rest is booked at the next pass");
+    }
+
+    /// Books `events` of `broker` in the ledger and stores them with the broker's snapshot
+    /// in one transaction. Returns the follow-ups to send.
+    async fn handle_events(&self, broker: &str, events: Vec<BrokerEvent>) -> Vec<Intent> {
+        let now = self.now();
+        let mut batch = self.store.as_ref().map(|_| WriteBatch::new(now));
+        let mut follow = Vec::new();
+        let mut fills: Vec<Fill> = Vec::new();
+        for event in events {
+            let applied = lock(&self.ledger).apply(broker, &event);
+            match event {
+                BrokerEvent::Fill { fill, order } => {
+                    for t in &applied.closed {
+                        info!(pipeline = %t.pipeline, symbol = %t.symbol, pnl = %t.pnl, reason = t.exit_reason.as_str(), "trade closed");
+                        if let Some(m) = &self.metrics {
+                            m.set_realized_pnl(&t.pipeline, lock(&self.ledger).realized(&t.pipeline));
+                        }
+                    }
+                    self.keep_trades(&applied.closed);
+                    if let Some(batch) = batch.as_mut() {
+                        batch.push(BatchEntry::Fill {
+                            broker: broker.to_string(),
+                            fill: fill.clone(),
+                            order: Some(order),
+                            position: match applied.position {
+                                Some(Some(t)) => BookChange::Open(Box::new(t)),
+                                Some(None) => BookChange::Flat,
+                                None => BookChange::Unchanged,
+                            },
+                            closed_trades: applied.closed,
+                        });
+                    }
+                    fills.push(fill);
+                }
+                other => {
+                    match &other {
+                        BrokerEvent::Cancelled { order, reason }
+                        | BrokerEvent::Rejected { order, reason } => {
+                            info!(client_order_id = %order.client_order_id, %reason, status = order.status.as_str(), "order closed without a fill");
+                        }
+                        BrokerEvent::Expired { order } => {
+                            info!(client_order_id = %order.client_order_id, "order expired");
+                        }
+                        _ => {}
+                    }
+                    if let Some(batch) = batch.as_mut() {
+                        let order = match other {
+                            BrokerEvent::Accepted { order }
+                            | BrokerEvent::Cancelled { order, .. }
+                            | BrokerEvent::Rejected { order, .. }
+                            | BrokerEvent::Expired { order }
+                            | BrokerEvent::Replaced { order }
+                            | BrokerEvent::Fill { order, .. } => order,
+                        };
+                        batch.push(BatchEntry::Order {
+                            broker: broker.to_string(),
+                            order,
+                        });
+                    }
+                }
+            }
+            follow.extend(applied.follow_ups);
+        }
+        if let (Some(store), Some(mut batch)) = (&self.store, batch) {
+            if let Some(state) = self.slots.get(broker).and_then(|s| s.broker.snapshot()) {
+                batch.push(BatchEntry::BrokerState {
+                    broker: broker.to_string(),
+                    state,
+                });
+            }
+            match store.write_batch(&batch).await {
+                Ok(_) => {
+                    for fill in &fills {
+                        info!(pipeline = %fill.pipeline, symbol = %fill.symbol, side = fill.side.as_str(), quantity = %fill.quantity, price = %fill.price, purpose = fill.purpose.as_str(), "fill");
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, writes = batch.entries.len(), fills = fills.len(), "fills and orders not stored (intents left pending are settled at the next start)");
+                    self.store_failed(StoreOperation::Fill, &e);
+                }
+            }
+        }
+        follow
+    }
+
+    /// Sends one follow-up of a broker event (the caller holds the order lock).
+    async fn follow_up_locked(&self, intent: Intent) {
+        match intent {
+            Intent::ReplaceStop {
+                broker,
+                client_order_id,
+                price,
+                quantity,
+            } => {
+                self.replace_stop_locked(&broker, &client_order_id, price, quantity)
+                    .await;
+            }
+            Intent::Cancel {
+                broker,
+                client_order_id,
+            } => self.cancel_locked(&broker, &client_order_id).await,
+            Intent::Submit {
+                broker,
+                order,
+                execution_id,
+            } => {
+                let mode = lock(&self.ledger)
+                    .trade(order.pipeline(), order.symbol())
+                    .map(|t| t.mode.clone())
+                    .unwrap_or_default();
+                let mode = super::parse_mode(&mode).unwrap_or(crate::config::pipeline::Mode::Simulation);
+                if let Err(e) = self
+                    .submit_unpumped(&broker, mode, execution_id.as_deref(), order, false)
+                    .await
+                {
+                    warn!(%broker, error = %e, "bracket leg not placed: the position has no broker-side protection for it");
+                }
+            }
+            other => warn!(intent = ?other, "not a follow-up of a broker event; ignored"),
+        }
+    }
+}

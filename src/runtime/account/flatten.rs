@@ -1,0 +1,336 @@
+//! Flattening a scope, the emergency close, halts and resumes.
+
+use super::{Account, lock};
+use crate::broker::{OrderPurpose, OrderStatus, Submit};
+use crate::config::pipeline::Mode;
+use crate::domain::{Halt, HaltCause, Scope};
+use crate::metrics::{HaltCounts, ScopeKind, StoreOperation};
+use crate::store::{BatchEntry, Intervention, InterventionKind, OrderIntent, WriteBatch};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use tracing::{info, warn};
+
+/// How closing one position went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseStatus {
+    /// The exit filled (its price is given).
+    Filled,
+    /// The exit is working at the broker (a simulated broker fills it at the next bar's
+    /// open; a real one within moments while the market is open).
+    Submitted,
+    /// The exit could not be sent (the error says why).
+    Failed,
+}
+
+/// The result of closing one position, as `POST /v1/close` answers it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CloseResult {
+    /// Pipeline.
+    pub pipeline: String,
+    /// Symbol.
+    pub symbol: String,
+    /// Shares closed (signed as the position was).
+    pub quantity: Decimal,
+    /// What happened.
+    pub status: CloseStatus,
+    /// Average fill price, USD per share.
+    pub price: Option<Decimal>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+impl Account {
+    /// Closes every position in `scope` at market: cancels the working orders in scope
+    /// (entries not filled yet, bracket legs), then sends one market exit per position.
+    /// Returns each position's result.
+    ///
+    /// Batched without giving up the intent-first rule: every exit's intent is written in
+    /// one transaction before any exit reaches a broker; the brokers' answers, the fills and
+    /// what they change are written by the event pass that follows. A crash between the two
+    /// leaves the intents pending, and the next start matches them to the brokers' orders by
+    /// client order id.
+    pub async fn flatten(&self, scope: &Scope, purpose: OrderPurpose) -> Vec<CloseResult> {
+        let _guard = self.order_lock.lock().await;
+        self.flatten_locked(scope, purpose).await
+    }
+
+    async fn flatten_locked(&self, scope: &Scope, purpose: OrderPurpose) -> Vec<CloseResult> {
+        let now = self.now();
+        let plan = lock(&self.ledger).flatten(scope, purpose, &format!("{now}-{}", purpose.as_str()));
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for (broker, id) in &plan.cancels {
+            self.cancel_locked(broker, id).await;
+            touched.insert(broker.clone());
+        }
+        for broker in &touched {
+            self.pump_locked(broker).await;
+        }
+        let mut results = Vec::new();
+        let signed = |x: &crate::broker::ExitOrder| match x.position_side {
+            crate::broker::PositionSide::Long => x.quantity,
+            crate::broker::PositionSide::Short => -x.quantity,
+        };
+        // Every intent on disk before any exit goes out.
+        let mut known = vec![false; plan.exits.len()];
+        if let Some(store) = &self.store
+            && !plan.exits.is_empty()
+        {
+            let intents: Vec<OrderIntent> = plan
+                .exits
+                .iter()
+                .map(|(b, x)| OrderIntent::exit(b, None, x, now))
+                .collect();
+            match store.insert_intents(&intents).await {
+                Ok(fresh) => {
+                    for (k, f) in known.iter_mut().zip(fresh) {
+                        *k = !f;
+                    }
+                }
+                Err(e) => {
+                    self.store_failed(StoreOperation::Intent, &e);
+                    for (_, x) in plan.exits {
+                        if let Some(m) = &self.metrics {
+                            m.order_rejected(&x.pipeline, "store");
+                        }
+                        results.push(CloseResult {
+                            pipeline: x.pipeline.clone(),
+                            symbol: x.symbol.clone(),
+                            quantity: signed(&x),
+                            status: CloseStatus::Failed,
+                            price: None,
+                            error: Some(format!("order intent not stored, order not sent: {e}")),
+                        });
+                    }
+                    return results;
+                }
+            }
+        }
+        let mut batch = WriteBatch::new(now);
+        for ((broker, x), known) in plan.exits.into_iter().zip(known) {
+            let Some(slot) = self.slots.get(&broker) else {
+                continue;
+            };
+            touched.insert(broker.clone());
+            let (pipeline, symbol, quantity) = (x.pipeline.clone(), x.symbol.clone(), signed(&x));
+            let id = x.client_order_id.clone();
+            let mode = lock(&self.ledger)
+                .trade(&pipeline, &symbol)
+                .and_then(|t| super::parse_mode(&t.mode))
+                .unwrap_or(Mode::Simulation);
+            let existing = if known {
+                slot.broker.order(&id).await.ok().flatten()
+            } else {
+                None
+            };
+            let answer = match existing {
+                Some(state) => {
+                    info!(client_order_id = %id, "order already at the broker; not sent again");
+                    Ok(state)
+                }
+                None => slot.broker.submit(Submit::Exit(x)).await,
+            };
+            match answer {
+                Ok(state) => {
+                    lock(&self.ledger).track(&broker, &state);
+                    batch.push(BatchEntry::IntentSubmitted {
+                        client_order_id: id.clone(),
+                    });
+                    batch.push(BatchEntry::Order {
+                        broker: broker.clone(),
+                        order: state.clone(),
+                    });
+                    let (status, price, error) = match state.status {
+                        OrderStatus::Filled => (CloseStatus::Filled, Some(state.average_price), None),
+                        OrderStatus::Rejected | OrderStatus::Cancelled | OrderStatus::Expired => {
+                            if let Some(m) = &self.metrics {
+                                m.order_rejected(&pipeline, "broker");
+                            }
+                            (CloseStatus::Failed, None, state.reason.clone())
+                        }
+                        OrderStatus::Accepted | OrderStatus::PartiallyFilled => {
+                            (CloseStatus::Submitted, None, None)
+                        }
+                    };
+                    if status != CloseStatus::Failed
+                        && let Some(m) = &self.metrics
+                    {
+                        m.order_submitted(&pipeline, mode, state.side);
+                    }
+                    results.push(CloseResult {
+                        pipeline,
+                        symbol,
+                        quantity,
+                        status,
+                        price,
+                        error,
+                    });
+                }
+                Err(e) => {
+                    if let Some(m) = &self.metrics {
+                        m.order_rejected(&pipeline, "broker");
+                    }
+                    batch.push(BatchEntry::IntentFailed {
+                        client_order_id: id.clone(),
+                        error: e.to_string(),
+                    });
+                    warn!(client_order_id = %id, error = %e, "exit refused by the broker");
+                    results.push(CloseResult {
+                        pipeline,
+                        symbol,
+                        quantity,
+                        status: CloseStatus::Failed,
+                        price: None,
+                        error: Some(e.to_string()),
+                    });
+                }
+            }
+        }
+        if let Some(store) = &self.store
+            && !batch.is_empty()
+            && let Err(e) = store.write_batch(&batch).await
+        {
+            self.store_failed(StoreOperation::Order, &e);
+        }
+        for broker in &touched {
+            self.pump_locked(broker).await;
+            self.refresh(broker).await;
+        }
+        self.update_position_metrics();
+        results
+    }
+
+    /// The emergency close: cancel, flatten at market now, latch a halt on the scope,
+    /// record an intervention. Answers each position's result and the halts afterwards.
+    pub async fn emergency_close(&self, scope: &Scope, reason: &str) -> Value {
+        let started = std::time::Instant::now();
+        let now = self.now();
+        let results = self.flatten(scope, OrderPurpose::Emergency).await;
+        let halt_reason = format!("emergency close: {reason}");
+        self.halt(Halt {
+            scope: scope.clone(),
+            reason: halt_reason,
+            cause: HaltCause::Emergency,
+            since: now,
+            until: None,
+        })
+        .await;
+        let answer = json!({
+            "scope": scope,
+            "halted": true,
+            "positions": results,
+            "halts": self.halts_json(),
+        });
+        self.record_intervention(InterventionKind::Emergency, scope, reason, answer.clone(), now)
+            .await;
+        warn!(%scope, %reason, positions = results.len(), duration_ms = started.elapsed().as_secs_f64() * 1000.0, "emergency close");
+        answer
+    }
+
+    /// Clears the halts `scope` covers (`all` clears every halt, narrower ones included);
+    /// records an intervention. Answers whether any was cleared and the halts afterwards.
+    pub async fn resume(&self, scope: &Scope, reason: Option<&str>) -> Value {
+        let now = self.now();
+        let cleared = lock(&self.ledger).resume(scope);
+        if let Some(store) = &self.store {
+            for h in &cleared {
+                if let Err(e) = store.clear_halt(&h.scope).await {
+                    self.store_failed(StoreOperation::Journal, &e);
+                }
+            }
+        }
+        let answer = json!({
+            "scope": scope,
+            "resumed": !cleared.is_empty(),
+            "cleared": cleared.iter().map(|h| json!({"scope": h.scope, "reason": h.reason})).collect::<Vec<_>>(),
+            "halts": self.halts_json(),
+        });
+        self.record_intervention(
+            InterventionKind::Manual,
+            scope,
+            reason.unwrap_or("resume"),
+            answer.clone(),
+            now,
+        )
+        .await;
+        self.update_halt_metrics();
+        info!(%scope, cleared = cleared.len(), "resume");
+        answer
+    }
+
+    /// Latches `halt`; a halt that holds until resumed is stored (it survives restarts),
+    /// and a new one is recorded as an intervention.
+    pub async fn halt(&self, halt: Halt) {
+        let fresh = lock(&self.ledger).halt(halt.clone());
+        if halt.until.is_none()
+            && let Some(store) = &self.store
+            && let Err(e) = store.set_halt(&halt.scope, &halt.reason, halt.since).await
+        {
+            self.store_failed(StoreOperation::Journal, &e);
+        }
+        if fresh {
+            if halt.cause == HaltCause::RiskDailyLoss {
+                self.record_intervention(
+                    InterventionKind::RiskHalt,
+                    &halt.scope,
+                    &halt.reason,
+                    json!({}),
+                    halt.since,
+                )
+                .await;
+            }
+            warn!(scope = %halt.scope, reason = %halt.reason, cause = halt.cause.as_str(), "halt");
+        }
+        self.update_halt_metrics();
+    }
+
+    /// The halts that hold, as the close and resume answers list them.
+    pub fn halts_json(&self) -> Value {
+        Value::Array(
+            lock(&self.ledger)
+                .halts()
+                .into_iter()
+                .map(|h| json!({"scope": h.scope, "reason": h.reason, "cause": h.cause, "since": h.since}))
+                .collect(),
+        )
+    }
+
+    /// Records an intervention (emergency close, end of window, risk halt, removal).
+    pub async fn record_intervention(
+        &self,
+        kind: InterventionKind,
+        scope: &Scope,
+        reason: &str,
+        result: Value,
+        at: i64,
+    ) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let intervention = Intervention {
+            id: 0,
+            at,
+            kind,
+            scope: scope.clone(),
+            reason: reason.to_string(),
+            result,
+        };
+        if let Err(e) = store.record_intervention(&intervention).await {
+            self.store_failed(StoreOperation::Journal, &e);
+        }
+    }
+
+    pub(super) fn update_halt_metrics(&self) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let halts = lock(&self.ledger).halts();
+        let count = |k: ScopeKind| halts.iter().filter(|h| h.scope.kind() == k).count() as u64;
+        metrics.set_halts(HaltCounts {
+            all: count(ScopeKind::All),
+            pipeline: count(ScopeKind::Pipeline),
+            symbol: count(ScopeKind::Symbol),
+        });
+    }
+}

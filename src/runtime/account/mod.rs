@@ -1,0 +1,344 @@
+//! [`Account`]: the account side of a trading run — the brokers (reached only through
+//! [`Broker`]), the [`Ledger`] that mirrors them, and, in the daemon, the store and the
+//! metrics. The backtest and the daemon use this same type; a backtest simply has no store.
+//!
+//! Crash safety (with a store): an order's intent is written (with its deterministic client
+//! order id) before the broker sees the order; the broker's answer and its snapshot are
+//! written in one transaction afterwards; the events of a bar (fills, bracket legs placed,
+//! cancels) are written in one transaction with the position changes, the closed trades and
+//! the broker's snapshot. At start ([`Account::recover`]) the ledger is rebuilt from the
+//! store, compared with each broker (the source of truth; differences are logged and the
+//! broker wins), and intents left pending are matched to broker orders by client order id.
+//!
+//! Parts: [`events`](self::events) (broker events into the ledger and the store),
+//! [`orders`](self::orders) (submit, cancel, replace), [`flatten`](self::flatten) (flatten,
+//! emergency close, halts), [`recovery`](self::recovery) (start-up reconciliation).
+
+mod events;
+mod flatten;
+mod orders;
+mod recovery;
+
+pub use flatten::{CloseResult, CloseStatus};
+
+use crate::agents::dag::AccountSource;
+use crate::broker::{Broker, EventStream, Position};
+use crate::engine::clock::Clock;
+use crate::engine::core::Ledger;
+use crate::engine::trades::{EquityPoint, TradeRecord};
+use crate::metrics::{Metrics, StoreOperation};
+use crate::store::Store;
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tracing::warn;
+
+/// The mode of a label (`simulation`, `paper`, …) as recorded with a trade.
+fn parse_mode(label: &str) -> Option<crate::config::pipeline::Mode> {
+    serde_json::from_value(serde_json::Value::String(label.to_string())).ok()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Slot {
+    broker: Arc<dyn Broker>,
+    events: tokio::sync::Mutex<Option<EventStream>>,
+}
+
+/// How an [`Account`] records what happens.
+pub struct AccountOptions {
+    /// The store (the daemon); `None` in a backtest.
+    pub store: Option<Store>,
+    /// The metrics (the daemon).
+    pub metrics: Option<Arc<Metrics>>,
+    /// The clock (simulated in replay and backtest).
+    pub clock: Arc<dyn Clock>,
+    /// Keep every closed trade and equity point in memory (the backtest's results).
+    pub keep_history: bool,
+}
+
+/// See the module documentation.
+pub struct Account {
+    slots: BTreeMap<String, Slot>,
+    ledger: Mutex<Ledger>,
+    store: Option<Store>,
+    metrics: Option<Arc<Metrics>>,
+    clock: Arc<dyn Clock>,
+    /// Serializes broker traffic so that the ledger, the store and the broker see the same
+    /// order of events.
+    order_lock: tokio::sync::Mutex<()>,
+    history: Option<Mutex<History>>,
+    /// Brokers of the settings this build could not connect, with the reason.
+    unavailable: BTreeMap<String, String>,
+    /// Pipelines the positions gauge has reported.
+    position_pipelines: Mutex<BTreeSet<String>>,
+}
+
+/// Closed trades and equity points kept in memory (backtests).
+#[derive(Default)]
+struct History {
+    trades: Vec<TradeRecord>,
+    equity: Vec<EquityPoint>,
+}
+
+impl Account {
+    /// An account over `brokers` (each one's event stream is taken now).
+    pub fn new(brokers: Vec<Arc<dyn Broker>>, options: AccountOptions) -> Account {
+        let mut ledger = Ledger::new();
+        let mut slots = BTreeMap::new();
+        for broker in brokers {
+            ledger.add_broker(broker.name(), broker.capabilities().brackets);
+            let events = broker.take_events();
+            slots.insert(
+                broker.name().to_string(),
+                Slot {
+                    broker,
+                    events: tokio::sync::Mutex::new(events),
+                },
+            );
+        }
+        Account {
+            slots,
+            ledger: Mutex::new(ledger),
+            store: options.store,
+            metrics: options.metrics,
+            clock: options.clock,
+            order_lock: tokio::sync::Mutex::new(()),
+            history: options.keep_history.then(|| Mutex::new(History::default())),
+            unavailable: BTreeMap::new(),
+            position_pipelines: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The ledger (lock it briefly; never across an `.await`).
+    pub fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        lock(&self.ledger)
+    }
+
+    /// The broker `name`.
+    pub fn broker(&self, name: &str) -> Option<&Arc<dyn Broker>> {
+        self.slots.get(name).map(|s| &s.broker)
+    }
+
+    /// Names of the brokers.
+    pub fn broker_names(&self) -> Vec<String> {
+        self.slots.keys().cloned().collect()
+    }
+
+    /// Records that broker `name` of the settings could not be connected, and why (its
+    /// pipelines fail with the reason; the others run).
+    pub fn set_unavailable(&mut self, name: &str, reason: String) {
+        self.unavailable.insert(name.to_string(), reason);
+    }
+
+    /// Why broker `name` is not connected, if it is a configured broker that is not.
+    pub fn unavailable(&self, name: &str) -> Option<&str> {
+        self.unavailable.get(name).map(String::as_str)
+    }
+
+    /// Whether the account has a broker of this name.
+    pub fn has_broker(&self, name: &str) -> bool {
+        self.slots.contains_key(name)
+    }
+
+    /// The store, when there is one.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// The metrics, when there are.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Now, Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now().timestamp()
+    }
+
+    /// Logs and counts a failed store operation.
+    fn store_failed(&self, operation: StoreOperation, error: &dyn std::fmt::Display) {
+        warn!(operation = operation.as_str(), %error, "store operation failed");
+        if let Some(m) = &self.metrics {
+            m.store_error(operation);
+        }
+    }
+
+    /// Asks `broker` for its balances and positions and records them in the ledger (and
+    /// the equity gauge).
+    pub async fn refresh(&self, broker: &str) {
+        let Some(slot) = self.slots.get(broker) else {
+            return;
+        };
+        let (account, positions) = match (
+            slot.broker.account().await,
+            slot.broker.positions().await,
+        ) {
+            (Ok(a), Ok(p)) => (a, p),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(%broker, error = %e, "balances not refreshed");
+                return;
+            }
+        };
+        if let Some(m) = &self.metrics {
+            m.set_equity(account.equity);
+        }
+        lock(&self.ledger).set_account(broker, account, positions);
+    }
+
+    /// Refreshes every broker.
+    pub async fn refresh_all(&self) {
+        for name in self.slots.keys() {
+            self.refresh(name).await;
+        }
+    }
+
+    /// Positions of every broker as last refreshed.
+    pub fn positions(&self) -> Vec<Position> {
+        let ledger = lock(&self.ledger);
+        self.slots
+            .keys()
+            .flat_map(|b| ledger.positions(b).to_vec())
+            .collect()
+    }
+
+    /// The account of `broker` as the risk manager reads it: equity, positions (pending
+    /// entries included) and the day's P&L, as of the last refresh; read lazily, only when
+    /// a plan reaches the risk manager.
+    pub fn risk_view<'a>(&'a self, broker: &'a str) -> RiskView<'a> {
+        RiskView {
+            account: self,
+            broker,
+        }
+    }
+
+    /// Records an equity point of every broker at `t` (in memory for a backtest, in the
+    /// store for the daemon).
+    pub async fn record_equity(&self, t: i64) {
+        let points: Vec<(String, EquityPoint)> = {
+            let ledger = lock(&self.ledger);
+            self.slots
+                .keys()
+                .filter_map(|b| {
+                    ledger.account(b).map(|a| {
+                        (
+                            b.clone(),
+                            EquityPoint {
+                                ts: t,
+                                equity: a.equity,
+                                cash: a.cash,
+                            },
+                        )
+                    })
+                })
+                .collect()
+        };
+        if let Some(h) = &self.history {
+            let mut h = lock(h);
+            let (equity, cash) = points
+                .iter()
+                .fold((Decimal::ZERO, Decimal::ZERO), |(e, c), (_, p)| {
+                    (e + p.equity, c + p.cash)
+                });
+            h.equity.push(EquityPoint {
+                ts: t,
+                equity,
+                cash,
+            });
+        }
+        if let Some(store) = &self.store {
+            for (broker, point) in &points {
+                if let Err(e) = store.append_equity(broker, "default", point).await {
+                    self.store_failed(StoreOperation::Equity, &e);
+                }
+            }
+        }
+    }
+
+    /// The closed trades and equity points kept so far (with `keep_history`).
+    pub fn history(&self) -> (Vec<TradeRecord>, Vec<EquityPoint>) {
+        match &self.history {
+            Some(h) => {
+                let h = lock(h);
+                (h.trades.clone(), h.equity.clone())
+            }
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    fn keep_trades(&self, trades: &[TradeRecord]) {
+        if let Some(h) = &self.history
+            && !trades.is_empty()
+        {
+            lock(h).trades.extend(trades.iter().cloned());
+        }
+    }
+
+    fn update_position_metrics(&self) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for t in lock(&self.ledger).open_trades() {
+            *counts.entry(t.pipeline.clone()).or_default() += 1;
+        }
+        // Pipelines that had positions and have none now go back to 0.
+        let mut seen = lock(&self.position_pipelines);
+        for p in seen.iter() {
+            counts.entry(p.clone()).or_default();
+        }
+        for (pipeline, n) in counts {
+            metrics.set_positions_open(&pipeline, n);
+            seen.insert(pipeline);
+        }
+    }
+
+    /// Saves every broker's snapshot to the store (at shutdown; it is also saved with
+    /// every change).
+    pub async fn persist(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let now = self.now();
+        for (name, slot) in &self.slots {
+            if let Some(state) = slot.broker.snapshot()
+                && let Err(e) = store.save_broker_state(name, &*state, now).await
+            {
+                self.store_failed(StoreOperation::State, &e);
+            }
+        }
+    }
+
+    /// Forgets a removed pipeline for the positions gauge.
+    pub fn forget_pipeline(&self, pipeline: &str) {
+        lock(&self.position_pipelines).remove(pipeline);
+    }
+}
+
+/// The account as the risk manager reads it (see [`Account::risk_view`]).
+pub struct RiskView<'a> {
+    account: &'a Account,
+    broker: &'a str,
+}
+
+impl AccountSource for RiskView<'_> {
+    fn equity(&self) -> Decimal {
+        self.account
+            .ledger()
+            .account(self.broker)
+            .map_or(Decimal::ZERO, |a| a.equity)
+    }
+    fn positions(&self) -> Vec<Position> {
+        self.account.ledger().risk_positions(self.broker)
+    }
+    fn day_pnl(&self) -> Decimal {
+        self.account.ledger().day_pnl(self.broker)
+    }
+}

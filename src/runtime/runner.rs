@@ -1,0 +1,436 @@
+//! [`PipelineRunner`]: drives one [`PipelineCore`] — steps, commands — and carries out its
+//! intents against an [`Account`]: the DAG runs, orders go to the brokers, flattens and
+//! halts are applied, executions are recorded. The backtest calls it in a loop; the
+//! daemon's pipeline actor calls it from its task. Nothing else decides anything.
+
+use super::account::Account;
+use crate::agents::LlmAgents;
+use crate::agents::dag::{AccountView, ExecInput, execute};
+use crate::broker::{OrderPurpose, Submit};
+use crate::engine::core::{
+    BarEvent, CoreCommand, ExecRequest, History, Intent, PipelineCore, PipelineSpec,
+    SignalOutcome, SkipReason, Status,
+};
+use crate::engine::state::{ExecutionRecord, ExecutionStatus, execution_id};
+use crate::metrics::ExecutionResult;
+use crate::risk::evaluate::CORRELATION_LOOKBACK;
+use crate::store::InterventionKind;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tracing::{Instrument, info, info_span, warn};
+
+/// What a runner counted (the backtest's summary; the daemon's metrics count the same).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Executions by status (`completed`, `skipped`, `failed`, `interrupted`).
+    pub executions: BTreeMap<&'static str, u64>,
+    /// Why executions failed: reason → count.
+    pub failures: BTreeMap<String, u64>,
+    /// Orders submitted (entries, exits, flatten exits).
+    pub orders: u64,
+    /// Risk rejections by rule.
+    pub risk_rejections: BTreeMap<String, u64>,
+}
+
+/// See the module documentation.
+pub struct PipelineRunner {
+    core: PipelineCore,
+    history: Arc<dyn History>,
+    llm: Arc<dyn LlmAgents>,
+    /// Whether to build and store full execution records.
+    record: bool,
+    /// Keep the records in memory (backtests with `keep_records`).
+    keep_records: bool,
+    records: Vec<ExecutionRecord>,
+    stats: RunStats,
+    intents: Vec<Intent>,
+    spare: Vec<Intent>,
+}
+
+impl PipelineRunner {
+    /// A runner for `spec` starting at `now` (see [`PipelineCore::new`]). A pipeline whose
+    /// broker the account does not have (and that is not in validation mode) fails with the
+    /// reason. `record`: build full execution records (with their nodes' outputs and
+    /// reasoning) and store them when the account has a store; `keep_records`: also keep
+    /// them in memory.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        spec: PipelineSpec,
+        tz: chrono_tz::Tz,
+        history: Arc<dyn History>,
+        llm: Arc<dyn LlmAgents>,
+        now: i64,
+        account: &Account,
+        record: bool,
+        keep_records: bool,
+    ) -> PipelineRunner {
+        let mut core = PipelineCore::new(spec, tz, history.as_ref(), now);
+        Self::check_broker(&mut core, account);
+        let c = core.compiled();
+        account.ledger().configure_pending(
+            &c.name,
+            c.trade.move_stop_to_breakeven,
+            c.mode.as_str(),
+        );
+        PipelineRunner {
+            core,
+            history,
+            llm,
+            record,
+            keep_records,
+            records: Vec::new(),
+            stats: RunStats::default(),
+            intents: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    fn check_broker(core: &mut PipelineCore, account: &Account) {
+        let c = core.compiled();
+        if c.mode == crate::config::pipeline::Mode::Validation {
+            return;
+        }
+        if let Some(b) = c.broker.clone()
+            && !account.has_broker(&b)
+        {
+            let reason = account
+                .unavailable(&b)
+                .map_or_else(|| format!("broker {b} is not configured"), str::to_string);
+            core.fail(reason);
+        }
+    }
+
+    /// The core.
+    pub fn core(&self) -> &PipelineCore {
+        &self.core
+    }
+
+    /// What it counted so far.
+    pub fn stats(&self) -> &RunStats {
+        &self.stats
+    }
+
+    /// The execution records kept (with `keep_records`).
+    pub fn take_records(&mut self) -> Vec<ExecutionRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// The pipeline's status.
+    pub fn status(&self, account: &Account) -> Status {
+        self.core.status(&account.ledger())
+    }
+
+    /// Whether the pipeline is removed, flat and without working orders.
+    pub fn finished(&self, account: &Account) -> bool {
+        self.core.finished(&account.ledger())
+    }
+
+    /// Restarts with a new configuration (see [`PipelineCore::update`]).
+    pub fn update(&mut self, spec: PipelineSpec, now: i64, account: &Account) {
+        self.core.update(spec, self.history.as_ref(), now);
+        Self::check_broker(&mut self.core, account);
+    }
+
+    /// A step at `t` with the bars that closed then (already processed by the account's
+    /// brokers): see [`PipelineCore::step`].
+    pub async fn step(&mut self, t: i64, bars: &[BarEvent], account: &Account) {
+        {
+            let mut ledger = account.ledger();
+            self.core.step(t, bars, &mut ledger, &mut self.intents);
+        }
+        self.run(account).await;
+        {
+            let ledger = account.ledger();
+            self.core.after_step(t, &ledger, &mut self.intents);
+        }
+        self.run(account).await;
+    }
+
+    /// A command at `t`. Answers what became of a signal.
+    pub async fn command(
+        &mut self,
+        command: CoreCommand,
+        t: i64,
+        account: &Account,
+    ) -> Option<SignalOutcome> {
+        let outcome = {
+            let ledger = account.ledger();
+            match command {
+                CoreCommand::Remove { close } => {
+                    self.core.remove(close, &ledger, &mut self.intents);
+                    None
+                }
+                CoreCommand::Signal {
+                    symbol,
+                    signal_type,
+                    confidence,
+                } => Some(self.core.signal(
+                    &symbol,
+                    &signal_type,
+                    confidence,
+                    t,
+                    &ledger,
+                    &mut self.intents,
+                )),
+            }
+        };
+        self.run(account).await;
+        outcome
+    }
+
+    async fn run(&mut self, account: &Account) {
+        while !self.intents.is_empty() {
+            let mut batch = std::mem::replace(&mut self.intents, std::mem::take(&mut self.spare));
+            for intent in batch.drain(..) {
+                self.handle(intent, account).await;
+            }
+            self.spare = batch;
+        }
+    }
+
+    async fn handle(&mut self, intent: Intent, account: &Account) {
+        match intent {
+            Intent::Execute(request) => self.execute(request, account).await,
+            Intent::Skip { request, reason } => {
+                *self.stats.executions.entry("skipped").or_default() += 1;
+                if let Some(m) = account.metrics() {
+                    m.execution_finished(self.core.name(), ExecutionResult::Skipped, 0.0);
+                }
+                if let SkipReason::ExecutionLimit(why) = reason
+                    && self.record
+                {
+                    tracing::debug!(pipeline = %self.core.name(), symbol = %self.core.symbol(request.symbol), %why, "execution skipped");
+                }
+            }
+            Intent::Submit {
+                broker,
+                order,
+                execution_id,
+            } => {
+                let c = self.core.compiled();
+                let (mode, be) = (c.mode, c.trade.move_stop_to_breakeven);
+                if account
+                    .submit(&broker, mode, execution_id.as_deref(), order, be)
+                    .await
+                    .is_ok()
+                {
+                    self.stats.orders += 1;
+                }
+            }
+            Intent::Cancel {
+                broker,
+                client_order_id,
+            } => account.cancel(&broker, &client_order_id).await,
+            Intent::ReplaceStop {
+                broker,
+                client_order_id,
+                price,
+                quantity,
+            } => {
+                account
+                    .replace_stop(&broker, &client_order_id, price, quantity)
+                    .await
+            }
+            Intent::Flatten {
+                scope,
+                purpose,
+                reason,
+            } => {
+                let results = account.flatten(&scope, purpose).await;
+                self.stats.orders += results
+                    .iter()
+                    .filter(|r| r.status != super::account::CloseStatus::Failed)
+                    .count() as u64;
+                if !results.is_empty() {
+                    info!(pipeline = %self.core.name(), positions = results.len(), purpose = purpose.as_str(), %reason, "flattening");
+                }
+                let kind = match purpose {
+                    OrderPurpose::EndOfWindow => InterventionKind::EndOfDay,
+                    OrderPurpose::RiskFlatten => InterventionKind::RiskHalt,
+                    OrderPurpose::PipelineRemoved => InterventionKind::PipelineRemoved,
+                    _ => InterventionKind::Manual,
+                };
+                account
+                    .record_intervention(
+                        kind,
+                        &scope,
+                        &reason,
+                        serde_json::to_value(&results).unwrap_or_default(),
+                        account.now(),
+                    )
+                    .await;
+            }
+            Intent::Halt(halt) => account.halt(halt).await,
+        }
+    }
+
+    /// One execution: recorded at start, run, its orders sent, recorded at the end.
+    async fn execute(&mut self, request: ExecRequest, account: &Account) {
+        let prepared = {
+            let ledger = account.ledger();
+            self.core.prepare(&request, &ledger)
+        };
+        let name = self.core.name().to_string();
+        let symbol = self.core.symbol(request.symbol).to_string();
+        let id = execution_id(&name, &symbol, request.at);
+        let span = info_span!("execution", pipeline = %name, execution_id = %id, symbol = %symbol);
+        let started = std::time::Instant::now();
+        let store = account.store().filter(|_| self.record).cloned();
+        let c = self.core.compiled();
+        let revision = self.core.spec().revision.clone();
+        if let Some(store) = &store {
+            let skeleton = ExecutionRecord {
+                id: id.clone(),
+                pipeline: name.clone(),
+                revision: revision.clone(),
+                symbol: symbol.clone(),
+                mode: c.mode.as_str().to_string(),
+                trigger: request.trigger.label(),
+                started_at: request.at,
+                finished_at: request.at,
+                status: ExecutionStatus::Interrupted,
+                reason: None,
+                nodes: Vec::new(),
+                cost_usd: Decimal::ZERO,
+            };
+            if let Err(e) = store.start_execution(&skeleton).await {
+                warn!(error = %e, "execution start not stored");
+                if let Some(m) = account.metrics() {
+                    m.store_error(crate::metrics::StoreOperation::Execution);
+                }
+            }
+        }
+        let Some(feed) = self.core.feed(request.symbol) else {
+            return;
+        };
+        let broker = c.broker.clone().unwrap_or_default();
+        let risk_view = account.risk_view(&broker);
+        let history = Arc::clone(&self.history);
+        let at = request.at;
+        let correlation = move |a: &str, b: &str| -> Option<f64> {
+            let n = CORRELATION_LOOKBACK + 1;
+            crate::risk::correlation(
+                &history.daily_closes(a, at, n),
+                &history.daily_closes(b, at, n),
+                CORRELATION_LOOKBACK,
+            )
+        };
+        let out = execute(ExecInput {
+            pipeline: c,
+            revision: &revision,
+            symbol: &symbol,
+            feed,
+            now: request.at,
+            trigger: &request.trigger,
+            position: prepared.position,
+            pending_entry: prepared.pending_entry,
+            account: AccountView {
+                source: &risk_view,
+                halted: prepared.halt.as_deref(),
+            },
+            correlation: &correlation,
+            llm: self.llm.as_ref(),
+            record: self.record,
+        })
+        .instrument(span.clone())
+        .await;
+        let status = out.status;
+        *self.stats.executions.entry(status.as_str()).or_default() += 1;
+        if status == ExecutionStatus::Failed {
+            let reason = out.reason.clone().unwrap_or_else(|| "unknown".into());
+            *self.stats.failures.entry(reason).or_default() += 1;
+        }
+        if let Some(d) = &out.decision
+            && !d.approved
+        {
+            *self
+                .stats
+                .risk_rejections
+                .entry(d.rule.as_str().to_string())
+                .or_default() += 1;
+            if let Some(m) = account.metrics() {
+                m.risk_rejected(&name, d.rule.as_str());
+            }
+        }
+        let mut record = out.record;
+        let order = if status == ExecutionStatus::Completed {
+            out.order
+        } else {
+            None
+        };
+        let mut sends = Vec::new();
+        {
+            let ledger = account.ledger();
+            self.core.executed(&request, order, &ledger, &mut sends);
+        }
+        let c = self.core.compiled();
+        let (mode, be) = (c.mode, c.trade.move_stop_to_breakeven);
+        for intent in sends {
+            match intent {
+                Intent::Submit {
+                    broker,
+                    order,
+                    execution_id,
+                } => {
+                    let is_entry = matches!(order, Submit::Entry(_));
+                    match account
+                        .submit(&broker, mode, execution_id.as_deref(), order, be)
+                        .instrument(span.clone())
+                        .await
+                    {
+                        Ok(state) => {
+                            self.stats.orders += 1;
+                            if self.record {
+                                let _e = span.enter();
+                                info!(client_order_id = %state.client_order_id, side = state.side.as_str(), quantity = %state.quantity, purpose = state.purpose.as_str(), entry = is_entry, "order submitted");
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(r) = record.as_mut() {
+                                r.reason = Some(format!("order failed: {e}"));
+                            }
+                        }
+                    }
+                }
+                Intent::Cancel {
+                    broker,
+                    client_order_id,
+                } => account.cancel(&broker, &client_order_id).await,
+                other => self.intents.push(other),
+            }
+        }
+        if status == ExecutionStatus::Failed {
+            let _e = span.enter();
+            warn!(
+                reason = record
+                    .as_ref()
+                    .and_then(|r| r.reason.as_deref())
+                    .unwrap_or_default(),
+                "execution failed"
+            );
+        }
+        if let Some(record) = record {
+            if let Some(store) = &store
+                && let Err(e) = store.finish_execution(&record).await
+            {
+                warn!(error = %e, "execution not stored");
+                if let Some(m) = account.metrics() {
+                    m.store_error(crate::metrics::StoreOperation::Execution);
+                }
+            }
+            if self.keep_records {
+                self.records.push(record);
+            }
+        }
+        if let Some(m) = account.metrics() {
+            let result = match status {
+                ExecutionStatus::Completed => ExecutionResult::Completed,
+                ExecutionStatus::Skipped => ExecutionResult::Skipped,
+                ExecutionStatus::Failed => ExecutionResult::Failed,
+                ExecutionStatus::Interrupted => ExecutionResult::Interrupted,
+            };
+            m.execution_finished(&name, result, started.elapsed().as_secs_f64());
+        }
+    }
+}
