@@ -270,13 +270,13 @@ proptest! {
 fn the_property_exercises_approved_orders() {
     // A fixed case with room to trade: the property above must see entries, or it proves
     // nothing.
-    let walk: Vec<(f64, f64, f64)> = (0..80)
-        .map(|i| (if i % 3 == 0 { -0.02 } else { 0.015 }, 0.02, 0.0))
+    let walk: Vec<(f64, f64, f64)> = (0..100)
+        .map(|i| ([0.04, 0.035, -0.05, -0.045][i % 4], 0.02, 0.0))
         .collect();
     let case = Case {
-        stop_atr: 1.5,
-        t1_atr: 3.0,
-        t2_atr: 6.0,
+        stop_atr: 0.7,
+        t1_atr: 1.0,
+        t2_atr: 1.5,
         risk_tenths: 10,
         max_pos: 30,
         max_pipe: 60,

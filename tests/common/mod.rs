@@ -175,6 +175,14 @@ impl Drop for Daemon {
     }
 }
 
+/// Sends SIGTERM to `child`.
+pub fn sigterm(child: &Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+}
+
 /// The last `n` lines of `s`.
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
