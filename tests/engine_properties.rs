@@ -40,7 +40,11 @@ fn cases() -> impl Strategy<Value = Case> {
         (any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |((stop_atr, t1_atr, t2_atr), (risk_tenths, max_pos, max_pipe, max_dep, rr), (shorts, pyramiding))| Case {
+            |(
+                (stop_atr, t1_atr, t2_atr),
+                (risk_tenths, max_pos, max_pipe, max_dep, rr),
+                (shorts, pyramiding),
+            )| Case {
                 stop_atr,
                 t1_atr,
                 t2_atr,
@@ -206,7 +210,12 @@ fn run_case(walk: &[(f64, f64, f64)], case: &Case, seed: u64) -> Result<u64, Tes
                         .filter(|w| w.order.purpose == OrderPurpose::StopLoss)
                         .map(|w| w.order.quantity - w.order.filled_quantity)
                         .sum();
-                    prop_assert!(covered >= t.quantity, "{:?} lacks its stop: {} covered", t, covered);
+                    prop_assert!(
+                        covered >= t.quantity,
+                        "{:?} lacks its stop: {} covered",
+                        t,
+                        covered
+                    );
                 }
             }
             let equity = a.equity;
@@ -226,7 +235,13 @@ fn run_case(walk: &[(f64, f64, f64)], case: &Case, seed: u64) -> Result<u64, Tes
                 let notional = e.quantity * price;
                 let _ = equity_before;
                 prop_assert!(e.quantity >= Decimal::ONE && e.quantity.fract().is_zero());
-                prop_assert!(notional <= equity * pct(case.max_pos) + price, "{} > {}% of {}", notional, case.max_pos, equity);
+                prop_assert!(
+                    notional <= equity * pct(case.max_pos) + price,
+                    "{} > {}% of {}",
+                    notional,
+                    case.max_pos,
+                    equity
+                );
                 prop_assert!(notional <= equity * pct(case.max_dep) + price);
                 if e.side == Side::Sell {
                     prop_assert!(case.shorts);
@@ -234,8 +249,17 @@ fn run_case(walk: &[(f64, f64, f64)], case: &Case, seed: u64) -> Result<u64, Tes
                 let stop = e.stop_loss.unwrap();
                 let loss = (price - stop).abs() * e.quantity;
                 let budget = equity * Decimal::new(case.risk_tenths as i64, 3);
-                prop_assert!(loss <= budget + Decimal::from_f64(1e-6).unwrap(), "risk {} > {}", loss, budget);
-                let loss_side = if e.side == Side::Buy { stop < price } else { stop > price };
+                prop_assert!(
+                    loss <= budget + Decimal::from_f64(1e-6).unwrap(),
+                    "risk {} > {}",
+                    loss,
+                    budget
+                );
+                let loss_side = if e.side == Side::Buy {
+                    stop < price
+                } else {
+                    stop > price
+                };
                 prop_assert!(loss_side, "stop on the wrong side");
                 let legs: Decimal = e.take_profits.iter().map(|t| t.quantity).sum();
                 prop_assert!(legs <= e.quantity);

@@ -152,7 +152,11 @@ async fn replay(case: &Case, dir: &Path) -> (Vec<TradeRecord>, usize, rust_decim
     (trades, open, equity)
 }
 
-fn same(case: &str, bt: &BacktestResult, daemon: &(Vec<TradeRecord>, usize, rust_decimal::Decimal)) {
+fn same(
+    case: &str,
+    bt: &BacktestResult,
+    daemon: &(Vec<TradeRecord>, usize, rust_decimal::Decimal),
+) {
     let (trades, open, equity) = daemon;
     let show = |t: &TradeRecord| {
         format!(
@@ -176,7 +180,11 @@ fn same(case: &str, bt: &BacktestResult, daemon: &(Vec<TradeRecord>, usize, rust
     let a: Vec<String> = bt.trades.iter().map(show).collect();
     let b: Vec<String> = trades.iter().map(show).collect();
     if a != b {
-        let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        let first = a
+            .iter()
+            .zip(&b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
         panic!(
             "{case}: {} trades in the backtest, {} in the daemon; first difference at {first}:\n backtest {:?}\n daemon   {:?}",
             a.len(),
@@ -284,21 +292,36 @@ async fn check(case: Case, expect: impl Fn(&BacktestResult)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_pipelines_trade_the_same_in_backtest_and_daemon() {
-    check(golden_cross(), |bt| assert!(bt.trades.len() >= 3, "{}", bt.trades.len())).await;
-    check(rsi_reversion(), |bt| assert!(bt.trades.len() >= 5, "{}", bt.trades.len())).await;
+    check(golden_cross(), |bt| {
+        assert!(bt.trades.len() >= 3, "{}", bt.trades.len())
+    })
+    .await;
+    check(rsi_reversion(), |bt| {
+        assert!(bt.trades.len() >= 5, "{}", bt.trades.len())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sma_cross_trades_the_same_in_backtest_and_daemon() {
-    check(sma_cross(), |bt| assert!(bt.trades.len() >= 50, "{}", bt.trades.len())).await;
+    check(sma_cross(), |bt| {
+        assert!(bt.trades.len() >= 50, "{}", bt.trades.len())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_exits_breakeven_and_shorts_trade_the_same() {
     check(long_short(), |bt| {
         let reasons: Vec<OrderPurpose> = bt.trades.iter().map(|t| t.exit_reason).collect();
-        assert!(bt.trades.iter().any(|t| t.side.as_str() == "short"), "no short");
-        assert!(reasons.contains(&OrderPurpose::Target2), "no target 2: {reasons:?}");
+        assert!(
+            bt.trades.iter().any(|t| t.side.as_str() == "short"),
+            "no short"
+        );
+        assert!(
+            reasons.contains(&OrderPurpose::Target2),
+            "no target 2: {reasons:?}"
+        );
         // A stop moved to breakeven after target 1.
         assert!(
             bt.trades

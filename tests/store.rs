@@ -261,7 +261,7 @@ fn trade(pipeline: &str, entry_time: i64, exit_time: i64, pnl: Decimal) -> Trade
         exit_price: dec!(105.5),
         quantity: dec!(100),
         stop_loss: Some(dec!(95.25)),
-    final_stop: None,
+        final_stop: None,
         target_1: None,
         target_2: Some(dec!(120.20)),
         exit_reason: OrderPurpose::StopLoss,
@@ -483,8 +483,8 @@ async fn intents_are_idempotent_and_pending_until_confirmed() {
             Some(&serde_json::value::to_raw_value(&snapshot).unwrap()),
             103,
         )
-            .await
-            .unwrap();
+        .await
+        .unwrap();
         let submitted = s.intent("zt-e").await.unwrap().unwrap();
         assert_eq!(submitted.status, IntentStatus::Submitted);
         assert_eq!((submitted.created_at, submitted.updated_at), (100, 103));

@@ -1,8 +1,8 @@
 //! `bias` with rules: bullish when `bullish` holds, bearish when `bearish` holds (and
 //! `bullish` does not), neutral otherwise.
 
-use crate::engine::feed::SymbolFeed;
 use crate::domain::{Bias, BiasSignal};
+use crate::engine::feed::SymbolFeed;
 use crate::expr::Program;
 
 /// Evaluates the rules. `explain` writes the reasoning and factors.

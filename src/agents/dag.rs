@@ -4,14 +4,14 @@
 //! the trade manager decided on. Submitting it (after writing the intent to the store) is
 //! the caller's job, so that the same executor serves backtests and the daemon.
 
+use crate::agents::{self, LlmAgents, PromptContext};
+use crate::broker::{Position, Submit};
 use crate::engine::feed::SymbolFeed;
 use crate::engine::pipeline::{CompiledPipeline, Step};
 use crate::engine::state::{
     BiasSignal, ExecutionRecord, ExecutionStatus, NodeRecord, PositionView, RiskDecision,
     StrategySignal, TradeAction,
 };
-use crate::agents::{self, LlmAgents, PromptContext};
-use crate::broker::{Position, Submit};
 
 use crate::risk::RiskInput;
 use rust_decimal::Decimal;

@@ -2,9 +2,9 @@
 //! with their stop and target levels evaluated at the signal bar.
 
 use crate::broker::PositionSide;
+use crate::domain::{Action, Bias, BiasSignal, StrategySignal};
 use crate::engine::feed::SymbolFeed;
 use crate::engine::pipeline::StrategyRules;
-use crate::domain::{Action, Bias, BiasSignal, StrategySignal};
 use crate::engine::state::{PositionView, price};
 use crate::expr::Program;
 

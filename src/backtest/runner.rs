@@ -241,8 +241,10 @@ pub async fn run(
             show(options.to),
             options.data_dir.display(),
             utc(first).with_timezone(&tz).date_naive(),
-            hub.last_end()
-                .map_or("…".to_string(), |l| utc(l - 1).with_timezone(&tz).date_naive().to_string()),
+            hub.last_end().map_or("…".to_string(), |l| utc(l - 1)
+                .with_timezone(&tz)
+                .date_naive()
+                .to_string()),
         )));
     }
     let clock = Arc::new(ManualClock::new(utc(start)));

@@ -150,9 +150,7 @@ async fn run(
     if let Some(m) = account.metrics() {
         m.pipeline_started(&name);
     }
-    shared
-        .registry
-        .set_wake(&name, runner.core().next_wake());
+    shared.registry.set_wake(&name, runner.core().next_wake());
     shared.set_status(&name, runner.status(&account));
     loop {
         if runner.finished(&account) {
@@ -170,9 +168,7 @@ async fn run(
         // The handlers' futures are boxed so that an idle actor's task stays small
         // (thousands of pipelines each keep one).
         Box::pin(handle(&mut runner, &account, message)).await;
-        shared
-            .registry
-            .set_wake(&name, runner.core().next_wake());
+        shared.registry.set_wake(&name, runner.core().next_wake());
         shared.set_status(&name, runner.status(&account));
     }
     shared.registry.set_wake(&name, None);

@@ -8,6 +8,8 @@ pub mod decisions;
 pub mod halt;
 pub mod scope;
 
-pub use decisions::{Action, Bias, BiasSignal, RiskDecision, RiskRule, StrategySignal, TradeAction};
+pub use decisions::{
+    Action, Bias, BiasSignal, RiskDecision, RiskRule, StrategySignal, TradeAction,
+};
 pub use halt::{Halt, HaltCause};
 pub use scope::Scope;

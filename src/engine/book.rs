@@ -423,25 +423,31 @@ mod tests {
         };
         book.expect_entry(&entry, true, "simulation");
         assert!(
-            book.on_fill("sim", &fill(
-                "zt-e",
-                OrderPurpose::Entry,
-                Side::Buy,
-                dec!(100),
-                dec!(100),
-                10
-            ))
+            book.on_fill(
+                "sim",
+                &fill(
+                    "zt-e",
+                    OrderPurpose::Entry,
+                    Side::Buy,
+                    dec!(100),
+                    dec!(100),
+                    10
+                )
+            )
             .is_empty()
         );
         assert_eq!(book.view("p", "AAPL").unwrap().quantity, dec!(100));
-        let f = book.on_fill("sim", &fill(
-            "zt-e-t1",
-            OrderPurpose::Target1,
-            Side::Sell,
-            dec!(50),
-            dec!(110),
-            20,
-        ));
+        let f = book.on_fill(
+            "sim",
+            &fill(
+                "zt-e-t1",
+                OrderPurpose::Target1,
+                Side::Sell,
+                dec!(50),
+                dec!(110),
+                20,
+            ),
+        );
         assert_eq!(
             f,
             vec![FollowUp::ReplaceStop {
@@ -450,14 +456,17 @@ mod tests {
                 quantity: dec!(50)
             }]
         );
-        let f = book.on_fill("sim", &fill(
-            "zt-e-sl",
-            OrderPurpose::StopLoss,
-            Side::Sell,
-            dec!(50),
-            dec!(100),
-            30,
-        ));
+        let f = book.on_fill(
+            "sim",
+            &fill(
+                "zt-e-sl",
+                OrderPurpose::StopLoss,
+                Side::Sell,
+                dec!(50),
+                dec!(100),
+                30,
+            ),
+        );
         assert_eq!(f, vec![FollowUp::CancelGroup("zt-e".into())]);
         let trades = book.drain_closed();
         assert_eq!(trades.len(), 1);
@@ -473,22 +482,21 @@ mod tests {
     #[test]
     fn a_short_trade_stopped_out() {
         let mut book = Book::new();
-        book.on_fill("sim", &fill(
-            "e",
-            OrderPurpose::Entry,
-            Side::Sell,
-            dec!(10),
-            dec!(50),
-            1,
-        ));
-        book.on_fill("sim", &fill(
-            "e-sl",
-            OrderPurpose::StopLoss,
-            Side::Buy,
-            dec!(10),
-            dec!(52),
-            2,
-        ));
+        book.on_fill(
+            "sim",
+            &fill("e", OrderPurpose::Entry, Side::Sell, dec!(10), dec!(50), 1),
+        );
+        book.on_fill(
+            "sim",
+            &fill(
+                "e-sl",
+                OrderPurpose::StopLoss,
+                Side::Buy,
+                dec!(10),
+                dec!(52),
+                2,
+            ),
+        );
         let t = &book.drain_closed()[0];
         assert_eq!(t.side, PositionSide::Short);
         assert_eq!(t.pnl, dec!(-22));

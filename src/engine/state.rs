@@ -1,10 +1,10 @@
 //! The pipeline state: what nodes produce and pass on within one execution (the seeds'
 //! `PipelineState`), and the execution record that reporting stores.
 
+use crate::broker::PositionSide;
 pub use crate::domain::decisions::{
     Action, Bias, BiasSignal, RiskDecision, RiskRule, StrategySignal, TradeAction,
 };
-use crate::broker::PositionSide;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 

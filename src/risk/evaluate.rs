@@ -74,29 +74,38 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
     let s = input.signal;
     let why = |f: &dyn Fn() -> String| if input.explain { f() } else { String::new() };
     if let Some(reason) = input.halted {
-        return reject(RiskRule::Halt, why(&|| format!("entries are halted: {reason}")));
+        return reject(
+            RiskRule::Halt,
+            why(&|| format!("entries are halted: {reason}")),
+        );
     }
     let side = match s.action {
         Action::Buy => PositionSide::Long,
         Action::Sell => PositionSide::Short,
         Action::Hold | Action::Close => {
-            return reject(RiskRule::NoEntry, why(&|| "the plan opens no position".into()));
+            return reject(
+                RiskRule::NoEntry,
+                why(&|| "the plan opens no position".into()),
+            );
         }
     };
     if side == PositionSide::Short && !p.trade.allow_short {
-        return reject(RiskRule::AllowShort,
+        return reject(
+            RiskRule::AllowShort,
             why(&|| "the policy does not allow short positions".into()),
         );
     }
     let Some(entry) = s.entry_price.filter(|e| *e > Decimal::ZERO) else {
-        return reject(RiskRule::EntryPrice,
+        return reject(
+            RiskRule::EntryPrice,
             why(&|| "the plan has no usable entry price".into()),
         );
     };
     let stop = s.stop_loss;
     match stop {
         None if p.trade.require_stop_loss => {
-            return reject(RiskRule::RequireStopLoss,
+            return reject(
+                RiskRule::RequireStopLoss,
                 why(&|| "the plan has no stop-loss and the policy requires one".into()),
             );
         }
@@ -104,7 +113,8 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
             if (side == PositionSide::Long && st >= entry)
                 || (side == PositionSide::Short && st <= entry) =>
         {
-            return reject(RiskRule::StopLoss,
+            return reject(
+                RiskRule::StopLoss,
                 why(&|| {
                     format!(
                         "the stop {st} is not on the loss side of the entry {entry} for a {}",
@@ -119,7 +129,8 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
         let wrong_side = (side == PositionSide::Long && target <= entry)
             || (side == PositionSide::Short && target >= entry);
         if wrong_side {
-            return reject(RiskRule::Target1,
+            return reject(
+                RiskRule::Target1,
                 why(&|| {
                     format!("target 1 ({target}) is not on the profit side of the entry {entry}")
                 }),
@@ -136,7 +147,8 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
             // (stop 2 ATR, target 3 ATR for 1.5) may come out a hair below it.
             Some(rr) if rr + 1e-5 >= p.trade.min_reward_risk => {}
             Some(rr) => {
-                return reject(RiskRule::MinRewardRisk,
+                return reject(
+                    RiskRule::MinRewardRisk,
                     why(&|| {
                         format!(
                             "reward/risk {rr:.2} is below the minimum {}",
@@ -146,7 +158,8 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
                 );
             }
             None => {
-                return reject(RiskRule::MinRewardRisk,
+                return reject(
+                    RiskRule::MinRewardRisk,
                     why(&|| {
                         format!(
                             "reward/risk needs a stop and target 1; the policy asks for at least {}",
@@ -164,7 +177,8 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
         match margin {
             Some(m) if m >= p.trade.min_profit_margin_pct.value() => {}
             _ => {
-                return reject(RiskRule::MinProfitMarginPct,
+                return reject(
+                    RiskRule::MinProfitMarginPct,
                     why(&|| {
                         format!(
                             "profit margin {} is below the minimum {}",
@@ -182,7 +196,8 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
     if let Some(limit) = p.limits.daily_loss_usd
         && -input.day_pnl >= limit
     {
-        return reject(RiskRule::DailyLossUsd,
+        return reject(
+            RiskRule::DailyLossUsd,
             why(&|| {
                 format!(
                     "the account has lost {} USD today, at or past the daily limit of {limit} USD",
@@ -207,7 +222,8 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
         })
         .collect();
     if correlated.len() >= p.limits.max_correlated_positions as usize {
-        return reject(RiskRule::MaxCorrelatedPositions,
+        return reject(
+            RiskRule::MaxCorrelatedPositions,
             why(&|| {
                 format!(
                     "{} open positions correlate above {} with {} ({}); the policy allows {}",
@@ -223,7 +239,10 @@ pub fn evaluate(input: &RiskInput<'_>) -> (RiskDecision, Option<RiskApproved<Ent
     // Sizing.
     let equity = input.equity;
     if equity <= Decimal::ZERO {
-        return reject(RiskRule::Equity, why(&|| format!("account equity is {equity} USD")));
+        return reject(
+            RiskRule::Equity,
+            why(&|| format!("account equity is {equity} USD")),
+        );
     }
     let risk_budget = equity * p.sizing.risk_per_trade_pct.fraction();
     let per_share = stop.map(|st| (entry - st).abs());

@@ -8,8 +8,8 @@ use crate::agents::LlmAgents;
 use crate::agents::dag::{AccountView, ExecInput, execute};
 use crate::broker::{OrderPurpose, Submit};
 use crate::engine::core::{
-    BarEvent, CoreCommand, ExecRequest, History, Intent, PipelineCore, PipelineSpec,
-    SignalOutcome, SkipReason, Status,
+    BarEvent, CoreCommand, ExecRequest, History, Intent, PipelineCore, PipelineSpec, SignalOutcome,
+    SkipReason, Status,
 };
 use crate::engine::state::{ExecutionRecord, ExecutionStatus, execution_id};
 use crate::metrics::ExecutionResult;
@@ -242,7 +242,7 @@ impl PipelineRunner {
                     .iter()
                     .filter(|r| r.status != super::account::CloseStatus::Failed)
                     .count() as u64;
-                if !results.is_empty() {
+                if !results.is_empty() && self.record {
                     info!(pipeline = %self.core.name(), positions = results.len(), purpose = purpose.as_str(), %reason, "flattening");
                 }
                 let kind = match purpose {
@@ -273,15 +273,21 @@ impl PipelineRunner {
         };
         let name = self.core.name().to_string();
         let symbol = self.core.symbol(request.symbol).to_string();
-        let id = execution_id(&name, &symbol, request.at);
-        let span = info_span!("execution", pipeline = %name, execution_id = %id, symbol = %symbol);
+        // The id and the span are only made when the execution is recorded (a backtest runs
+        // this for every bar).
+        let span = if self.record {
+            let id = execution_id(&name, &symbol, request.at);
+            info_span!("execution", pipeline = %name, execution_id = %id, symbol = %symbol)
+        } else {
+            tracing::Span::none()
+        };
         let started = std::time::Instant::now();
         let store = account.store().filter(|_| self.record).cloned();
         let c = self.core.compiled();
         let revision = self.core.spec().revision.clone();
         if let Some(store) = &store {
             let skeleton = ExecutionRecord {
-                id: id.clone(),
+                id: execution_id(&name, &symbol, request.at),
                 pipeline: name.clone(),
                 revision: revision.clone(),
                 symbol: symbol.clone(),

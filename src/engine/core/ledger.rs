@@ -120,8 +120,7 @@ impl Ledger {
     /// Remembers an entry before it is submitted, so that its fills open a trade with its
     /// stop and targets, and so that it counts as a position until it is settled.
     pub fn expect_entry(&mut self, order: &EntryOrder, move_stop_to_breakeven: bool, mode: &str) {
-        self.book
-            .expect_entry(order, move_stop_to_breakeven, mode);
+        self.book.expect_entry(order, move_stop_to_breakeven, mode);
     }
 
     /// Sets the trade-manager options of `pipeline`'s pending entries (see
@@ -348,7 +347,8 @@ impl Ledger {
             && !self.native(broker)
             && let Some(plan) = plan
         {
-            out.follow_ups.extend(separate_legs(broker, &plan, order, fill));
+            out.follow_ups
+                .extend(separate_legs(broker, &plan, order, fill));
         }
         if !order.status.is_open() && fill.purpose == OrderPurpose::Entry {
             self.book.drop_entry(&fill.client_order_id);
@@ -581,7 +581,10 @@ fn separate_legs(broker: &str, plan: &EntryOrder, order: &OrderState, fill: &Fil
     };
     if let Some(stop) = plan.stop_loss {
         legs.push(leg(
-            suffix(bracket_leg_id(&plan.client_order_id, OrderPurpose::StopLoss)),
+            suffix(bracket_leg_id(
+                &plan.client_order_id,
+                OrderPurpose::StopLoss,
+            )),
             OrderType::Stop { price: stop },
             OrderPurpose::StopLoss,
             fill.quantity,

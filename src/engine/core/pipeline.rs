@@ -314,9 +314,10 @@ impl PipelineCore {
             .as_ref()
             .and_then(|s| s.next_after(utc(now)))
             .map(|t| t.timestamp());
-        self.once_at = trigger.once.as_ref().map(|once| {
-            now + i64::try_from(once.delay.std().as_secs()).unwrap_or(i64::MAX / 2)
-        });
+        self.once_at = trigger
+            .once
+            .as_ref()
+            .map(|once| now + i64::try_from(once.delay.std().as_secs()).unwrap_or(i64::MAX / 2));
         self.next_flatten = self.next_flatten_after(now);
     }
 
@@ -439,7 +440,11 @@ impl PipelineCore {
         let strategy_tf = self.spec.compiled.strategy_timeframe;
         let mut fire: Vec<usize> = Vec::new();
         let mut cont: Vec<usize> = Vec::new();
-        let bars = if t <= self.warmed_until { &[][..] } else { bars };
+        let bars = if t <= self.warmed_until {
+            &[][..]
+        } else {
+            bars
+        };
         let (trigger_tf, continuous_tf) = (self.trigger_tf, self.continuous_tf);
         for e in bars {
             let Some(i) = self.symbol_index(&e.symbol) else {
@@ -690,9 +695,8 @@ impl PipelineCore {
                 .and_then(|b| ledger.account(b))
                 .map_or(Decimal::ZERO, |a| a.equity)
         });
-        if let Some(reason) = self.limits.update_pnl(&c.limits, pnl, base) {
-            tracing::warn!(pipeline = %name, %reason, "pipeline limit reached: entries halted until the next day");
-        }
+        // A limit reached halts entries until the next day; the status says why.
+        let _ = self.limits.update_pnl(&c.limits, pnl, base);
         if let (Some(limit), Some(b)) = (c.risk.limits.daily_loss_usd, broker.as_deref())
             && let Some(day) = ledger.day()
             && self.risk_halted != Some(day)
@@ -810,7 +814,10 @@ impl PipelineCore {
         if subs.is_empty() {
             return SignalOutcome::NotSubscribed;
         }
-        let Some(i) = self.symbol_index(symbol).filter(|&i| self.feeds[i].is_some()) else {
+        let Some(i) = self
+            .symbol_index(symbol)
+            .filter(|&i| self.feeds[i].is_some())
+        else {
             return SignalOutcome::NotInScanner;
         };
         if !subs.iter().any(|min| confidence >= *min) {

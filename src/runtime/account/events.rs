@@ -33,7 +33,9 @@ impl Account {
     /// [`crate::engine::core::Ledger::roll_day`]); a bar closing at local midnight belongs
     /// to the day that ended.
     pub fn roll_day(&self, t: i64, tz: chrono_tz::Tz) {
-        let day = crate::engine::clock::utc(t - 1).with_timezone(&tz).date_naive();
+        let day = crate::engine::clock::utc(t - 1)
+            .with_timezone(&tz)
+            .date_naive();
         lock(&self.ledger).roll_day(day);
     }
 
@@ -90,9 +92,14 @@ impl Account {
             match event {
                 BrokerEvent::Fill { fill, order } => {
                     for t in &applied.closed {
-                        info!(pipeline = %t.pipeline, symbol = %t.symbol, pnl = %t.pnl, reason = t.exit_reason.as_str(), "trade closed");
+                        if self.store.is_some() {
+                            info!(pipeline = %t.pipeline, symbol = %t.symbol, pnl = %t.pnl, reason = t.exit_reason.as_str(), "trade closed");
+                        }
                         if let Some(m) = &self.metrics {
-                            m.set_realized_pnl(&t.pipeline, lock(&self.ledger).realized(&t.pipeline));
+                            m.set_realized_pnl(
+                                &t.pipeline,
+                                lock(&self.ledger).realized(&t.pipeline),
+                            );
                         }
                     }
                     self.keep_trades(&applied.closed);
@@ -113,6 +120,7 @@ impl Account {
                 }
                 other => {
                     match &other {
+                        _ if self.store.is_none() => {}
                         BrokerEvent::Cancelled { order, reason }
                         | BrokerEvent::Rejected { order, reason } => {
                             info!(client_order_id = %order.client_order_id, %reason, status = order.status.as_str(), "order closed without a fill");
@@ -187,7 +195,8 @@ impl Account {
                     .trade(order.pipeline(), order.symbol())
                     .map(|t| t.mode.clone())
                     .unwrap_or_default();
-                let mode = super::parse_mode(&mode).unwrap_or(crate::config::pipeline::Mode::Simulation);
+                let mode =
+                    super::parse_mode(&mode).unwrap_or(crate::config::pipeline::Mode::Simulation);
                 if let Err(e) = self
                     .submit_unpumped(&broker, mode, execution_id.as_deref(), order, false)
                     .await

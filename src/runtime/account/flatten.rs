@@ -58,7 +58,8 @@ impl Account {
 
     async fn flatten_locked(&self, scope: &Scope, purpose: OrderPurpose) -> Vec<CloseResult> {
         let now = self.now();
-        let plan = lock(&self.ledger).flatten(scope, purpose, &format!("{now}-{}", purpose.as_str()));
+        let plan =
+            lock(&self.ledger).flatten(scope, purpose, &format!("{now}-{}", purpose.as_str()));
         let mut touched: BTreeSet<String> = BTreeSet::new();
         for (broker, id) in &plan.cancels {
             self.cancel_locked(broker, id).await;
@@ -142,7 +143,9 @@ impl Account {
                         order: state.clone(),
                     });
                     let (status, price, error) = match state.status {
-                        OrderStatus::Filled => (CloseStatus::Filled, Some(state.average_price), None),
+                        OrderStatus::Filled => {
+                            (CloseStatus::Filled, Some(state.average_price), None)
+                        }
                         OrderStatus::Rejected | OrderStatus::Cancelled | OrderStatus::Expired => {
                             if let Some(m) = &self.metrics {
                                 m.order_rejected(&pipeline, "broker");
@@ -222,8 +225,14 @@ impl Account {
             "positions": results,
             "halts": self.halts_json(),
         });
-        self.record_intervention(InterventionKind::Emergency, scope, reason, answer.clone(), now)
-            .await;
+        self.record_intervention(
+            InterventionKind::Emergency,
+            scope,
+            reason,
+            answer.clone(),
+            now,
+        )
+        .await;
         warn!(%scope, %reason, positions = results.len(), duration_ms = started.elapsed().as_secs_f64() * 1000.0, "emergency close");
         answer
     }
@@ -269,7 +278,7 @@ impl Account {
         {
             self.store_failed(StoreOperation::Journal, &e);
         }
-        if fresh {
+        if fresh && self.store.is_some() {
             if halt.cause == HaltCause::RiskDailyLoss {
                 self.record_intervention(
                     InterventionKind::RiskHalt,

@@ -207,7 +207,11 @@ impl Account {
             .replace_stop(client_order_id, price, quantity)
             .await
         {
-            Ok(()) => info!(%client_order_id, %price, "stop moved to breakeven after target 1"),
+            Ok(()) => {
+                if self.store.is_some() {
+                    info!(%client_order_id, %price, "stop moved to breakeven after target 1");
+                }
+            }
             Err(e) => warn!(%client_order_id, error = %e, "the stop could not be moved"),
         }
     }

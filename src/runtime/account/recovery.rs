@@ -59,7 +59,10 @@ impl Account {
         let mut positions: BTreeMap<(String, String), (String, Position)> = BTreeMap::new();
         for (name, slot) in &self.slots {
             for p in lock(&self.ledger).positions(name) {
-                positions.insert((p.pipeline.clone(), p.symbol.clone()), (name.clone(), p.clone()));
+                positions.insert(
+                    (p.pipeline.clone(), p.symbol.clone()),
+                    (name.clone(), p.clone()),
+                );
             }
             match slot.broker.open_orders().await {
                 Ok(orders) => {
@@ -142,7 +145,12 @@ impl Account {
         // Intents written but not confirmed: the broker tells whether the order went out.
         for intent in store.pending_intents().await? {
             let known = match self.slots.get(&intent.broker) {
-                Some(slot) => slot.broker.order(&intent.client_order_id).await.ok().flatten(),
+                Some(slot) => slot
+                    .broker
+                    .order(&intent.client_order_id)
+                    .await
+                    .ok()
+                    .flatten(),
                 None => None,
             };
             match known {
