@@ -178,3 +178,89 @@ fn a_pipeline_removed_while_the_daemon_was_down_still_closes_its_positions() {
     let (code, _) = d.signal("TERM", Duration::from_secs(10));
     assert_eq!(code, Some(0));
 }
+
+/// Copies `examples/` (Alpaca and IBKR paper accounts, an LLM pipeline, signal pipelines,
+/// the simulated broker) into `dir`.
+fn copy_examples(dir: &std::path::Path) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    std::fs::copy(root.join("ztraded.toml"), dir.join("ztraded.toml")).unwrap();
+    for sub in ["pipelines", "scanners", "risk"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for entry in std::fs::read_dir(root.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(sub).join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn pipelines_on_brokers_this_build_cannot_connect_fail_and_the_others_run() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let mut d = Daemon::start(dir.path(), free_port(), 86_400, &[]);
+    // It starts (it used to exit 2) ...
+    d.wait_ready(Duration::from_secs(30));
+    // ... the pipeline on the Alpaca account fails with the reason, the others run.
+    d.wait_for("the failed pipeline", Duration::from_secs(20), |d| {
+        d.metric("ztraded_pipelines{state=\"failed\"}") >= 1.0
+            && d.metric("ztraded_pipelines{state=\"running\"}") >= 2.0
+    });
+    let log = d.log_text();
+    assert!(
+        log.contains("llm-swing") && log.contains("alpaca accounts are not connected"),
+        "{}",
+        common::tail(&log, 40)
+    );
+    // Added while running: failed with its reason too, not silently ignored.
+    let text = std::fs::read_to_string(dir.path().join("pipelines/ibkr-paper-trend.yaml"))
+        .unwrap()
+        .replace("enabled: false", "enabled: true");
+    std::fs::write(dir.path().join("pipelines/ibkr-second.yaml"), text).unwrap();
+    d.wait_for("the added pipeline failing", Duration::from_secs(20), |d| {
+        d.metric("ztraded_pipelines{state=\"failed\"}") >= 2.0
+    });
+    let log = d.log_text();
+    assert!(
+        log.contains("ibkr-second") && log.contains("ibkr accounts are not connected"),
+        "{}",
+        common::tail(&log, 20)
+    );
+}
+
+#[test]
+fn the_end_of_the_replay_keeps_the_port_and_the_emergency_close() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_root_config(dir.path());
+    // Fast: 2012 to the end of the shipped data in a few seconds.
+    let mut d = Daemon::start(dir.path(), free_port(), 1_000_000_000, &[]);
+    d.wait_ready(Duration::from_secs(30));
+    d.wait_for("the end of the replay", Duration::from_secs(120), |d| {
+        d.log_text().contains("the replay data is exhausted")
+    });
+    let log = d.log_text();
+    assert_eq!(log.matches("the replay data is exhausted").count(), 1);
+    // The newest bar per symbol is on /metrics (what a staleness alert reads).
+    let (status, text) = d.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let last_aapl = d.metric(
+        "ztraded_market_data_last_bar_timestamp_seconds{symbol=\"AAPL\",timeframe=\"1d\"}",
+    );
+    assert!(last_aapl > 1.5e9, "{text}");
+    // The emergency close still answers, and a scope that names nothing is a 404.
+    let (status, body) = d
+        .post(
+            "/v1/close",
+            r#"{"scope": {"pipeline": "no-such-pipe"}, "reason": "typo"}"#,
+            Some(TOKEN),
+        )
+        .unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("golden-cross"), "the known names: {body}");
+    let (status, body) = d
+        .post("/v1/close", r#"{"scope": "all", "reason": "end"}"#, Some(TOKEN))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"halts\""), "{body}");
+    let (code, _) = d.signal("TERM", Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
