@@ -242,9 +242,8 @@ fn the_end_of_the_replay_keeps_the_port_and_the_emergency_close() {
     // The newest bar per symbol is on /metrics (what a staleness alert reads).
     let (status, text) = d.get("/metrics").unwrap();
     assert_eq!(status, 200);
-    let last_aapl = d.metric(
-        "ztraded_market_data_last_bar_timestamp_seconds{symbol=\"AAPL\",timeframe=\"1d\"}",
-    );
+    let last_aapl = d
+        .metric("ztraded_market_data_last_bar_timestamp_seconds{symbol=\"AAPL\",timeframe=\"1d\"}");
     assert!(last_aapl > 1.5e9, "{text}");
     // The emergency close still answers, and a scope that names nothing is a 404.
     let (status, body) = d
@@ -257,7 +256,11 @@ fn the_end_of_the_replay_keeps_the_port_and_the_emergency_close() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("golden-cross"), "the known names: {body}");
     let (status, body) = d
-        .post("/v1/close", r#"{"scope": "all", "reason": "end"}"#, Some(TOKEN))
+        .post(
+            "/v1/close",
+            r#"{"scope": "all", "reason": "end"}"#,
+            Some(TOKEN),
+        )
         .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"halts\""), "{body}");

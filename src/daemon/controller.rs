@@ -81,6 +81,7 @@ impl Controller {
             };
             if let Err(e) = self.shared.store.record_reconcile(&record).await {
                 warn!(error = %e, "reconcile not stored");
+                metrics.store_error(crate::metrics::StoreOperation::State);
             }
             metrics.reconcile_finished(started.elapsed().as_secs_f64());
             return Outcome::Refused(errors);
@@ -124,6 +125,7 @@ impl Controller {
         };
         if let Err(e) = self.shared.store.record_reconcile(&record).await {
             warn!(error = %e, "reconcile not stored");
+            metrics.store_error(crate::metrics::StoreOperation::State);
         }
         if let Err(e) = self
             .shared
@@ -132,6 +134,7 @@ impl Controller {
             .await
         {
             warn!(error = %e, "applied revision files not stored");
+            metrics.store_error(crate::metrics::StoreOperation::State);
         }
         self.applied = Some(new);
         self.reap();

@@ -296,7 +296,10 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     match store.mark_running_interrupted().await {
         Ok(n) if n > 0 => warn!(count = n, "executions interrupted by the shutdown"),
         Ok(_) => {}
-        Err(e) => warn!(error = %e, "could not mark interrupted executions"),
+        Err(e) => {
+            warn!(error = %e, "could not mark interrupted executions");
+            metrics.store_error(crate::metrics::StoreOperation::Execution);
+        }
     }
     account.persist().await;
     let _ = http.await;

@@ -114,10 +114,85 @@ pub enum FollowUp {
     CancelGroup(String),
 }
 
+/// A map keyed by (pipeline, symbol) that is read with borrowed keys (no allocation per
+/// lookup: the engine asks for every bar) and iterates in (pipeline, symbol) order.
+#[derive(Clone, Debug)]
+pub struct PairMap<V> {
+    inner: BTreeMap<String, BTreeMap<String, V>>,
+    len: usize,
+}
+
+impl<V> Default for PairMap<V> {
+    fn default() -> Self {
+        PairMap {
+            inner: BTreeMap::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<V> PairMap<V> {
+    /// The value of (`a`, `b`).
+    pub fn get(&self, a: &str, b: &str) -> Option<&V> {
+        self.inner.get(a)?.get(b)
+    }
+
+    /// The value of (`a`, `b`), mutably.
+    pub fn get_mut(&mut self, a: &str, b: &str) -> Option<&mut V> {
+        self.inner.get_mut(a)?.get_mut(b)
+    }
+
+    /// Sets (`a`, `b`); returns the previous value.
+    pub fn insert(&mut self, a: &str, b: &str, value: V) -> Option<V> {
+        let old = self
+            .inner
+            .entry(a.to_string())
+            .or_default()
+            .insert(b.to_string(), value);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Removes (`a`, `b`).
+    pub fn remove(&mut self, a: &str, b: &str) -> Option<V> {
+        let inner = self.inner.get_mut(a)?;
+        let old = inner.remove(b);
+        if inner.is_empty() {
+            self.inner.remove(a);
+        }
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
+    /// The values of `a`, in `b` order.
+    pub fn values_of(&self, a: &str) -> impl Iterator<Item = &V> {
+        self.inner.get(a).into_iter().flat_map(|m| m.values())
+    }
+
+    /// Every value, in (`a`, `b`) order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.inner.values().flat_map(|m| m.values())
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// Open trades by (pipeline, symbol) and the trades closed since the last drain.
 #[derive(Clone, Debug, Default)]
 pub struct Book {
-    open: BTreeMap<(String, String), OpenTrade>,
+    open: PairMap<OpenTrade>,
     pending: HashMap<String, (EntryOrder, bool, String)>,
     closed: Vec<TradeRecord>,
 }
@@ -174,19 +249,18 @@ impl Book {
 
     /// Forgets the open trade of `pipeline` in `symbol` (the broker holds no such position).
     pub fn remove(&mut self, pipeline: &str, symbol: &str) -> Option<OpenTrade> {
-        self.open
-            .remove(&(pipeline.to_string(), symbol.to_string()))
+        self.open.remove(pipeline, symbol)
     }
 
     /// Re-adopts an open trade (after a restart, from the store and the broker).
     pub fn adopt(&mut self, trade: OpenTrade) {
-        self.open
-            .insert((trade.pipeline.clone(), trade.symbol.clone()), trade);
+        let (p, s) = (trade.pipeline.clone(), trade.symbol.clone());
+        self.open.insert(&p, &s, trade);
     }
 
     /// The open trade of `pipeline` in `symbol`.
     pub fn get(&self, pipeline: &str, symbol: &str) -> Option<&OpenTrade> {
-        self.open.get(&(pipeline.to_string(), symbol.to_string()))
+        self.open.get(pipeline, symbol)
     }
 
     /// The position view the strategy and trade manager read.
@@ -206,6 +280,11 @@ impl Book {
         self.open.values()
     }
 
+    /// The open trades of `pipeline`, ordered by symbol.
+    pub fn open_trades_of(&self, pipeline: &str) -> impl Iterator<Item = &OpenTrade> {
+        self.open.values_of(pipeline)
+    }
+
     /// Number of open trades.
     pub fn len(&self) -> usize {
         self.open.len()
@@ -218,10 +297,7 @@ impl Book {
 
     /// Counts one more bar of the strategy timeframe for an open trade.
     pub fn bar_closed(&mut self, pipeline: &str, symbol: &str) {
-        if let Some(t) = self
-            .open
-            .get_mut(&(pipeline.to_string(), symbol.to_string()))
-        {
+        if let Some(t) = self.open.get_mut(pipeline, symbol) {
             t.bars_held += 1;
         }
     }
@@ -233,11 +309,11 @@ impl Book {
 
     /// Books a fill at broker `broker`; returns what the engine must do next.
     pub fn on_fill(&mut self, broker: &str, fill: &Fill) -> Vec<FollowUp> {
-        let key = (fill.pipeline.clone(), fill.symbol.clone());
+        let (kp, ks) = (fill.pipeline.as_str(), fill.symbol.as_str());
         let mut follow = Vec::new();
         if fill.purpose == OrderPurpose::Entry {
             let plan = self.pending.get(&fill.client_order_id).cloned();
-            match self.open.get_mut(&key) {
+            match self.open.get_mut(kp, ks) {
                 Some(t) => {
                     let total = t.quantity + fill.quantity;
                     t.average_price = ((t.average_price * t.quantity + fill.price * fill.quantity)
@@ -274,7 +350,8 @@ impl Book {
                             .map(|t| t.price)
                     };
                     self.open.insert(
-                        key,
+                        kp,
+                        ks,
                         OpenTrade {
                             broker: broker.to_string(),
                             pipeline: fill.pipeline.clone(),
@@ -307,7 +384,7 @@ impl Book {
             }
             return follow;
         }
-        let Some(t) = self.open.get_mut(&key) else {
+        let Some(t) = self.open.get_mut(kp, ks) else {
             return follow;
         };
         let qty = fill.quantity.min(t.quantity);
@@ -335,7 +412,7 @@ impl Book {
             }
         }
         if t.quantity.is_zero() {
-            let Some(t) = self.open.remove(&key) else {
+            let Some(t) = self.open.remove(kp, ks) else {
                 return follow;
             };
             follow.push(FollowUp::CancelGroup(t.group.clone()));

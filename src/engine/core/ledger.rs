@@ -14,7 +14,7 @@ use crate::broker::{
     Position, PositionSide, bracket_leg_id, client_order_id,
 };
 use crate::domain::{Halt, Scope};
-use crate::engine::book::{Book, FollowUp, OpenTrade};
+use crate::engine::book::{Book, FollowUp, OpenTrade, PairMap};
 use crate::engine::state::PositionView;
 use crate::engine::trades::TradeRecord;
 use chrono::NaiveDate;
@@ -77,7 +77,7 @@ pub struct Ledger {
     book: Book,
     orders: HashMap<String, WorkingOrder>,
     /// Client order ids of the working orders by (pipeline, symbol).
-    by_position: BTreeMap<(String, String), Vec<String>>,
+    by_position: PairMap<Vec<String>>,
     halts: BTreeMap<String, Halt>,
     realized: HashMap<String, Decimal>,
     day: Option<NaiveDate>,
@@ -147,10 +147,12 @@ impl Ledger {
 
     /// Open trades of `pipeline`.
     pub fn open_trade_count(&self, pipeline: &str) -> usize {
-        self.book
-            .open_trades()
-            .filter(|t| t.pipeline == pipeline)
-            .count()
+        self.book.open_trades_of(pipeline).count()
+    }
+
+    /// The open trades of `pipeline`, by symbol.
+    pub fn open_trades_of(&self, pipeline: &str) -> impl Iterator<Item = &OpenTrade> {
+        self.book.open_trades_of(pipeline)
     }
 
     /// The position view of `pipeline` in `symbol` for strategies and the trade manager,
@@ -195,7 +197,7 @@ impl Ledger {
     /// Working orders of `pipeline` in `symbol`.
     pub fn working(&self, pipeline: &str, symbol: &str) -> impl Iterator<Item = &WorkingOrder> {
         self.by_position
-            .get(&(pipeline.to_string(), symbol.to_string()))
+            .get(pipeline, symbol)
             .into_iter()
             .flatten()
             .filter_map(|id| self.orders.get(id))
@@ -213,10 +215,7 @@ impl Ledger {
 
     /// Working orders of `pipeline` (entries, legs, exits).
     pub fn working_count(&self, pipeline: &str) -> usize {
-        self.orders
-            .values()
-            .filter(|w| w.order.pipeline == pipeline)
-            .count()
+        self.by_position.values_of(pipeline).map(Vec::len).sum()
     }
 
     /// Records `order` of `broker` as working (a submission the broker accepted), or
@@ -224,10 +223,16 @@ impl Ledger {
     pub fn track(&mut self, broker: &str, order: &OrderState) {
         let id = order.client_order_id.clone();
         if order.status.is_open() {
-            let key = (order.pipeline.clone(), order.symbol.clone());
-            let ids = self.by_position.entry(key).or_default();
-            if !ids.contains(&id) {
-                ids.push(id.clone());
+            match self.by_position.get_mut(&order.pipeline, &order.symbol) {
+                Some(ids) => {
+                    if !ids.contains(&id) {
+                        ids.push(id.clone());
+                    }
+                }
+                None => {
+                    self.by_position
+                        .insert(&order.pipeline, &order.symbol, vec![id.clone()]);
+                }
             }
             self.orders.insert(
                 id,
@@ -237,11 +242,11 @@ impl Ledger {
                 },
             );
         } else if let Some(w) = self.orders.remove(&id) {
-            let key = (w.order.pipeline, w.order.symbol);
-            if let Some(ids) = self.by_position.get_mut(&key) {
+            let (p, s) = (w.order.pipeline.as_str(), w.order.symbol.as_str());
+            if let Some(ids) = self.by_position.get_mut(p, s) {
                 ids.retain(|i| *i != id);
                 if ids.is_empty() {
-                    self.by_position.remove(&key);
+                    self.by_position.remove(p, s);
                 }
             }
         }

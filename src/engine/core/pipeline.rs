@@ -739,8 +739,7 @@ impl PipelineCore {
     fn unprotected(&self, ledger: &Ledger) -> bool {
         let name = self.name();
         ledger
-            .open_trades()
-            .filter(|t| t.pipeline == name)
+            .open_trades_of(name)
             .any(|t| !ledger.view(name, &t.symbol).is_some_and(|v| v.exit_pending))
     }
 
@@ -749,7 +748,7 @@ impl PipelineCore {
     pub fn pnl(&self, ledger: &Ledger) -> Decimal {
         let name = self.name();
         let mut pnl = ledger.realized(name);
-        for t in ledger.open_trades().filter(|t| t.pipeline == name) {
+        for t in ledger.open_trades_of(name) {
             let mark = self
                 .symbol_index(&t.symbol)
                 .and_then(|i| self.feed(i))
