@@ -14,8 +14,8 @@ use ztraded::broker::types::Side;
 use ztraded::config::pipeline::Mode;
 use ztraded::config::settings::HttpSettings;
 use ztraded::http::{
-    AdminToken, ClientError, Control, ControlError, HttpState, Readiness, Scope, client_close,
-    client_resume, serve,
+    AdminToken, ClientError, Control, ControlError, HttpState, Limits, Readiness, Scope,
+    client_close, client_resume, serve,
 };
 use ztraded::metrics::{
     ALL_NAMES, ExecutionResult, HaltCounts, Metrics, PipelineCounts, ReloadResult, ScopeKind,
@@ -81,6 +81,7 @@ async fn start_with(admin_token: Option<AdminToken>) -> Server {
         readiness: readiness.clone(),
         admin_token,
         max_body_bytes: MAX_BODY,
+        limits: Limits::default(),
     };
     start_state(state, control, readiness, metrics).await
 }
@@ -425,6 +426,10 @@ async fn without_a_token_the_admin_endpoints_do_not_exist() {
     .unwrap();
     assert!(state.admin_token.is_none());
     assert_eq!(state.max_body_bytes, 4096);
+    assert_eq!(state.limits, Limits::default());
+    assert_eq!(state.limits.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(state.limits.idle_timeout, Duration::from_secs(60));
+    assert_eq!(state.limits.max_connections, 512);
     let s = start_state(state, control, readiness, metrics).await;
 
     let unknown = client()
