@@ -107,10 +107,14 @@ enum Command {
         /// The config directory (for the settings).
         #[arg(long, default_value = ".")]
         config: PathBuf,
+        /// Print the daemon's JSON answer instead of the summary.
+        #[arg(long)]
+        json: bool,
     },
-    /// Clear a halt latched by an emergency close or a risk limit.
+    /// Clear a halt latched by an emergency close or a risk limit. Prints the halts still in
+    /// force afterwards.
     Resume {
-        /// Every pipeline and symbol.
+        /// Every halt: the one on all and every pipeline and symbol halt.
         #[arg(long, conflicts_with_all = ["pipeline", "symbol"], required_unless_present_any = ["pipeline", "symbol"])]
         all: bool,
         /// One pipeline.
@@ -128,6 +132,9 @@ enum Command {
         /// The config directory (for the settings).
         #[arg(long, default_value = ".")]
         config: PathBuf,
+        /// Print the daemon's JSON answer instead of the summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a pipeline over historical bars with a simulated clock and broker.
     ///
@@ -288,6 +295,7 @@ fn main() -> ExitCode {
             reason,
             addr,
             config,
+            json,
         } => match (scope(pipeline, symbol), runtime(Some(1))) {
             (Ok(scope), Ok(rt)) => rt.block_on(cmd::run::close_or_resume(
                 &config,
@@ -295,6 +303,7 @@ fn main() -> ExitCode {
                 scope,
                 Some(reason),
                 false,
+                json,
                 &mut out,
                 &mut err,
             )),
@@ -312,9 +321,10 @@ fn main() -> ExitCode {
             reason,
             addr,
             config,
+            json,
         } => match (scope(pipeline, symbol), runtime(Some(1))) {
             (Ok(scope), Ok(rt)) => rt.block_on(cmd::run::close_or_resume(
-                &config, addr, scope, reason, true, &mut out, &mut err,
+                &config, addr, scope, reason, true, json, &mut out, &mut err,
             )),
             (Err(e), _) => {
                 use std::io::Write;

@@ -23,16 +23,17 @@
 //!    `Content-Length` (chunked) is read through a limit and gets 413 as soon as it passes it;
 //!    a body that takes more than [`BODY_READ_TIMEOUT`] to arrive → 408;
 //! 4. JSON: malformed, unknown fields, an unknown or invalid scope, a blank close reason → 400;
-//! 5. the control: `Ok(json)` → 200 with it, a [`ControlError`] → 409, 503 or 500. The
-//!    control runs in a task of its own: a client that goes away does not cancel an emergency
-//!    close midway.
+//! 5. the control: `Ok(json)` → 200 with it, a [`ControlError`] → 404 (`unknown_scope`, with
+//!    the names the daemon knows under `known`), 409, 503 or 500. The control runs in a task
+//!    of its own: a client that goes away does not cancel an emergency close midway.
 //!
 //! The `Content-Type` of a request is not checked (`curl -d` sends a form type): the bearer
 //! token, which a browser cannot add to a cross-site request without a CORS preflight that
 //! this server never grants, is what protects the endpoints. Every error answer is JSON:
 //! `{"error": "<code>", "message": "<sentence>"}` with the codes `not_found`,
 //! `method_not_allowed`, `unauthorized`, `payload_too_large`, `request_timeout`,
-//! `bad_request`, `conflict`, `unavailable` and `internal`.
+//! `bad_request`, `unknown_scope`, `conflict`, `unavailable` and `internal`; an
+//! `unknown_scope` answer also has `"known": {"pipelines": [...], "symbols": [...]}`.
 //!
 //! Connections are bounded so that `/metrics` and `/v1/close` stay reachable under abuse
 //! (`[http] header_read_timeout`, `idle_timeout`, `max_connections`; see [`Limits`]): a slow
@@ -47,7 +48,10 @@ pub mod scope;
 mod server;
 
 pub use auth::{AdminToken, TokenError};
-pub use client::{CLIENT_TIMEOUT, ClientError, client_close, client_resume};
+pub use client::{
+    CLIENT_TIMEOUT, ClientError, client_close, client_resume, describe_close, describe_halts,
+    describe_resume,
+};
 pub use connections::{Limits, SHUTDOWN_GRACE};
 pub use scope::{CloseRequest, ResumeRequest, Scope, ScopeError};
 pub use server::{BODY_READ_TIMEOUT, router};
@@ -72,6 +76,19 @@ pub enum ControlError {
     /// Something failed midway: 500. The message should say what was done before the failure.
     #[error("{0}")]
     Failed(String),
+    /// The scope names no pipeline or symbol the daemon knows (a typo must not latch a halt
+    /// on a name that trades nothing while the real pipeline goes on): 404 with
+    /// `{"error": "unknown_scope", "message": ..., "known": {"pipelines": [...],
+    /// "symbols": [...]}}`.
+    #[error("{message}")]
+    UnknownScope {
+        /// What was not found, as a sentence (`no pipeline named "aapl-momentun"`).
+        message: String,
+        /// The pipelines the daemon knows, sorted.
+        known_pipelines: Vec<String>,
+        /// The symbols the daemon knows (traded by a pipeline or held), sorted.
+        known_symbols: Vec<String>,
+    },
 }
 
 /// The daemon side of the emergency endpoints. The server calls it exactly once per accepted

@@ -43,6 +43,8 @@ struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `{"known": ...}` of an `unknown_scope` answer.
+    known: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -51,6 +53,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            known: None,
         }
     }
     fn bad_request(message: impl Into<String>) -> ApiError {
@@ -78,13 +81,25 @@ impl From<ControlError> for ApiError {
             ControlError::Failed(m) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
             }
+            ControlError::UnknownScope {
+                message,
+                known_pipelines,
+                known_symbols,
+            } => ApiError {
+                known: Some(json!({"pipelines": known_pipelines, "symbols": known_symbols})),
+                ..ApiError::new(StatusCode::NOT_FOUND, "unknown_scope", message)
+            },
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": self.code, "message": self.message}));
+        let mut body = json!({"error": self.code, "message": self.message});
+        if let (Some(known), Some(fields)) = (self.known, body.as_object_mut()) {
+            fields.insert("known".to_string(), known);
+        }
+        let body = Json(body);
         let mut res = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
