@@ -87,7 +87,9 @@ enum Command {
     },
     /// Emergency close through the running daemon: cancel orders, close positions at market,
     /// halt new entries on the scope. Needs the admin token in the variable the settings
-    /// name (ZTRADED_ADMIN_TOKEN by default).
+    /// name (ZTRADED_ADMIN_TOKEN by default). Prints each position's result and the halts in
+    /// force afterwards; a scope that names no pipeline or symbol the daemon knows is an
+    /// error (exit 1).
     Close {
         /// Every pipeline and symbol.
         #[arg(long, conflicts_with_all = ["pipeline", "symbol"], required_unless_present_any = ["pipeline", "symbol"])]
