@@ -56,6 +56,7 @@ impl Control for SlowControl {
 struct Server {
     addr: SocketAddr,
     control: Arc<SlowControl>,
+    metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), HttpError>>,
 }
@@ -76,8 +77,9 @@ impl Server {
 
 async fn start(limits: Limits, control: SlowControl) -> Server {
     let control = Arc::new(control);
+    let metrics = Arc::new(Metrics::new().unwrap());
     let state = HttpState {
-        metrics: Arc::new(Metrics::new().unwrap()),
+        metrics: metrics.clone(),
         control: control.clone(),
         readiness: Arc::new(Readiness::new("starting")),
         admin_token: AdminToken::new(TOKEN, "TEST_TOKEN").unwrap(),
@@ -93,6 +95,7 @@ async fn start(limits: Limits, control: SlowControl) -> Server {
     Server {
         addr,
         control,
+        metrics,
         stop: Some(tx),
         task,
     }
@@ -490,6 +493,33 @@ async fn a_client_that_hangs_up_does_not_cancel_the_close() {
         *s.control.scopes.lock().unwrap(),
         vec![Scope::Symbol("AAPL".into())]
     );
+}
+
+#[tokio::test]
+async fn a_metrics_answer_much_larger_than_the_head_buffer_arrives_whole() {
+    let s = start(limits(5_000, 5_000, 8, 1_000), SlowControl::default()).await;
+    for i in 0..3_000 {
+        s.metrics.execution_finished(
+            &format!("pipeline-{i:05}"),
+            ztraded::metrics::ExecutionResult::Completed,
+            0.25,
+        );
+    }
+    let expected = s.metrics.render();
+    assert!(expected.len() > 200_000, "{}", expected.len());
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(got).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(body, expected);
 }
 
 #[test]
