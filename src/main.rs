@@ -87,7 +87,9 @@ enum Command {
     },
     /// Emergency close through the running daemon: cancel orders, close positions at market,
     /// halt new entries on the scope. Needs the admin token in the variable the settings
-    /// name (ZTRADED_ADMIN_TOKEN by default).
+    /// name (ZTRADED_ADMIN_TOKEN by default). Prints each position's result and the halts in
+    /// force afterwards; a scope that names no pipeline or symbol the daemon knows is an
+    /// error (exit 1).
     Close {
         /// Every pipeline and symbol.
         #[arg(long, conflicts_with_all = ["pipeline", "symbol"], required_unless_present_any = ["pipeline", "symbol"])]
@@ -107,10 +109,14 @@ enum Command {
         /// The config directory (for the settings).
         #[arg(long, default_value = ".")]
         config: PathBuf,
+        /// Print the daemon's JSON answer instead of the summary.
+        #[arg(long)]
+        json: bool,
     },
-    /// Clear a halt latched by an emergency close or a risk limit.
+    /// Clear a halt latched by an emergency close or a risk limit. Prints the halts still in
+    /// force afterwards.
     Resume {
-        /// Every pipeline and symbol.
+        /// Every halt: the one on all and every pipeline and symbol halt.
         #[arg(long, conflicts_with_all = ["pipeline", "symbol"], required_unless_present_any = ["pipeline", "symbol"])]
         all: bool,
         /// One pipeline.
@@ -128,6 +134,9 @@ enum Command {
         /// The config directory (for the settings).
         #[arg(long, default_value = ".")]
         config: PathBuf,
+        /// Print the daemon's JSON answer instead of the summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a pipeline over historical bars with a simulated clock and broker.
     ///
@@ -288,6 +297,7 @@ fn main() -> ExitCode {
             reason,
             addr,
             config,
+            json,
         } => match (scope(pipeline, symbol), runtime(Some(1))) {
             (Ok(scope), Ok(rt)) => rt.block_on(cmd::run::close_or_resume(
                 &config,
@@ -295,6 +305,7 @@ fn main() -> ExitCode {
                 scope,
                 Some(reason),
                 false,
+                json,
                 &mut out,
                 &mut err,
             )),
@@ -312,9 +323,10 @@ fn main() -> ExitCode {
             reason,
             addr,
             config,
+            json,
         } => match (scope(pipeline, symbol), runtime(Some(1))) {
             (Ok(scope), Ok(rt)) => rt.block_on(cmd::run::close_or_resume(
-                &config, addr, scope, reason, true, &mut out, &mut err,
+                &config, addr, scope, reason, true, json, &mut out, &mut err,
             )),
             (Err(e), _) => {
                 use std::io::Write;

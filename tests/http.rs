@@ -14,8 +14,8 @@ use ztraded::broker::types::Side;
 use ztraded::config::pipeline::Mode;
 use ztraded::config::settings::HttpSettings;
 use ztraded::http::{
-    AdminToken, ClientError, Control, ControlError, HttpState, Readiness, Scope, client_close,
-    client_resume, serve,
+    AdminToken, ClientError, Control, ControlError, HttpState, Limits, Readiness, Scope,
+    client_close, client_resume, serve,
 };
 use ztraded::metrics::{
     ALL_NAMES, ExecutionResult, HaltCounts, Metrics, PipelineCounts, ReloadResult, ScopeKind,
@@ -81,6 +81,7 @@ async fn start_with(admin_token: Option<AdminToken>) -> Server {
         readiness: readiness.clone(),
         admin_token,
         max_body_bytes: MAX_BODY,
+        limits: Limits::default(),
     };
     start_state(state, control, readiness, metrics).await
 }
@@ -425,6 +426,10 @@ async fn without_a_token_the_admin_endpoints_do_not_exist() {
     .unwrap();
     assert!(state.admin_token.is_none());
     assert_eq!(state.max_body_bytes, 4096);
+    assert_eq!(state.limits, Limits::default());
+    assert_eq!(state.limits.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(state.limits.idle_timeout, Duration::from_secs(60));
+    assert_eq!(state.limits.max_connections, 512);
     let s = start_state(state, control, readiness, metrics).await;
 
     let unknown = client()
@@ -827,4 +832,190 @@ async fn removed_pipelines_disappear_from_metrics() {
     let after = scrape(&s).await;
     assert_eq!(count(&after, "aapl-momentum"), 0, "{after}");
     assert_eq!(count(&after, "spy-mean-reversion"), 10, "{after}");
+}
+
+fn unknown_pipeline(name: &str) -> ControlError {
+    ControlError::UnknownScope {
+        message: format!("no pipeline named \"{name}\""),
+        known_pipelines: vec!["aapl-momentum".into(), "spy-trend".into()],
+        known_symbols: vec!["AAPL".into(), "SPY".into()],
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_scope_gets_404_with_the_names_the_daemon_knows() {
+    let s = start().await;
+    *s.control.reply.lock().unwrap() = Some(Err(unknown_pipeline("no-such-pipe")));
+    for path in ["/v1/close", "/v1/resume"] {
+        let res = post(
+            &s,
+            path,
+            Some(TOKEN),
+            r#"{"scope": {"pipeline": "no-such-pipe"}, "reason": "typo"}"#,
+        )
+        .await;
+        assert_eq!(res.status(), 404, "{path}");
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(
+            res.json::<Value>().await.unwrap(),
+            json!({
+                "error": "unknown_scope",
+                "message": "no pipeline named \"no-such-pipe\"",
+                "known": {"pipelines": ["aapl-momentum", "spy-trend"], "symbols": ["AAPL", "SPY"]}
+            }),
+            "{path}"
+        );
+    }
+    assert_eq!(s.control.calls().len(), 2);
+
+    // The client turns it into a typed error that suggests the closest name.
+    *s.control.reply.lock().unwrap() = Some(Err(unknown_pipeline("aapl-momentun")));
+    let typo = Scope::pipeline("aapl-momentun").unwrap();
+    let err = client_close(&s.addr.to_string(), TOKEN, &typo, "typo")
+        .await
+        .unwrap_err();
+    match &err {
+        ClientError::UnknownScope {
+            requested,
+            known_pipelines,
+            known_symbols,
+            ..
+        } => {
+            assert_eq!(requested, &typo);
+            assert_eq!(known_pipelines, &["aapl-momentum", "spy-trend"]);
+            assert_eq!(known_symbols, &["AAPL", "SPY"]);
+        }
+        other => panic!("expected UnknownScope, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: unknown scope: no pipeline named \"aapl-momentun\"; did you mean \
+             'aapl-momentum'?; known pipelines: aapl-momentum, spy-trend",
+            s.addr
+        )
+    );
+}
+
+/// Runs the real `ztraded` binary with `args` against the server `s` (an empty config
+/// directory, the token in the default variable). Returns (exit code, stdout, stderr).
+async fn ztraded(s: &Server, args: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztraded"))
+        .args(args)
+        .arg("--addr")
+        .arg(s.addr.to_string())
+        .arg("--config")
+        .arg(dir.path())
+        .env("ZTRADED_ADMIN_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_close_and_resume_commands_print_unknown_scopes_and_halts() {
+    let s = start().await;
+    // A typo: readable error on stderr, nothing on stdout, exit 1.
+    *s.control.reply.lock().unwrap() = Some(Err(unknown_pipeline("no-such-pipe")));
+    let (code, out, err) = ztraded(
+        &s,
+        &["close", "--pipeline", "no-such-pipe", "--reason", "typo"],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        format!(
+            "ztraded: {}: unknown scope: no pipeline named \"no-such-pipe\"; known pipelines: \
+             aapl-momentum, spy-trend\n",
+            s.addr
+        )
+    );
+    let (code, _, err) = ztraded(&s, &["resume", "--pipeline", "no-such-pipe"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown scope"), "{err}");
+
+    // A close: the positions, then the halts latched afterwards.
+    *s.control.reply.lock().unwrap() = Some(Ok(json!({
+        "scope": {"pipeline": "aapl-momentum"},
+        "halted": true,
+        "positions": [
+            {"pipeline": "aapl-momentum", "symbol": "AAPL", "quantity": "-10", "status": "filled",
+             "price": "187.20", "error": null},
+            {"pipeline": "aapl-momentum", "symbol": "MSFT", "quantity": "5", "status": "failed",
+             "price": null, "error": "broker unreachable"}
+        ],
+        "halts": [
+            {"scope": {"pipeline": "aapl-momentum"}, "reason": "emergency close: runaway"},
+            {"scope": {"symbol": "TSLA"}, "reason": "daily loss limit"}
+        ]
+    })));
+    let (code, out, err) = ztraded(
+        &s,
+        &[
+            "close",
+            "--pipeline",
+            "aapl-momentum",
+            "--reason",
+            "runaway",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "emergency close of pipeline aapl-momentum: 2 positions\n\
+         \x20 aapl-momentum  AAPL  -10  filled at 187.20\n\
+         \x20 aapl-momentum  MSFT    5  failed: broker unreachable\n\
+         halts in force (2):\n\
+         \x20 pipeline aapl-momentum: emergency close: runaway\n\
+         \x20 symbol TSLA: daily loss limit\n"
+    );
+
+    // A resume that leaves nothing halted says so.
+    *s.control.reply.lock().unwrap() =
+        Some(Ok(json!({"scope": "all", "resumed": true, "halts": []})));
+    let (code, out, _) = ztraded(&s, &["resume", "--all"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "resumed all: halt cleared\nno halts\n");
+
+    // An answer without `halts` (an older daemon) is tolerated.
+    *s.control.reply.lock().unwrap() = Some(Ok(json!({"scope": "all", "resumed": false})));
+    let (code, out, _) = ztraded(&s, &["resume", "--all"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "resumed all: no halt was latched on it\n\
+         halts: not reported by the daemon (`ztraded status` lists them)\n"
+    );
+    *s.control.reply.lock().unwrap() = Some(Ok(
+        json!({"scope": {"symbol": "AAPL"}, "halted": true, "positions": []}),
+    ));
+    let (code, out, _) = ztraded(&s, &["close", "--symbol", "AAPL", "--reason", "news"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("emergency close of symbol AAPL: no open positions\nhalts: not reported"),
+        "{out}"
+    );
+
+    // --json prints the answer as the daemon sent it.
+    let (code, out, _) = ztraded(
+        &s,
+        &["close", "--symbol", "AAPL", "--reason", "news", "--json"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"scope": {"symbol": "AAPL"}, "halted": true, "positions": []})
+    );
+    assert_eq!(s.control.calls().len(), 7);
 }

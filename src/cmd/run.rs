@@ -50,12 +50,17 @@ pub async fn migrate(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8
 
 /// The emergency close or resume client: reads the address and the admin token variable's
 /// name from the config directory's settings (or `addr`), the token from the environment.
+/// Prints the daemon's answer as a summary (positions, then the halts in force), or as JSON
+/// with `json`. Exit 0 on success, 1 when the daemon refuses or fails (an unknown scope
+/// included), 2 for a usage error.
+#[allow(clippy::too_many_arguments)] // one per command-line option, as `main` passes them
 pub async fn close_or_resume(
     dir: &Path,
     addr: Option<String>,
     scope: Scope,
     reason: Option<String>,
     resume: bool,
+    json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
@@ -81,11 +86,12 @@ pub async fn close_or_resume(
     };
     match answer {
         Ok(v) => {
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&v).unwrap_or_default()
-            );
+            let text = match (json, resume) {
+                (true, _) => serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+                (false, true) => crate::http::describe_resume(&v),
+                (false, false) => crate::http::describe_close(&v),
+            };
+            let _ = write!(out, "{text}");
             EXIT_OK
         }
         Err(e) => {

@@ -76,6 +76,25 @@ pub struct HttpSettings {
     #[serde(default = "default_max_body")]
     #[schemars(range(min = 64, max = 1_048_576))]
     pub max_body_bytes: u32,
+    /// Longest time a request head (request line and headers) may take to arrive, counted
+    /// from the moment the port waits for it: the connection opened, or the previous answer
+    /// on a kept-alive connection was sent. A slower client is disconnected, so a kept-alive
+    /// connection waits at most this long for its next request.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte has moved in either direction for this long, while no
+    /// request on it is being handled, is closed (a client that stops reading its answer,
+    /// a connection left open and unused).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Most connections held open at once (each is one file descriptor). Past it, a new
+    /// connection takes the slot of the oldest one that is not being answered (one still
+    /// waiting for its request head first), so stalled clients cannot lock out `/metrics` or
+    /// `/v1/close`; only when every slot is busy answering a request does a new connection
+    /// get 503.
+    #[serde(default = "default_http_max_connections")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_connections: u32,
 }
 
 fn default_listen() -> String {
@@ -87,6 +106,15 @@ fn default_admin_token_env() -> String {
 fn default_max_body() -> u32 {
     4_096
 }
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_http_max_connections() -> u32 {
+    512
+}
 
 impl Default for HttpSettings {
     fn default() -> Self {
@@ -94,6 +122,9 @@ impl Default for HttpSettings {
             listen: default_listen(),
             admin_token_env: default_admin_token_env(),
             max_body_bytes: default_max_body(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_http_max_connections(),
         }
     }
 }

@@ -23,22 +23,36 @@
 //!    `Content-Length` (chunked) is read through a limit and gets 413 as soon as it passes it;
 //!    a body that takes more than [`BODY_READ_TIMEOUT`] to arrive → 408;
 //! 4. JSON: malformed, unknown fields, an unknown or invalid scope, a blank close reason → 400;
-//! 5. the control: `Ok(json)` → 200 with it, a [`ControlError`] → 409, 503 or 500.
+//! 5. the control: `Ok(json)` → 200 with it, a [`ControlError`] → 404 (`unknown_scope`, with
+//!    the names the daemon knows under `known`), 409, 503 or 500. The control runs in a task
+//!    of its own: a client that goes away does not cancel an emergency close midway.
 //!
 //! The `Content-Type` of a request is not checked (`curl -d` sends a form type): the bearer
 //! token, which a browser cannot add to a cross-site request without a CORS preflight that
 //! this server never grants, is what protects the endpoints. Every error answer is JSON:
 //! `{"error": "<code>", "message": "<sentence>"}` with the codes `not_found`,
 //! `method_not_allowed`, `unauthorized`, `payload_too_large`, `request_timeout`,
-//! `bad_request`, `conflict`, `unavailable` and `internal`.
+//! `bad_request`, `unknown_scope`, `conflict`, `unavailable` and `internal`; an
+//! `unknown_scope` answer also has `"known": {"pipelines": [...], "symbols": [...]}`.
+//!
+//! Connections are bounded so that `/metrics` and `/v1/close` stay reachable under abuse
+//! (`[http] header_read_timeout`, `idle_timeout`, `max_connections`; see [`Limits`]): a slow
+//! request head is cut off, a quiet connection is closed, past the cap a new connection takes
+//! the slot of a stalled or idle one (503 `unavailable` only when every connection is being
+//! answered), and shutdown never waits more than [`SHUTDOWN_GRACE`] for clients.
 
 pub mod auth;
 mod client;
+mod connections;
 pub mod scope;
 mod server;
 
 pub use auth::{AdminToken, TokenError};
-pub use client::{CLIENT_TIMEOUT, ClientError, client_close, client_resume};
+pub use client::{
+    CLIENT_TIMEOUT, ClientError, client_close, client_resume, describe_close, describe_halts,
+    describe_resume,
+};
+pub use connections::{Limits, SHUTDOWN_GRACE};
 pub use scope::{CloseRequest, ResumeRequest, Scope, ScopeError};
 pub use server::{BODY_READ_TIMEOUT, router};
 
@@ -62,15 +76,17 @@ pub enum ControlError {
     /// Something failed midway: 500. The message should say what was done before the failure.
     #[error("{0}")]
     Failed(String),
-    /// The scope names a pipeline or a symbol the daemon does not know: 404, with the
-    /// known names.
+    /// The scope names no pipeline or symbol the daemon knows (a typo must not latch a halt
+    /// on a name that trades nothing while the real pipeline goes on): 404 with
+    /// `{"error": "unknown_scope", "message": ..., "known": {"pipelines": [...],
+    /// "symbols": [...]}}`.
     #[error("{message}")]
     UnknownScope {
-        /// What is unknown.
+        /// What was not found, as a sentence (`no pipeline named "aapl-momentun"`).
         message: String,
-        /// Pipelines a scope may name.
+        /// The pipelines the daemon knows, sorted.
         known_pipelines: Vec<String>,
-        /// Symbols a scope may name.
+        /// The symbols the daemon knows (traded by a pipeline or held), sorted.
         known_symbols: Vec<String>,
     },
 }
@@ -146,18 +162,22 @@ pub struct HttpState {
     pub admin_token: Option<AdminToken>,
     /// Largest accepted request body, in bytes; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Connection limits: header and idle timeouts, the connection cap, the shutdown grace.
+    pub limits: Limits,
 }
 
 impl HttpState {
     /// The state for `settings`: reads the admin token from the environment variable named by
     /// `settings.admin_token_env` now (once; later changes of the variable are not seen).
-    /// Errors: [`TokenError`] when the variable holds an unusable value.
+    /// Errors: [`HttpError::Token`] when the variable holds an unusable value,
+    /// [`HttpError::InvalidSetting`] for a zero timeout or connection cap.
     pub fn from_settings(
         settings: &HttpSettings,
         metrics: Arc<Metrics>,
         control: Arc<dyn Control>,
         readiness: Arc<Readiness>,
     ) -> Result<HttpState, HttpError> {
+        let limits = Limits::from_settings(settings)?;
         let admin_token = AdminToken::from_env(&settings.admin_token_env)?;
         if admin_token.is_none() {
             tracing::info!(
@@ -171,6 +191,7 @@ impl HttpState {
             readiness,
             admin_token,
             max_body_bytes: usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX),
+            limits,
         })
     }
 }
@@ -189,6 +210,14 @@ pub enum HttpError {
     /// The admin token variable is unusable.
     #[error("http: {0}")]
     Token(#[from] TokenError),
+    /// A setting of `[http]` is out of range.
+    #[error("ztraded.toml: [http] {key}: {message}")]
+    InvalidSetting {
+        /// The key in `[http]`.
+        key: &'static str,
+        /// What is wrong with its value.
+        message: String,
+    },
     /// Accepting or serving connections failed.
     #[error("http: serving failed: {0}")]
     Serve(std::io::Error),
@@ -204,19 +233,26 @@ pub async fn bind(settings: &HttpSettings) -> Result<TcpListener, HttpError> {
         })
 }
 
-/// Serves the router on `listener` until `shutdown` completes, then stops accepting and waits
-/// for the requests in flight to finish (graceful shutdown). Errors: [`HttpError::Serve`].
+/// Serves the router on `listener` until `shutdown` completes, with the connection limits of
+/// `state.limits` (header and idle timeouts, the connection cap with eviction; see
+/// [`Limits`]). Once `shutdown` completes: stops accepting, drops the connections that are not
+/// answering a request, lets the answers in progress finish for at most
+/// `state.limits.shutdown_grace`, then drops what is left and returns. Errors: none once the
+/// listener is bound (a failing accept is logged and retried); the `Result` is kept for
+/// [`HttpError::Serve`].
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, admin = state.admin_token.is_some(), "http listening");
+        tracing::info!(
+            %addr,
+            admin = state.admin_token.is_some(),
+            max_connections = state.limits.max_connections,
+            "http listening"
+        );
     }
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(HttpError::Serve)
+    let limits = state.limits;
+    connections::serve_router(listener, router(state), limits, shutdown).await
 }

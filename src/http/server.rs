@@ -13,6 +13,7 @@ use axum::{Router, http::request::Parts};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `{"known": ...}` of an `unknown_scope` answer.
+    known: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -50,6 +53,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            known: None,
         }
     }
     fn bad_request(message: impl Into<String>) -> ApiError {
@@ -81,22 +85,21 @@ impl From<ControlError> for ApiError {
                 message,
                 known_pipelines,
                 known_symbols,
-            } => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_scope",
-                format!(
-                    "{message}; known pipelines: {}; known symbols: {}",
-                    known_pipelines.join(", "),
-                    known_symbols.join(", ")
-                ),
-            ),
+            } => ApiError {
+                known: Some(json!({"pipelines": known_pipelines, "symbols": known_symbols})),
+                ..ApiError::new(StatusCode::NOT_FOUND, "unknown_scope", message)
+            },
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": self.code, "message": self.message}));
+        let mut body = json!({"error": self.code, "message": self.message});
+        if let (Some(known), Some(fields)) = (self.known, body.as_object_mut()) {
+            fields.insert("known".to_string(), known);
+        }
+        let body = Json(body);
         let mut res = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
@@ -231,7 +234,10 @@ async fn close(State(st): State<HttpState>, req: Request) -> Result<Response, Ap
     }
     tracing::warn!(peer = %peer(&parts), %scope, ?reason, "emergency close requested");
     st.metrics.emergency_close(scope.kind());
-    match st.control.close(scope.clone(), reason).await {
+    let control = st.control.clone();
+    let work = scope.clone();
+    let done = detached(async move { control.close(work, reason).await }).await;
+    match done {
         Ok(v) => Ok((StatusCode::OK, Json(v)).into_response()),
         Err(e) => {
             tracing::error!(%scope, error = %e, "emergency close failed");
@@ -244,11 +250,27 @@ async fn resume(State(st): State<HttpState>, req: Request) -> Result<Response, A
     let (parts, bytes) = admit(&st, "/v1/resume", req).await?;
     let ResumeRequest { scope, reason } = parse(&bytes)?;
     tracing::warn!(peer = %peer(&parts), %scope, ?reason, "resume requested");
-    match st.control.resume(scope.clone(), reason).await {
+    let control = st.control.clone();
+    let work = scope.clone();
+    match detached(async move { control.resume(work, reason).await }).await {
         Ok(v) => Ok((StatusCode::OK, Json(v)).into_response()),
         Err(e) => {
             tracing::error!(%scope, error = %e, "resume failed");
             Err(e.into())
         }
     }
+}
+
+/// Runs a control call in its own task: a client that disconnects, a connection evicted at the
+/// cap or dropped at the end of the shutdown grace never cancels an emergency close or a
+/// resume midway (only its answer is lost). A panic of the control becomes
+/// [`ControlError::Failed`].
+async fn detached(
+    work: impl Future<Output = Result<serde_json::Value, ControlError>> + Send + 'static,
+) -> Result<serde_json::Value, ControlError> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        Err(ControlError::Failed(format!(
+            "the control task failed: {e}"
+        )))
+    })
 }
