@@ -124,7 +124,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
     let mut bias: Option<BiasSignal> = None;
     let mut approved = None;
     let now_utc = crate::engine::clock::utc(input.now);
-    for node in &p.nodes {
+    for node in p.nodes.iter() {
         let started = explain.then(Instant::now);
         let mut cost = Decimal::ZERO;
         // (output JSON, reasoning) for the record; Err = stop the execution.

@@ -105,28 +105,11 @@ pub const MAX_QUANTITY: Decimal = dec!(1_000_000_000);
 /// Largest price accepted on an order or a bar, USD per share (exclusive bound).
 pub const MAX_PRICE: Decimal = dec!(1_000_000_000_000);
 
-/// [`MAX_PRICE`] as `f64` (1e12).
-const MAX_PRICE_F64: f64 = 1e12;
-
 /// Version of the [`SimState`] layout.
 const STATE_FORMAT: u32 = 1;
 
-/// Converts a bar price to `Decimal` with 6 decimal places: `round(value × 10⁶) / 10⁶`
-/// (half away from zero), trailing zeros dropped, so `100.37_f64` becomes `100.37`. The
-/// scaled value is below 10¹⁸ and fits an `i64` exactly enough for 6 places; this costs a few
-/// nanoseconds where an exact binary-to-decimal conversion costs over a hundred, and runs on
-/// every bar. `None` for NaN, infinities and magnitudes of 1e12 or more.
-pub fn bar_price(value: f64) -> Option<Decimal> {
-    if !in_price_range(value) {
-        return None;
-    }
-    Some(Decimal::new((value * 1e6).round() as i64, 6).normalize())
-}
-
-/// Whether [`bar_price`] accepts `value` (finite, magnitude below 1e12), without converting.
-fn in_price_range(value: f64) -> bool {
-    value.is_finite() && value.abs() < MAX_PRICE_F64
-}
+pub use crate::broker::types::bar_price;
+use crate::broker::types::in_price_range;
 
 /// A bar whose prices are converted to `Decimal` only when an order needs them (conversion
 /// costs far more than the comparisons that usually show an order is not reached). Built only

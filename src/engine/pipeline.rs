@@ -11,7 +11,20 @@ use crate::config::pipeline::{
 use crate::config::risk::RiskPolicy;
 use crate::expr::{self, Program, Resolution, Ty};
 use crate::market::{IndicatorSpec, Timeframe};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+
+/// The compiled nodes and layout of a DAG, shared by every pipeline whose nodes are the same
+/// (thousands of pipelines often differ only in their symbols): one copy of the compiled
+/// expressions and slot layout instead of one per pipeline. Weak references: an entry goes
+/// when no pipeline uses it.
+type SharedDag = (Weak<Layout>, Weak<[CompiledNode]>);
+
+fn dag_cache() -> &'static Mutex<HashMap<String, SharedDag>> {
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, SharedDag>>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
 
 /// Why a pipeline cannot be compiled (a config that passed validation compiles; these
 /// guard the daemon against a config that did not).
@@ -148,10 +161,10 @@ pub struct CompiledPipeline {
     pub on_remove: OnRemove,
     /// Concurrency bound for symbols.
     pub max_concurrency: u32,
-    /// Slot layout of every symbol's feed.
-    pub layout: Layout,
-    /// Steps in topological order.
-    pub nodes: Vec<CompiledNode>,
+    /// Slot layout of every symbol's feed (shared by pipelines with the same nodes).
+    pub layout: Arc<Layout>,
+    /// Steps in topological order (shared by pipelines with the same nodes).
+    pub nodes: Arc<[CompiledNode]>,
     /// The strategy's timeframe (drives `continuous` triggers and `bars_held`).
     pub strategy_timeframe: Option<Timeframe>,
     /// The trade manager's settings (defaults when there is none).
@@ -433,6 +446,27 @@ impl CompiledPipeline {
             (Some(b), _) => Some(b.clone()),
             (None, Mode::Simulation) => Some("sim".to_string()),
             (None, _) => None,
+        };
+        let (layout, nodes) = {
+            let mut cache = dag_cache()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let key = format!("{:?}", pipeline.nodes);
+            let shared = cache
+                .get(&key)
+                .and_then(|(l, n)| Some((l.upgrade()?, n.upgrade()?)));
+            match shared {
+                Some(shared) => shared,
+                None => {
+                    let layout = Arc::new(layout);
+                    let nodes: Arc<[CompiledNode]> = Arc::from(nodes);
+                    if cache.len() > 64 {
+                        cache.retain(|_, (l, n)| l.strong_count() > 0 && n.strong_count() > 0);
+                    }
+                    cache.insert(key, (Arc::downgrade(&layout), Arc::downgrade(&nodes)));
+                    (layout, nodes)
+                }
+            }
         };
         Ok(CompiledPipeline {
             name: name.to_string(),

@@ -82,13 +82,13 @@ pub struct ExecutionRecord {
 
 /// A price computed in `f64` (a bar value or a rule level) as `Decimal`, rounded to 6
 /// decimal places (finer than any tick size of US stocks or FX majors) the same way the
-/// simulated broker converts bar prices ([`crate::broker::sim::bar_price`]); `None` when not
+/// simulated broker converts bar prices ([`crate::broker::bar_price`]); `None` when not
 /// finite, not positive, or 1e12 and above.
 pub fn price(x: f64) -> Option<Decimal> {
     if x <= 0.0 {
         return None;
     }
-    crate::broker::sim::bar_price(x)
+    crate::broker::bar_price(x)
 }
 
 /// This pipeline's open position in the symbol, as strategies and the trade manager see it.

@@ -203,6 +203,10 @@ impl PipelineCore {
     /// [`Status::Failed`] with the reason.
     pub fn new(spec: PipelineSpec, tz: Tz, history: &dyn History, now: i64) -> PipelineCore {
         let n = spec.symbols.len();
+        let (continuous, signals) = (
+            spec.compiled.trigger.continuous.is_some(),
+            spec.compiled.trigger.signal.is_some(),
+        );
         let mut core = PipelineCore {
             spec,
             tz,
@@ -213,11 +217,17 @@ impl PipelineCore {
             schedule: None,
             next_fire: None,
             once_at: None,
-            last_continuous: vec![None; n],
+            // Per-symbol state only for the triggers that need it (a daemon keeps thousands
+            // of cores).
+            last_continuous: if continuous {
+                vec![None; n]
+            } else {
+                Vec::new()
+            },
             next_flatten: None,
             removal: None,
             base_equity: None,
-            in_flight: vec![false; n],
+            in_flight: if signals { vec![false; n] } else { Vec::new() },
             days: LocalDays::new(tz),
             risk_halted: None,
             trigger_tf: None,
@@ -234,9 +244,17 @@ impl PipelineCore {
     /// counters and the positions are kept, and a removal is undone.
     pub fn update(&mut self, spec: PipelineSpec, history: &dyn History, now: i64) {
         let n = spec.symbols.len();
+        self.last_continuous = if spec.compiled.trigger.continuous.is_some() {
+            vec![None; n]
+        } else {
+            Vec::new()
+        };
+        self.in_flight = if spec.compiled.trigger.signal.is_some() {
+            vec![false; n]
+        } else {
+            Vec::new()
+        };
         self.spec = spec;
-        self.last_continuous = vec![None; n];
-        self.in_flight = vec![false; n];
         self.removal = None;
         self.configure(history, now);
     }
@@ -256,12 +274,18 @@ impl PipelineCore {
             })
         });
         let mut feeds = Vec::with_capacity(self.spec.symbols.len());
-        let mut scans = Vec::with_capacity(self.spec.symbols.len());
+        let mut scans = Vec::with_capacity(if self.spec.picker.is_some() {
+            self.spec.symbols.len()
+        } else {
+            0
+        });
         for symbol in &self.spec.symbols {
             let Some(tf) = history.timeframe(symbol) else {
                 self.failed = Some(format!("no market data for {symbol}"));
                 feeds.push(None);
-                scans.push(None);
+                if self.spec.picker.is_some() {
+                    scans.push(None);
+                }
                 continue;
             };
             let feed = match SymbolFeed::new(symbol, tf, self.tz, &c.layout) {
@@ -269,7 +293,9 @@ impl PipelineCore {
                 Err(e) => {
                     self.failed = Some(e.to_string());
                     feeds.push(None);
-                    scans.push(None);
+                    if self.spec.picker.is_some() {
+                        scans.push(None);
+                    }
                     continue;
                 }
             };
@@ -300,7 +326,9 @@ impl PipelineCore {
                 Some(scan)
             });
             feeds.push(Some(feed));
-            scans.push(scan);
+            if self.spec.picker.is_some() {
+                scans.push(scan);
+            }
         }
         self.feeds = feeds;
         self.scans = scans;
@@ -462,7 +490,7 @@ impl PipelineCore {
             feed.advance_to(t).iter().for_each(&mut note);
             feed.push(&e.bar, t).iter().for_each(&mut note);
             self.bars += 1;
-            if let Some(scan) = self.scans[i].as_mut() {
+            if let Some(scan) = self.scans.get_mut(i).and_then(Option::as_mut) {
                 scan.advance_to(t);
                 scan.push(&e.bar, t);
             }
@@ -602,7 +630,9 @@ impl PipelineCore {
                 continue;
             }
             self.limits.count_execution();
-            self.in_flight[i] = true;
+            if let Some(flag) = self.in_flight.get_mut(i) {
+                *flag = true;
+            }
             out.push(Intent::Execute(request));
         }
     }
@@ -753,7 +783,7 @@ impl PipelineCore {
                 .symbol_index(&t.symbol)
                 .and_then(|i| self.feed(i))
                 .and_then(|f| f.last_bar(f.data_timeframe()))
-                .and_then(|b| crate::broker::sim::bar_price(b.close))
+                .and_then(|b| crate::broker::bar_price(b.close))
                 .unwrap_or(t.average_price);
             let direction = match t.side {
                 crate::broker::PositionSide::Long => Decimal::ONE,
@@ -822,7 +852,7 @@ impl PipelineCore {
         if !subs.iter().any(|min| confidence >= *min) {
             return SignalOutcome::BelowConfidence;
         }
-        if self.in_flight[i] {
+        if self.in_flight.get(i).copied().unwrap_or(false) {
             return SignalOutcome::Deduplicated;
         }
         if let Some(window) = &self.spec.compiled.window
