@@ -6,8 +6,7 @@ use crate::engine::layout::Layout;
 use crate::market::Timeframe;
 use serde_json::{Map, Value, json};
 
-/// Number of recent bars in a snapshot.
-pub const SNAPSHOT_BARS: usize = 5;
+pub use crate::engine::pipeline::SNAPSHOT_BARS;
 
 /// `{ "1d": { "bars": [[ts, o, h, l, c, v], …], "values": { "sma_50": …, … } }, … }` with
 /// up to `bars` recent bars per timeframe; undefined values are `null`.

@@ -13,3 +13,9 @@ pub use decisions::{
 };
 pub use halt::{Halt, HaltCause};
 pub use scope::Scope;
+
+/// Decimal → f64 for messages, ratios and expression values (NaN when out of range).
+pub fn to_f64(d: rust_decimal::Decimal) -> f64 {
+    use rust_decimal::prelude::ToPrimitive;
+    d.to_f64().unwrap_or(f64::NAN)
+}

@@ -14,6 +14,9 @@ use crate::market::{IndicatorSpec, Timeframe};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
+/// Number of recent bars in a snapshot.
+pub const SNAPSHOT_BARS: usize = 5;
+
 /// The compiled nodes and layout of a DAG, shared by every pipeline whose nodes are the same
 /// (thousands of pipelines often differ only in their symbols): one copy of the compiled
 /// expressions and slot layout instead of one per pipeline. Weak references: an entry goes
@@ -266,7 +269,7 @@ impl CompiledPipeline {
         let warmup_bars = wanted.values().map(|(_, l)| *l).max().unwrap_or(300);
         if !llm {
             for (_, lookback) in wanted.values_mut() {
-                *lookback = crate::agents::market_data::SNAPSHOT_BARS;
+                *lookback = SNAPSHOT_BARS;
             }
         }
         let layout = Layout::new(&wanted);
@@ -362,7 +365,7 @@ impl CompiledPipeline {
                     Step::BiasRules {
                         bullish: compile_expr(id, "bullish", &c.bullish, Ty::Bool, tf, false)?,
                         bearish: opt(id, "bearish", &c.bearish, Ty::Bool, tf, false)?,
-                        confidence: crate::risk::evaluate::to_f64(c.confidence.value()),
+                        confidence: crate::domain::to_f64(c.confidence.value()),
                     }
                 }
                 AgentConfig::Bias(BiasConfig::Llm(c)) => Step::BiasLlm(c.clone()),
@@ -410,7 +413,7 @@ impl CompiledPipeline {
                         )?,
                         entry_price: opt(id, "entry_price", &c.entry_price, Ty::Number, tf, false)?,
                         close_slot,
-                        conviction: crate::risk::evaluate::to_f64(c.conviction.value()),
+                        conviction: crate::domain::to_f64(c.conviction.value()),
                         follow_bias: c.follow_bias,
                     }))
                 }

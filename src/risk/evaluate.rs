@@ -19,7 +19,6 @@ use crate::config::common::Percent;
 use crate::config::risk::RiskPolicy;
 use crate::domain::{Action, RiskDecision, RiskRule, StrategySignal};
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 
 /// Daily returns used for the correlation rule.
 pub const CORRELATION_LOOKBACK: usize = 60;
@@ -437,10 +436,7 @@ pub fn correlation(a: &[f64], b: &[f64], lookback: usize) -> Option<f64> {
     r.is_finite().then_some(r)
 }
 
-/// Decimal → f64 for messages and ratios.
-pub fn to_f64(d: Decimal) -> f64 {
-    d.to_f64().unwrap_or(f64::NAN)
-}
+pub use crate::domain::to_f64;
 
 #[cfg(test)]
 mod tests;

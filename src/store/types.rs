@@ -219,7 +219,7 @@ pub struct StoredOrder {
 }
 
 /// Who an intervention or a halt applies to (the scope of `POST /v1/close`).
-pub use crate::http::Scope;
+pub use crate::domain::Scope;
 
 /// What started an intervention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

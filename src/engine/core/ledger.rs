@@ -615,3 +615,252 @@ fn separate_legs(broker: &str, plan: &EntryOrder, order: &OrderState, fill: &Fil
     }
     legs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{OrderStatus, OrderType, Side, Submit, TakeProfit};
+    use rust_decimal::dec;
+
+    fn state(
+        id: &str,
+        purpose: OrderPurpose,
+        side: Side,
+        qty: Decimal,
+        filled: Decimal,
+    ) -> OrderState {
+        OrderState {
+            client_order_id: id.into(),
+            broker_order_id: format!("b-{id}"),
+            pipeline: "p".into(),
+            symbol: "AAPL".into(),
+            side,
+            quantity: qty,
+            filled_quantity: filled,
+            average_price: dec!(100),
+            order_type: OrderType::Market,
+            purpose,
+            oco_group: None,
+            status: if filled == qty {
+                OrderStatus::Filled
+            } else if filled.is_zero() {
+                OrderStatus::Accepted
+            } else {
+                OrderStatus::PartiallyFilled
+            },
+            reason: None,
+            created_at: 0,
+        }
+    }
+
+    fn fill(id: &str, purpose: OrderPurpose, side: Side, qty: Decimal, price: Decimal) -> Fill {
+        Fill {
+            client_order_id: id.into(),
+            broker_order_id: format!("b-{id}"),
+            fill_id: format!("f-{id}-{qty}"),
+            pipeline: "p".into(),
+            symbol: "AAPL".into(),
+            side,
+            quantity: qty,
+            price,
+            commission: Decimal::ZERO,
+            purpose,
+            ts: 10,
+        }
+    }
+
+    fn plan() -> EntryOrder {
+        EntryOrder {
+            client_order_id: "e".into(),
+            pipeline: "p".into(),
+            symbol: "AAPL".into(),
+            side: Side::Buy,
+            quantity: dec!(100),
+            order_type: OrderType::Market,
+            expected_price: Some(dec!(100)),
+            stop_loss: Some(dec!(95)),
+            take_profits: vec![
+                TakeProfit {
+                    price: dec!(110),
+                    quantity: dec!(50),
+                    purpose: OrderPurpose::Target1,
+                },
+                TakeProfit {
+                    price: dec!(120),
+                    quantity: dec!(50),
+                    purpose: OrderPurpose::Target2,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_broker_without_brackets_gets_the_legs_as_separate_exits() {
+        let mut l = Ledger::new();
+        l.add_broker("plain", false);
+        l.expect_entry(&plan(), true, "paper");
+        let entry = state(
+            "e",
+            OrderPurpose::Entry,
+            Side::Buy,
+            dec!(100),
+            Decimal::ZERO,
+        );
+        l.apply("plain", &BrokerEvent::Accepted { order: entry });
+        // A partial fill of 40: legs for 40 shares (stop 40, targets 20 + 20).
+        let applied = l.apply(
+            "plain",
+            &BrokerEvent::Fill {
+                fill: fill("e", OrderPurpose::Entry, Side::Buy, dec!(40), dec!(100)),
+                order: state("e", OrderPurpose::Entry, Side::Buy, dec!(100), dec!(40)),
+            },
+        );
+        let legs: Vec<(String, OrderPurpose, Decimal, OrderType)> = applied
+            .follow_ups
+            .iter()
+            .filter_map(|i| match i {
+                Intent::Submit {
+                    order: Submit::Exit(x),
+                    ..
+                } => Some((
+                    x.client_order_id.clone(),
+                    x.purpose,
+                    x.quantity,
+                    x.order_type,
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            legs,
+            vec![
+                (
+                    "e-sl".into(),
+                    OrderPurpose::StopLoss,
+                    dec!(40),
+                    OrderType::Stop { price: dec!(95) }
+                ),
+                (
+                    "e-t1".into(),
+                    OrderPurpose::Target1,
+                    dec!(20),
+                    OrderType::Limit { price: dec!(110) }
+                ),
+                (
+                    "e-t2".into(),
+                    OrderPurpose::Target2,
+                    dec!(20),
+                    OrderType::Limit { price: dec!(120) }
+                ),
+            ]
+        );
+        // The entry is still pending for its rest, and counts at its expected price.
+        assert!(l.pending_entry("p", "AAPL").is_some());
+        let risk = l.risk_positions("plain");
+        assert_eq!(risk.len(), 1);
+        assert_eq!(risk[0].quantity, dec!(60));
+        // A broker with native brackets places its own legs: no follow-up.
+        let mut n = Ledger::new();
+        n.add_broker("sim", true);
+        n.expect_entry(&plan(), true, "simulation");
+        let applied = n.apply(
+            "sim",
+            &BrokerEvent::Fill {
+                fill: fill("e", OrderPurpose::Entry, Side::Buy, dec!(100), dec!(100)),
+                order: state("e", OrderPurpose::Entry, Side::Buy, dec!(100), dec!(100)),
+            },
+        );
+        assert!(applied.follow_ups.is_empty(), "{:?}", applied.follow_ups);
+        assert!(
+            n.pending_entry("p", "AAPL").is_none(),
+            "a filled entry is settled"
+        );
+    }
+
+    #[test]
+    fn a_stop_fill_cancels_the_rest_of_its_bracket_when_the_broker_does_not() {
+        let mut l = Ledger::new();
+        l.add_broker("plain", false);
+        l.expect_entry(&plan(), true, "paper");
+        l.apply(
+            "plain",
+            &BrokerEvent::Fill {
+                fill: fill("e", OrderPurpose::Entry, Side::Buy, dec!(100), dec!(100)),
+                order: state("e", OrderPurpose::Entry, Side::Buy, dec!(100), dec!(100)),
+            },
+        );
+        for (id, purpose, qty) in [
+            ("e-sl", OrderPurpose::StopLoss, dec!(100)),
+            ("e-t1", OrderPurpose::Target1, dec!(50)),
+            ("e-t2", OrderPurpose::Target2, dec!(50)),
+        ] {
+            let mut o = state(id, purpose, Side::Sell, qty, Decimal::ZERO);
+            o.oco_group = Some("e".into());
+            l.apply("plain", &BrokerEvent::Accepted { order: o });
+        }
+        assert_eq!(l.working("p", "AAPL").count(), 3);
+        let mut stop = state(
+            "e-sl",
+            OrderPurpose::StopLoss,
+            Side::Sell,
+            dec!(100),
+            dec!(100),
+        );
+        stop.oco_group = Some("e".into());
+        let applied = l.apply(
+            "plain",
+            &BrokerEvent::Fill {
+                fill: fill(
+                    "e-sl",
+                    OrderPurpose::StopLoss,
+                    Side::Sell,
+                    dec!(100),
+                    dec!(95),
+                ),
+                order: stop,
+            },
+        );
+        let mut cancels: Vec<String> = applied
+            .follow_ups
+            .iter()
+            .filter_map(|i| match i {
+                Intent::Cancel {
+                    client_order_id, ..
+                } => Some(client_order_id.clone()),
+                _ => None,
+            })
+            .collect();
+        cancels.sort();
+        assert_eq!(cancels, vec!["e-t1", "e-t2"]);
+        assert_eq!(applied.closed.len(), 1);
+        assert_eq!(l.realized("p"), dec!(-500));
+        assert_eq!(applied.position, Some(None));
+    }
+
+    #[test]
+    fn halts_hold_by_scope_and_day_and_resume_all_clears_every_one() {
+        let mut l = Ledger::new();
+        let day = chrono::NaiveDate::from_ymd_opt(2012, 1, 3).unwrap();
+        l.roll_day(day);
+        let halt = |scope: Scope, until| Halt {
+            scope,
+            reason: "r".into(),
+            cause: crate::domain::HaltCause::Manual,
+            since: 0,
+            until,
+        };
+        l.halt(halt(Scope::Symbol("AAPL".into()), None));
+        l.halt(halt(Scope::Pipeline("q".into()), Some(day)));
+        assert!(l.halted("p", "AAPL").is_some());
+        assert!(l.halted("p", "MSFT").is_none());
+        assert!(l.halted("q", "MSFT").is_some());
+        // The pipeline halt ends with its day.
+        l.roll_day(day.succ_opt().unwrap());
+        assert!(l.halted("q", "MSFT").is_none());
+        // Resuming a pipeline does not touch a symbol halt; resuming all does.
+        assert!(l.resume(&Scope::Pipeline("p".into())).is_empty());
+        assert!(l.halted("p", "AAPL").is_some());
+        assert_eq!(l.resume(&Scope::All).len(), 1);
+        assert!(l.halts().is_empty());
+    }
+}

@@ -648,7 +648,7 @@ impl PipelineCore {
         if let Some(feed) = self.feeds[request.symbol].as_mut() {
             let (entry, held) = position.as_ref().map_or((f64::NAN, f64::NAN), |p| {
                 (
-                    crate::risk::evaluate::to_f64(p.average_price),
+                    crate::domain::to_f64(p.average_price),
                     f64::from(p.bars_held),
                 )
             });
@@ -689,7 +689,7 @@ impl PipelineCore {
         if c.mode == Mode::Validation {
             return;
         }
-        let execution_id = Some(crate::agents::dag::execution_id(
+        let execution_id = Some(crate::engine::state::execution_id(
             &c.name,
             &self.spec.symbols[request.symbol],
             request.at,
@@ -838,7 +838,7 @@ impl PipelineCore {
             .subscriptions
             .iter()
             .filter(|s| s.signal_type == signal_type)
-            .map(|s| crate::risk::evaluate::to_f64(s.min_confidence.value()))
+            .map(|s| crate::domain::to_f64(s.min_confidence.value()))
             .collect();
         if subs.is_empty() {
             return SignalOutcome::NotSubscribed;
