@@ -334,7 +334,7 @@ pub async fn run(
         equity,
         bars,
         range: (start, last),
-        executions: stats.executions,
+        executions: stats.executions(),
         failures: stats.failures,
         orders: stats.orders,
         risk_rejections: stats.risk_rejections,

@@ -23,14 +23,40 @@ use tracing::{Instrument, info, info_span, warn};
 /// What a runner counted (the backtest's summary; the daemon's metrics count the same).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunStats {
-    /// Executions by status (`completed`, `skipped`, `failed`, `interrupted`).
-    pub executions: BTreeMap<&'static str, u64>,
+    /// Executions by status, in [`ExecutionResult::ALL`] order.
+    counts: [u64; 4],
     /// Why executions failed: reason → count.
     pub failures: BTreeMap<String, u64>,
     /// Orders submitted (entries, exits, flatten exits).
     pub orders: u64,
     /// Risk rejections by rule.
     pub risk_rejections: BTreeMap<String, u64>,
+}
+
+impl RunStats {
+    /// Executions by status (`completed`, `skipped`, `failed`, `interrupted`; statuses
+    /// with none are left out).
+    pub fn executions(&self) -> BTreeMap<&'static str, u64> {
+        ExecutionResult::ALL
+            .iter()
+            .zip(self.counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.as_str(), n))
+            .collect()
+    }
+
+    fn count(&mut self, result: ExecutionResult) {
+        self.counts[result as usize] += 1;
+    }
+}
+
+fn result_of(status: ExecutionStatus) -> ExecutionResult {
+    match status {
+        ExecutionStatus::Completed => ExecutionResult::Completed,
+        ExecutionStatus::Skipped => ExecutionResult::Skipped,
+        ExecutionStatus::Failed => ExecutionResult::Failed,
+        ExecutionStatus::Interrupted => ExecutionResult::Interrupted,
+    }
 }
 
 /// See the module documentation.
@@ -193,7 +219,7 @@ impl PipelineRunner {
         match intent {
             Intent::Execute(request) => self.execute(request, account).await,
             Intent::Skip { request, reason } => {
-                *self.stats.executions.entry("skipped").or_default() += 1;
+                self.stats.count(ExecutionResult::Skipped);
                 if let Some(m) = account.metrics() {
                     m.execution_finished(self.core.name(), ExecutionResult::Skipped, 0.0);
                 }
@@ -271,26 +297,25 @@ impl PipelineRunner {
             let ledger = account.ledger();
             self.core.prepare(&request, &ledger)
         };
-        let name = self.core.name().to_string();
-        let symbol = self.core.symbol(request.symbol).to_string();
-        // The id and the span are only made when the execution is recorded (a backtest runs
-        // this for every bar).
+        // Names, ids and the span are only made when the execution is recorded (a backtest
+        // runs this for every bar).
         let span = if self.record {
-            let id = execution_id(&name, &symbol, request.at);
+            let (name, symbol) = (self.core.name(), self.core.symbol(request.symbol));
+            let id = execution_id(name, symbol, request.at);
             info_span!("execution", pipeline = %name, execution_id = %id, symbol = %symbol)
         } else {
             tracing::Span::none()
         };
         let started = std::time::Instant::now();
-        let store = account.store().filter(|_| self.record).cloned();
-        let c = self.core.compiled();
-        let revision = self.core.spec().revision.clone();
-        if let Some(store) = &store {
+        let store = account.store().filter(|_| self.record);
+        if let Some(store) = store {
+            let c = self.core.compiled();
+            let symbol = self.core.symbol(request.symbol);
             let skeleton = ExecutionRecord {
-                id: execution_id(&name, &symbol, request.at),
-                pipeline: name.clone(),
-                revision: revision.clone(),
-                symbol: symbol.clone(),
+                id: execution_id(&c.name, symbol, request.at),
+                pipeline: c.name.clone(),
+                revision: self.core.spec().revision.clone(),
+                symbol: symbol.to_string(),
                 mode: c.mode.as_str().to_string(),
                 trigger: request.trigger.label(),
                 started_at: request.at,
@@ -307,42 +332,45 @@ impl PipelineRunner {
                 }
             }
         }
-        let Some(feed) = self.core.feed(request.symbol) else {
-            return;
+        let out = {
+            let Some(feed) = self.core.feed(request.symbol) else {
+                return;
+            };
+            let c = self.core.compiled();
+            let broker = c.broker.as_deref().unwrap_or_default();
+            let risk_view = account.risk_view(broker);
+            let history = &self.history;
+            let at = request.at;
+            let correlation = move |a: &str, b: &str| -> Option<f64> {
+                let n = CORRELATION_LOOKBACK + 1;
+                crate::risk::correlation(
+                    &history.daily_closes(a, at, n),
+                    &history.daily_closes(b, at, n),
+                    CORRELATION_LOOKBACK,
+                )
+            };
+            execute(ExecInput {
+                pipeline: c,
+                revision: &self.core.spec().revision,
+                symbol: self.core.symbol(request.symbol),
+                feed,
+                now: request.at,
+                trigger: &request.trigger,
+                position: prepared.position,
+                pending_entry: prepared.pending_entry,
+                account: AccountView {
+                    source: &risk_view,
+                    halted: prepared.halt.as_deref(),
+                },
+                correlation: &correlation,
+                llm: self.llm.as_ref(),
+                record: self.record,
+            })
+            .instrument(span.clone())
+            .await
         };
-        let broker = c.broker.clone().unwrap_or_default();
-        let risk_view = account.risk_view(&broker);
-        let history = Arc::clone(&self.history);
-        let at = request.at;
-        let correlation = move |a: &str, b: &str| -> Option<f64> {
-            let n = CORRELATION_LOOKBACK + 1;
-            crate::risk::correlation(
-                &history.daily_closes(a, at, n),
-                &history.daily_closes(b, at, n),
-                CORRELATION_LOOKBACK,
-            )
-        };
-        let out = execute(ExecInput {
-            pipeline: c,
-            revision: &revision,
-            symbol: &symbol,
-            feed,
-            now: request.at,
-            trigger: &request.trigger,
-            position: prepared.position,
-            pending_entry: prepared.pending_entry,
-            account: AccountView {
-                source: &risk_view,
-                halted: prepared.halt.as_deref(),
-            },
-            correlation: &correlation,
-            llm: self.llm.as_ref(),
-            record: self.record,
-        })
-        .instrument(span.clone())
-        .await;
         let status = out.status;
-        *self.stats.executions.entry(status.as_str()).or_default() += 1;
+        self.stats.count(result_of(status));
         if status == ExecutionStatus::Failed {
             let reason = out.reason.clone().unwrap_or_else(|| "unknown".into());
             *self.stats.failures.entry(reason).or_default() += 1;
@@ -356,7 +384,7 @@ impl PipelineRunner {
                 .entry(d.rule.as_str().to_string())
                 .or_default() += 1;
             if let Some(m) = account.metrics() {
-                m.risk_rejected(&name, d.rule.as_str());
+                m.risk_rejected(self.core.name(), d.rule.as_str());
             }
         }
         let mut record = out.record;
@@ -365,46 +393,51 @@ impl PipelineRunner {
         } else {
             None
         };
-        let mut sends = Vec::new();
-        {
-            let ledger = account.ledger();
-            self.core.executed(&request, order, &ledger, &mut sends);
-        }
-        let c = self.core.compiled();
-        let (mode, be) = (c.mode, c.trade.move_stop_to_breakeven);
-        for intent in sends {
-            match intent {
-                Intent::Submit {
-                    broker,
-                    order,
-                    execution_id,
-                } => {
-                    let is_entry = matches!(order, Submit::Entry(_));
-                    match account
-                        .submit(&broker, mode, execution_id.as_deref(), order, be)
-                        .instrument(span.clone())
-                        .await
-                    {
-                        Ok(state) => {
-                            self.stats.orders += 1;
-                            if self.record {
-                                let _e = span.enter();
-                                info!(client_order_id = %state.client_order_id, side = state.side.as_str(), quantity = %state.quantity, purpose = state.purpose.as_str(), entry = is_entry, "order submitted");
+        if order.is_some() {
+            let mut sends = Vec::new();
+            {
+                let ledger = account.ledger();
+                self.core.executed(&request, order, &ledger, &mut sends);
+            }
+            let c = self.core.compiled();
+            let (mode, be) = (c.mode, c.trade.move_stop_to_breakeven);
+            for intent in sends {
+                match intent {
+                    Intent::Submit {
+                        broker,
+                        order,
+                        execution_id,
+                    } => {
+                        let is_entry = matches!(order, Submit::Entry(_));
+                        match account
+                            .submit(&broker, mode, execution_id.as_deref(), order, be)
+                            .instrument(span.clone())
+                            .await
+                        {
+                            Ok(state) => {
+                                self.stats.orders += 1;
+                                if self.record {
+                                    let _e = span.enter();
+                                    info!(client_order_id = %state.client_order_id, side = state.side.as_str(), quantity = %state.quantity, purpose = state.purpose.as_str(), entry = is_entry, "order submitted");
+                                }
                             }
-                        }
-                        Err(e) => {
-                            if let Some(r) = record.as_mut() {
-                                r.reason = Some(format!("order failed: {e}"));
+                            Err(e) => {
+                                if let Some(r) = record.as_mut() {
+                                    r.reason = Some(format!("order failed: {e}"));
+                                }
                             }
                         }
                     }
+                    Intent::Cancel {
+                        broker,
+                        client_order_id,
+                    } => account.cancel(&broker, &client_order_id).await,
+                    other => self.intents.push(other),
                 }
-                Intent::Cancel {
-                    broker,
-                    client_order_id,
-                } => account.cancel(&broker, &client_order_id).await,
-                other => self.intents.push(other),
             }
+        } else {
+            let ledger = account.ledger();
+            self.core.executed(&request, None, &ledger, &mut Vec::new());
         }
         if status == ExecutionStatus::Failed {
             let _e = span.enter();
@@ -417,7 +450,7 @@ impl PipelineRunner {
             );
         }
         if let Some(record) = record {
-            if let Some(store) = &store
+            if let Some(store) = store
                 && let Err(e) = store.finish_execution(&record).await
             {
                 warn!(error = %e, "execution not stored");
@@ -430,13 +463,11 @@ impl PipelineRunner {
             }
         }
         if let Some(m) = account.metrics() {
-            let result = match status {
-                ExecutionStatus::Completed => ExecutionResult::Completed,
-                ExecutionStatus::Skipped => ExecutionResult::Skipped,
-                ExecutionStatus::Failed => ExecutionResult::Failed,
-                ExecutionStatus::Interrupted => ExecutionResult::Interrupted,
-            };
-            m.execution_finished(&name, result, started.elapsed().as_secs_f64());
+            m.execution_finished(
+                self.core.name(),
+                result_of(status),
+                started.elapsed().as_secs_f64(),
+            );
         }
     }
 }

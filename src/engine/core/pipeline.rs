@@ -193,6 +193,9 @@ pub struct PipelineCore {
     /// The instant the feeds were warmed up to: bars closing at or before it are in them
     /// already and a step delivering them again does not push them twice.
     warmed_until: i64,
+    /// Reused buffers of a step's triggered symbols (no allocation per bar).
+    fire: Vec<usize>,
+    cont: Vec<usize>,
 }
 
 impl PipelineCore {
@@ -234,6 +237,8 @@ impl PipelineCore {
             continuous_tf: None,
             bars: 0,
             warmed_until: now,
+            fire: Vec::new(),
+            cont: Vec::new(),
         };
         core.configure(history, now);
         core
@@ -466,8 +471,10 @@ impl PipelineCore {
         let pnl = self.pnl(ledger);
         self.limits.roll(day, pnl);
         let strategy_tf = self.spec.compiled.strategy_timeframe;
-        let mut fire: Vec<usize> = Vec::new();
-        let mut cont: Vec<usize> = Vec::new();
+        let mut fire = std::mem::take(&mut self.fire);
+        let mut cont = std::mem::take(&mut self.cont);
+        fire.clear();
+        cont.clear();
         let bars = if t <= self.warmed_until {
             &[][..]
         } else {
@@ -512,6 +519,7 @@ impl PipelineCore {
         if let Some(c) = self.spec.compiled.trigger.continuous.clone()
             && !cont.is_empty()
         {
+            let cont = std::mem::take(&mut cont);
             let cooldown = i64::try_from(c.cooldown.std().as_secs()).unwrap_or(i64::MAX / 2);
             let name = self.spec.compiled.name.clone();
             let due: Vec<usize> = cont
@@ -532,6 +540,8 @@ impl PipelineCore {
                 self.plan(&due, t, TriggerKind::Continuous, ledger, out);
             }
         }
+        self.fire = fire;
+        self.cont = cont;
         self.timers(t, ledger, out);
     }
 
@@ -549,16 +559,18 @@ impl PipelineCore {
                 });
             }
         }
-        let all: Vec<usize> = (0..self.spec.symbols.len()).collect();
+        let all = || (0..self.spec.symbols.len()).collect::<Vec<usize>>();
         if let Some(at) = self.once_at
             && at <= t
         {
             self.once_at = None;
+            let all = all();
             self.plan(&all, t, TriggerKind::Once, ledger, out);
         }
         while let Some(at) = self.next_fire
             && at <= t
         {
+            let all = (0..self.spec.symbols.len()).collect::<Vec<usize>>();
             self.next_fire = self
                 .schedule
                 .as_ref()

@@ -23,8 +23,15 @@ impl Account {
                     warn!(broker = %name, symbol = %e.symbol, error = %err, "bar not delivered to the broker");
                 }
             }
-            self.pump_locked(name).await;
-            self.refresh(name).await;
+            let events = self.pump_locked(name).await;
+            // Balances change with fills and, while positions are open, with every close.
+            let holds = {
+                let ledger = lock(&self.ledger);
+                !ledger.positions(name).is_empty() || ledger.account(name).is_none()
+            };
+            if events > 0 || holds {
+                self.refresh(name).await;
+            }
         }
         self.update_position_metrics();
     }
@@ -33,9 +40,11 @@ impl Account {
     /// [`crate::engine::core::Ledger::roll_day`]); a bar closing at local midnight belongs
     /// to the day that ended.
     pub fn roll_day(&self, t: i64, tz: chrono_tz::Tz) {
-        let day = crate::engine::clock::utc(t - 1)
-            .with_timezone(&tz)
-            .date_naive();
+        let day = {
+            let mut days = lock(&self.days);
+            days.get_or_insert_with(|| crate::engine::clock::LocalDays::new(tz))
+                .date(t - 1)
+        };
         lock(&self.ledger).roll_day(day);
     }
 
@@ -49,16 +58,17 @@ impl Account {
     /// Drains `broker`'s event stream until it is empty; what the events cause (cancels,
     /// replaces, legs) is sent and its own events are drained too. The caller holds the
     /// order lock.
-    pub(super) async fn pump_locked(&self, broker: &str) {
+    pub(super) async fn pump_locked(&self, broker: &str) -> usize {
         let Some(slot) = self.slots.get(broker) else {
-            return;
+            return 0;
         };
+        let mut total = 0;
         // Follow-ups of follow-ups are bounded by the bracket (a handful of legs).
         for _ in 0..16 {
             let events: Vec<BrokerEvent> = {
                 let mut rx = slot.events.lock().await;
                 let Some(rx) = rx.as_mut() else {
-                    return;
+                    return total;
                 };
                 let mut events = Vec::new();
                 while let Ok(e) = rx.try_recv() {
@@ -67,8 +77,9 @@ impl Account {
                 events
             };
             if events.is_empty() {
-                return;
+                return total;
             }
+            total += events.len();
             let follow = self.handle_events(broker, events).await;
             if follow.is_empty() {
                 continue;
@@ -78,6 +89,7 @@ impl Account {
             }
         }
         warn!(%broker, "broker events kept coming; the rest is booked at the next pass");
+        total
     }
 
     /// Books `events` of `broker` in the ledger and stores them with the broker's snapshot

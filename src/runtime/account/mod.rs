@@ -74,6 +74,8 @@ pub struct Account {
     unavailable: BTreeMap<String, String>,
     /// Pipelines the positions gauge has reported.
     position_pipelines: Mutex<BTreeSet<String>>,
+    /// Local trading days of the market time zone, cached (asked at every step).
+    days: Mutex<Option<crate::engine::clock::LocalDays>>,
 }
 
 /// Closed trades and equity points kept in memory (backtests).
@@ -108,6 +110,7 @@ impl Account {
             order_lock: tokio::sync::Mutex::new(()),
             history: options.keep_history.then(|| Mutex::new(History::default())),
             unavailable: BTreeMap::new(),
+            days: Mutex::new(None),
             position_pipelines: Mutex::new(BTreeSet::new()),
         }
     }
@@ -220,6 +223,25 @@ impl Account {
     /// Records an equity point of every broker at `t` (in memory for a backtest, in the
     /// store for the daemon).
     pub async fn record_equity(&self, t: i64) {
+        if let Some(h) = &self.history {
+            let (equity, cash) = {
+                let ledger = lock(&self.ledger);
+                self.slots
+                    .keys()
+                    .filter_map(|b| ledger.account(b))
+                    .fold((Decimal::ZERO, Decimal::ZERO), |(e, c), a| {
+                        (e + a.equity, c + a.cash)
+                    })
+            };
+            lock(h).equity.push(EquityPoint {
+                ts: t,
+                equity,
+                cash,
+            });
+        }
+        let Some(store) = &self.store else {
+            return;
+        };
         let points: Vec<(String, EquityPoint)> = {
             let ledger = lock(&self.ledger);
             self.slots
@@ -238,24 +260,9 @@ impl Account {
                 })
                 .collect()
         };
-        if let Some(h) = &self.history {
-            let mut h = lock(h);
-            let (equity, cash) = points
-                .iter()
-                .fold((Decimal::ZERO, Decimal::ZERO), |(e, c), (_, p)| {
-                    (e + p.equity, c + p.cash)
-                });
-            h.equity.push(EquityPoint {
-                ts: t,
-                equity,
-                cash,
-            });
-        }
-        if let Some(store) = &self.store {
-            for (broker, point) in &points {
-                if let Err(e) = store.append_equity(broker, "default", point).await {
-                    self.store_failed(StoreOperation::Equity, &e);
-                }
+        for (broker, point) in &points {
+            if let Err(e) = store.append_equity(broker, "default", point).await {
+                self.store_failed(StoreOperation::Equity, &e);
             }
         }
     }
