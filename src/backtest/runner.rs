@@ -283,10 +283,7 @@ pub async fn run(
     let mut timeline = hub.batches_after(start);
     let mut bars: u64 = 0;
     let mut last = start;
-    loop {
-        let Some(next_bar) = timeline.peek_end().filter(|t| *t <= end) else {
-            break;
-        };
+    while let Some(next_bar) = timeline.peek_end().filter(|t| *t <= end) {
         let t = match runner.core().next_wake() {
             Some(w) if w > last && w < next_bar => w,
             _ => next_bar,

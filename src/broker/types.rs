@@ -495,6 +495,27 @@ pub fn bracket_leg_id(entry_client_order_id: &str, purpose: OrderPurpose) -> Str
     format!("{entry_client_order_id}-{leg}")
 }
 
+/// [`crate::broker::sim::MAX_PRICE`] as `f64` (1e12).
+const MAX_PRICE_F64: f64 = 1e12;
+
+/// Converts a bar price to `Decimal` with 6 decimal places: `round(value × 10⁶) / 10⁶`
+/// (half away from zero), trailing zeros dropped, so `100.37_f64` becomes `100.37`. The
+/// scaled value is below 10¹⁸ and fits an `i64` exactly enough for 6 places; this costs a few
+/// nanoseconds where an exact binary-to-decimal conversion costs over a hundred, and runs on
+/// every bar. `None` for NaN, infinities and magnitudes of 1e12 or more. The engine marks
+/// positions with it and the simulated broker fills with it, so both see the same prices.
+pub fn bar_price(value: f64) -> Option<Decimal> {
+    if !in_price_range(value) {
+        return None;
+    }
+    Some(Decimal::new((value * 1e6).round() as i64, 6).normalize())
+}
+
+/// Whether [`bar_price`] accepts `value` (finite, magnitude below 1e12), without converting.
+pub(crate) fn in_price_range(value: f64) -> bool {
+    value.is_finite() && value.abs() < MAX_PRICE_F64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,25 +557,4 @@ mod tests {
         );
         assert_eq!(a.len(), 19);
     }
-}
-
-/// [`crate::broker::sim::MAX_PRICE`] as `f64` (1e12).
-const MAX_PRICE_F64: f64 = 1e12;
-
-/// Converts a bar price to `Decimal` with 6 decimal places: `round(value × 10⁶) / 10⁶`
-/// (half away from zero), trailing zeros dropped, so `100.37_f64` becomes `100.37`. The
-/// scaled value is below 10¹⁸ and fits an `i64` exactly enough for 6 places; this costs a few
-/// nanoseconds where an exact binary-to-decimal conversion costs over a hundred, and runs on
-/// every bar. `None` for NaN, infinities and magnitudes of 1e12 or more. The engine marks
-/// positions with it and the simulated broker fills with it, so both see the same prices.
-pub fn bar_price(value: f64) -> Option<Decimal> {
-    if !in_price_range(value) {
-        return None;
-    }
-    Some(Decimal::new((value * 1e6).round() as i64, 6).normalize())
-}
-
-/// Whether [`bar_price`] accepts `value` (finite, magnitude below 1e12), without converting.
-pub(crate) fn in_price_range(value: f64) -> bool {
-    value.is_finite() && value.abs() < MAX_PRICE_F64
 }
