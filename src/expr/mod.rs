@@ -47,8 +47,9 @@ impl Ty {
 /// A problem in an expression.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExprError {
-    /// Finding code: `cel-syntax`, `unknown-identifier`, `indicator-not-provided`,
-    /// `unknown-function`, `unsupported-expression` or `wrong-type`.
+    /// Finding code: `cel-syntax`, `too-deep`, `unknown-identifier`,
+    /// `indicator-not-provided`, `unknown-function`, `unsupported-expression` or
+    /// `wrong-type`.
     pub code: &'static str,
     /// Character offset in the expression.
     pub offset: usize,
@@ -262,8 +263,99 @@ pub const FUNCTIONS: [&str; 6] = [
     "max",
 ];
 
+/// Most levels an expression may nest: brackets, operators, calls and member selections,
+/// counted as in [`nesting_overflow`]. Parsing, compiling and evaluating walk the tree
+/// recursively, so a deeper expression is refused (`too-deep`) before it is parsed.
+pub const MAX_EXPR_DEPTH: usize = crate::config::MAX_DEPTH;
+
+/// Where `source` nests deeper than [`MAX_EXPR_DEPTH`], as a character offset, found
+/// without parsing: every open bracket counts one level, and so does every operator, dot
+/// or `?` inside the brackets that are open at that point (a chain of `n` operators can
+/// make a tree `n` deep). String literals are skipped. Real rules stay far below the limit.
+pub fn nesting_overflow(source: &str) -> Option<usize> {
+    let chars: Vec<char> = source.chars().collect();
+    // Operators seen at each open bracket level (the outermost first).
+    let mut ops: Vec<usize> = vec![0];
+    let mut total = 0usize;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '"' | '\'' => {
+                // Skip a string literal (''' and """ too), honouring escapes.
+                let triple = i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c;
+                let width = if triple { 3 } else { 1 };
+                i += width;
+                while i < chars.len() {
+                    if chars[i] == '\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if chars[i] == c
+                        && (!triple
+                            || (i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c))
+                    {
+                        i += width;
+                        break;
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            '(' | '[' | '{' => {
+                ops.push(0);
+                total += 1;
+            }
+            ')' | ']' | '}' => {
+                if ops.len() > 1 {
+                    total -= 1 + ops.pop().unwrap_or(0);
+                }
+            }
+            '+' | '-' | '*' | '/' | '%' | '<' | '>' | '=' | '!' | '&' | '|' | '?' | ':' | '.' => {
+                // Two-character operators (`<=`, `&&`, `==`, …) count once.
+                let pair = i + 1 < chars.len()
+                    && matches!(
+                        (c, chars[i + 1]),
+                        ('<', '=') | ('>', '=') | ('=', '=') | ('!', '=') | ('&', '&') | ('|', '|')
+                    );
+                let digit_dot = c == '.'
+                    && (i > 0 && chars[i - 1].is_ascii_digit()
+                        || i + 1 < chars.len() && chars[i + 1].is_ascii_digit());
+                if !digit_dot {
+                    if let Some(top) = ops.last_mut() {
+                        *top += 1;
+                    }
+                    total += 1;
+                }
+                if pair {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        if total > MAX_EXPR_DEPTH {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn too_deep(offset: usize) -> ExprError {
+    ExprError {
+        code: "too-deep",
+        offset,
+        message: format!(
+            "the expression nests more than {MAX_EXPR_DEPTH} levels (brackets and operators) here; split it or simplify it"
+        ),
+    }
+}
+
 /// Parses `source` with the CEL grammar.
 fn parse(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
+    if let Some(offset) = nesting_overflow(source) {
+        return Err(vec![too_deep(offset)]);
+    }
     let parser = cel::parser::Parser::new();
     parser.parse_with_source_info(source).map_err(|errors| {
         let lines: Vec<&str> = source.split('\n').collect();
@@ -279,10 +371,16 @@ fn parse(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
                     .map(|l| l.chars().count() + 1)
                     .sum::<usize>()
                     + col;
-                ExprError {
-                    code: "cel-syntax",
-                    offset: offset.min(source.chars().count()),
-                    message: format!("syntax error: {}", e.msg),
+                let offset = offset.min(source.chars().count());
+                if e.msg.starts_with("Recursion limit") {
+                    // The parser's own bound on nested brackets (96).
+                    too_deep(offset)
+                } else {
+                    ExprError {
+                        code: "cel-syntax",
+                        offset,
+                        message: format!("syntax error: {}", e.msg),
+                    }
                 }
             })
             .collect()
