@@ -351,11 +351,43 @@ fn too_deep(offset: usize) -> ExprError {
     }
 }
 
-/// Parses `source` with the CEL grammar.
+/// Stack of the thread an expression is parsed on. The generated CEL parser recurses
+/// through about ten grammar rules per nesting level, with large frames: about 150 KiB per
+/// level of brackets in a debug build, so that 14 levels overflow the 2 MiB stack of a
+/// Tokio thread. Parsing on a thread of its own with this much (virtual) stack makes the
+/// parser's own limit of 96 levels safe wherever `compile` is called.
+const PARSER_STACK_BYTES: usize = 64 << 20;
+
+/// Parses `source` with the CEL grammar, refusing it first when it nests too deep.
 fn parse(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
     if let Some(offset) = nesting_overflow(source) {
         return Err(vec![too_deep(offset)]);
     }
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("cel-parse".into())
+            .stack_size(PARSER_STACK_BYTES)
+            .spawn_scoped(s, || parse_cel(source))
+            .map(|handle| handle.join())
+    })
+    .map_err(|e| {
+        vec![ExprError {
+            code: "cel-syntax",
+            offset: 0,
+            message: format!("the expression could not be parsed: no thread to parse it on ({e})"),
+        }]
+    })?
+    .unwrap_or_else(|_| {
+        Err(vec![ExprError {
+            code: "cel-syntax",
+            offset: 0,
+            message: "the expression could not be parsed: the parser failed".into(),
+        }])
+    })
+}
+
+/// The CEL parse itself (see [`parse`]).
+fn parse_cel(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
     let parser = cel::parser::Parser::new();
     parser.parse_with_source_info(source).map_err(|errors| {
         let lines: Vec<&str> = source.split('\n').collect();
@@ -372,7 +404,7 @@ fn parse(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
                     .sum::<usize>()
                     + col;
                 let offset = offset.min(source.chars().count());
-                if e.msg.starts_with("Recursion limit") {
+                if e.msg.contains("Recursion limit") {
                     // The parser's own bound on nested brackets (96).
                     too_deep(offset)
                 } else {
@@ -383,7 +415,14 @@ fn parse(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
                     }
                 }
             })
-            .collect()
+            .collect::<Vec<_>>()
+    })
+    .map_err(|errors| {
+        // Past the recursion limit the parser's other complaints are noise.
+        match errors.iter().find(|e| e.code == "too-deep") {
+            Some(deep) => vec![deep.clone()],
+            None => errors,
+        }
     })
 }
 
