@@ -60,7 +60,8 @@ pub fn parse(source: &str) -> Result<Document, Vec<TomlError>> {
             .map(|e| {
                 let message = e.message().trim();
                 let pos = e.span().map_or(Pos::START, |s| lines.pos(source, s.start));
-                if message == "recursion limit" {
+                // The parser's own depth limits, on keys and on values.
+                if message == "recursion limit" || message.contains("max recursion depth") {
                     TomlError {
                         code: "too-deep",
                         pos,
