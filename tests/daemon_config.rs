@@ -234,16 +234,43 @@ fn refusals_log_their_own_revision_and_comment_edits_restart_nothing() {
     assert_eq!(running(&d), 2.0);
 }
 
+/// The log lines of the config side (watcher, loader, reconciler) at warning level or
+/// above.
+fn config_warnings(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| l.contains("ztraded::reconcile") || l.contains("ztraded::config"))
+        .collect()
+}
+
 #[test]
-fn the_first_log_lines_have_no_warnings() {
+fn the_first_log_lines_have_no_warning_noise() {
+    // A valid directory: nothing to warn about.
     let dir = tempfile::tempdir().unwrap();
     copy_root_config(dir.path());
     let d = started(dir.path());
     std::thread::sleep(Duration::from_secs(1));
     let log = d.log_text();
-    let warnings: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+    assert!(config_warnings(&log).is_empty(), "{}", config_warnings(&log).join("\n"));
+    drop(d);
+
+    // An invalid one: the reconciler logs the finding and the refusal; the watcher that
+    // delivered it does not warn about it a second time.
+    let dir = tempfile::tempdir().unwrap();
+    copy_root_config(dir.path());
+    std::fs::write(dir.path().join("pipelines/broken.yaml"), "mode: [\n").unwrap();
+    let mut d = Daemon::start(dir.path(), free_port(), 86_400, &[]);
+    d.wait_for("the refusal at start", Duration::from_secs(30), |d| refused(d) >= 1.0);
+    let log = d.log_text();
+    let watcher: Vec<&str> = config_warnings(&log)
+        .into_iter()
+        .filter(|l| l.contains("ztraded::reconcile::watcher"))
         .collect();
-    assert!(warnings.is_empty(), "{}", warnings.join("\n"));
+    assert!(watcher.is_empty(), "{}", watcher.join("\n"));
+    assert_eq!(
+        log.matches("pipelines/broken.yaml:").count(),
+        1,
+        "the finding is logged once:\n{}",
+        tail(&log, 30)
+    );
 }
