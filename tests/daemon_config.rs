@@ -274,3 +274,53 @@ fn the_first_log_lines_have_no_warning_noise() {
         tail(&log, 30)
     );
 }
+
+#[test]
+fn plan_shows_the_refusal_of_a_vanished_directory() {
+    let base = tempfile::tempdir().unwrap();
+    copy_root_config(base.path());
+    let dir = tempfile::tempdir().unwrap();
+    copy_root_config(dir.path());
+    std::fs::remove_dir_all(dir.path().join("pipelines")).unwrap();
+    let plan = |dir: &Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ztraded"))
+            .arg("plan")
+            .arg(dir)
+            .arg("--base")
+            .arg(base.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    let (code, out) = plan(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("- golden-cross (removed) [on_remove: drain]"), "{out}");
+    assert!(out.contains("! refused: pipelines/: error[no-pipelines-dir]"), "{out}");
+    assert!(out.contains("The daemon would refuse this revision"), "{out}");
+    let (code, out) = plan(dir.path(), &["--json"]);
+    assert_eq!(code, Some(1), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["refused"][0]["code"], "no-pipelines-dir", "{out}");
+
+    // One of two pipelines removed: 50 %, allowed; both removed from an existing
+    // directory: refused, unless max_removal_pct allows it.
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    std::fs::copy(
+        base.path().join("pipelines/golden-cross.yaml"),
+        dir.path().join("pipelines/golden-cross.yaml"),
+    )
+    .unwrap();
+    let (code, out) = plan(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("- rsi-reversion (removed) [on_remove: close]"), "{out}");
+    std::fs::remove_file(dir.path().join("pipelines/golden-cross.yaml")).unwrap();
+    let (code, out) = plan(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("error[too-many-removals]"), "{out}");
+    let settings = dir.path().join("ztraded.toml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, format!("{text}\n[reconcile]\nmax_removal_pct = 100\n")).unwrap();
+    let (code, out) = plan(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{out}");
+}
