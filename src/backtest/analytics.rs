@@ -659,7 +659,7 @@ mod tests {
             exit_price: dec!(101),
             quantity: dec!(10),
             stop_loss: None,
-        final_stop: None,
+            final_stop: None,
             target_1: None,
             target_2: None,
             exit_reason: OrderPurpose::ExitRule,
