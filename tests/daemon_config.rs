@@ -80,11 +80,15 @@ fn a_deep_file_dropped_in_is_refused_and_the_daemon_keeps_running() {
         deep_cel(dir.path()),
     )
     .unwrap();
-    d.wait_for("the deep expression refused", Duration::from_secs(20), |d| {
-        refused(d) > before
-            && d.log_text().contains("pipelines/golden-cross.yaml:")
-            && d.log_text().matches("too-deep").count() >= 2
-    });
+    d.wait_for(
+        "the deep expression refused",
+        Duration::from_secs(20),
+        |d| {
+            refused(d) > before
+                && d.log_text().contains("pipelines/golden-cross.yaml:")
+                && d.log_text().matches("too-deep").count() >= 2
+        },
+    );
     serving(&mut d);
     assert_eq!(running(&d), 2.0);
 }
@@ -140,9 +144,11 @@ fn a_vanished_pipelines_directory_changes_nothing() {
     assert!(!log.contains("pipeline removed"), "{}", tail(&log, 30));
     // The pipelines keep running and trading.
     let done = executions(&d);
-    d.wait_for("executions after the refusal", Duration::from_secs(30), |d| {
-        executions(d) > done
-    });
+    d.wait_for(
+        "executions after the refusal",
+        Duration::from_secs(30),
+        |d| executions(d) > done,
+    );
     assert_eq!(running(&d), 2.0);
     serving(&mut d);
 }
@@ -172,7 +178,9 @@ fn a_bad_environment_value_stops_the_start_and_names_the_variable() {
     let log = d.log_text();
     assert_eq!(status.code(), Some(2), "{log}");
     assert!(
-        log.contains("env ZTRADED_HTTP__LISTEN: error[invalid-setting]: http.listen: 'localhost:19469'"),
+        log.contains(
+            "env ZTRADED_HTTP__LISTEN: error[invalid-setting]: http.listen: 'localhost:19469'"
+        ),
         "{log}"
     );
     assert!(!log.contains("ztraded.toml:7:"), "{log}");
@@ -198,7 +206,9 @@ fn refusals_log_their_own_revision_and_comment_edits_restart_nothing() {
 
     // A revision made only of a new, unparsable file has a revision of its own.
     std::fs::write(dir.path().join("pipelines/broken.yaml"), "mode: [\n").unwrap();
-    d.wait_for("the refusal", Duration::from_secs(20), |d| refused(d) >= 1.0);
+    d.wait_for("the refusal", Duration::from_secs(20), |d| {
+        refused(d) >= 1.0
+    });
     let log = d.log_text();
     let line = log
         .lines()
@@ -251,7 +261,11 @@ fn the_first_log_lines_have_no_warning_noise() {
     let d = started(dir.path());
     std::thread::sleep(Duration::from_secs(1));
     let log = d.log_text();
-    assert!(config_warnings(&log).is_empty(), "{}", config_warnings(&log).join("\n"));
+    assert!(
+        config_warnings(&log).is_empty(),
+        "{}",
+        config_warnings(&log).join("\n")
+    );
     drop(d);
 
     // An invalid one: the reconciler logs the finding and the refusal; the watcher that
@@ -260,7 +274,9 @@ fn the_first_log_lines_have_no_warning_noise() {
     copy_root_config(dir.path());
     std::fs::write(dir.path().join("pipelines/broken.yaml"), "mode: [\n").unwrap();
     let mut d = Daemon::start(dir.path(), free_port(), 86_400, &[]);
-    d.wait_for("the refusal at start", Duration::from_secs(30), |d| refused(d) >= 1.0);
+    d.wait_for("the refusal at start", Duration::from_secs(30), |d| {
+        refused(d) >= 1.0
+    });
     let log = d.log_text();
     let watcher: Vec<&str> = config_warnings(&log)
         .into_iter()
@@ -295,9 +311,18 @@ fn plan_shows_the_refusal_of_a_vanished_directory() {
     };
     let (code, out) = plan(dir.path(), &[]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("- golden-cross (removed) [on_remove: drain]"), "{out}");
-    assert!(out.contains("! refused: pipelines/: error[no-pipelines-dir]"), "{out}");
-    assert!(out.contains("The daemon would refuse this revision"), "{out}");
+    assert!(
+        out.contains("- golden-cross (removed) [on_remove: drain]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("! refused: pipelines/: error[no-pipelines-dir]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("The daemon would refuse this revision"),
+        "{out}"
+    );
     let (code, out) = plan(dir.path(), &["--json"]);
     assert_eq!(code, Some(1), "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -313,14 +338,21 @@ fn plan_shows_the_refusal_of_a_vanished_directory() {
     .unwrap();
     let (code, out) = plan(dir.path(), &[]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("- rsi-reversion (removed) [on_remove: close]"), "{out}");
+    assert!(
+        out.contains("- rsi-reversion (removed) [on_remove: close]"),
+        "{out}"
+    );
     std::fs::remove_file(dir.path().join("pipelines/golden-cross.yaml")).unwrap();
     let (code, out) = plan(dir.path(), &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("error[too-many-removals]"), "{out}");
     let settings = dir.path().join("ztraded.toml");
     let text = std::fs::read_to_string(&settings).unwrap();
-    std::fs::write(&settings, format!("{text}\n[reconcile]\nmax_removal_pct = 100\n")).unwrap();
+    std::fs::write(
+        &settings,
+        format!("{text}\n[reconcile]\nmax_removal_pct = 100\n"),
+    )
+    .unwrap();
     let (code, out) = plan(dir.path(), &[]);
     assert_eq!(code, Some(0), "{out}");
 }

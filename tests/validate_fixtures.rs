@@ -1272,8 +1272,10 @@ fn a_node_that_does_not_load_still_has_its_expressions_checked() {
     // `kind: rulez` makes the strategy node fail to deserialize.
     std::fs::write(
         &p,
-        text.replace("kind: rules", "kind: rulez")
-            .replace("crossed_above(sma_50, sma_200)", "crossed_above(sma_50,, sma_200)"),
+        text.replace("kind: rules", "kind: rulez").replace(
+            "crossed_above(sma_50, sma_200)",
+            "crossed_above(sma_50,, sma_200)",
+        ),
     )
     .unwrap();
     let (_, findings) = load(tmp.path());
@@ -1326,7 +1328,11 @@ fn loading_deep_files_fits_a_two_megabyte_stack() {
             .unwrap();
         let deep = findings.iter().any(|f| f.code == "too-deep");
         assert_eq!(deep, refused, "{levels} levels:\n{}", dump(&findings));
-        assert!(findings.iter().all(|f| f.file == "pipelines/deep.yaml"), "{}", dump(&findings));
+        assert!(
+            findings.iter().all(|f| f.file == "pipelines/deep.yaml"),
+            "{}",
+            dump(&findings)
+        );
     }
 }
 
@@ -1341,7 +1347,9 @@ fn aliases_count_with_the_depth_of_their_anchor() {
     std::fs::write(tmp.path().join("pipelines/alias.yaml"), text).unwrap();
     let (_, findings) = load(tmp.path());
     assert!(
-        findings.iter().any(|f| f.code == "too-deep" && f.file == "pipelines/alias.yaml"),
+        findings
+            .iter()
+            .any(|f| f.code == "too-deep" && f.file == "pipelines/alias.yaml"),
         "{}",
         dump(&findings)
     );
@@ -1357,7 +1365,10 @@ fn deep_expressions_are_refused_at_their_line() {
     let (code, out, _) = ztraded(tmp.path(), &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("pipelines/trend.yaml:16:"), "{out}");
-    assert!(out.contains("error[too-deep]: nodes[1].config.long_entry"), "{out}");
+    assert!(
+        out.contains("error[too-deep]: nodes[1].config.long_entry"),
+        "{out}"
+    );
     assert!(!out.contains("cel-syntax"), "{out}");
 }
 
@@ -1368,12 +1379,19 @@ fn deep_toml_is_refused() {
     let text = std::fs::read_to_string(&settings).unwrap();
     std::fs::write(
         &settings,
-        format!("{text}\n[reconcile]\nx = {}1{}\n", "[".repeat(500), "]".repeat(500)),
+        format!(
+            "{text}\n[reconcile]\nx = {}1{}\n",
+            "[".repeat(500),
+            "]".repeat(500)
+        ),
     )
     .unwrap();
     let (code, out, _) = ztraded(tmp.path(), &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("ztraded.toml:18:") && out.contains("error[too-deep]"), "{out}");
+    assert!(
+        out.contains("ztraded.toml:18:") && out.contains("error[too-deep]"),
+        "{out}"
+    );
 }
 
 // ------------------------------------------------------------------- settings from the env
@@ -1471,7 +1489,10 @@ fn the_readme_lists_every_finding_code() {
         "README.md's finding-code table and config::finding::CODES differ (same codes, same order)"
     );
     for ((code, meaning), (_, want)) in listed.iter().zip(CODES) {
-        assert_eq!(meaning, want, "{code}: the README's meaning differs from CODES");
+        assert_eq!(
+            meaning, want,
+            "{code}: the README's meaning differs from CODES"
+        );
     }
 }
 
@@ -1483,7 +1504,11 @@ fn every_code_in_the_source_is_a_known_code() {
     use ztraded::config::finding::CODES;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
-    let mut dirs = vec![root.join("config"), root.join("expr"), root.join("reconcile")];
+    let mut dirs = vec![
+        root.join("config"),
+        root.join("expr"),
+        root.join("reconcile"),
+    ];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

@@ -15,7 +15,7 @@ use super::pipeline::Pipeline;
 use super::risk::RiskPolicy;
 use super::scanner::Scanner;
 use super::set::content_hash;
-use super::settings::{self, Settings, SettingSource};
+use super::settings::{self, SettingSource, Settings};
 use super::yaml::{self, Document, Pos};
 use super::{ResourceKind, schema, toml_doc};
 use serde::de::DeserializeOwned;
@@ -500,12 +500,9 @@ fn load_settings(
             ok = false;
             for (source, message) in problems {
                 match source {
-                    SettingSource::Env(var) => findings.push(checks::env_finding(
-                        &var,
-                        "invalid-setting",
-                        "",
-                        message,
-                    )),
+                    SettingSource::Env(var) => {
+                        findings.push(checks::env_finding(&var, "invalid-setting", "", message))
+                    }
                     SettingSource::File(pointer) => {
                         let pos = resource
                             .as_ref()

@@ -145,7 +145,6 @@ impl ConfigSet {
     }
 }
 
-
 /// SHA-256 (hex) of a parsed document's content: keys sorted, numbers and strings as JSON
 /// writes them. Comments, quoting, flow or block style, key order and anchors do not change
 /// it; any change of a value does. Documents are at most [`super::MAX_DEPTH`] levels deep
@@ -195,6 +194,9 @@ mod tests {
         assert_eq!(content_hash(&a), content_hash(&b));
         let c = json!({"a": 1, "b": {"x": [2, 1], "y": "s"}});
         assert_ne!(content_hash(&a), content_hash(&c));
-        assert_ne!(content_hash(&json!({"a": "1"})), content_hash(&json!({"a": 1})));
+        assert_ne!(
+            content_hash(&json!({"a": "1"})),
+            content_hash(&json!({"a": 1}))
+        );
     }
 }

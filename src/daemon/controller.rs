@@ -107,7 +107,8 @@ impl Controller {
         let changes = diff(&old, &new);
         // Removing many pipelines at once (a vanished directory, a failed checkout) is
         // refused like an invalid revision: the running one stays.
-        let refusals = crate::reconcile::guard::removals(&old, &new, &changes, &set.settings.reconcile);
+        let refusals =
+            crate::reconcile::guard::removals(&old, &new, &changes, &set.settings.reconcile);
         if !refusals.is_empty() {
             for f in &refusals {
                 error!(code = f.code, "{}", f.human());

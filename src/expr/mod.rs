@@ -389,41 +389,43 @@ fn parse(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
 /// The CEL parse itself (see [`parse`]).
 fn parse_cel(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
     let parser = cel::parser::Parser::new();
-    parser.parse_with_source_info(source).map_err(|errors| {
-        let lines: Vec<&str> = source.split('\n').collect();
-        errors
-            .errors
-            .iter()
-            .map(|e| {
-                // The cel crate reports 1-based lines and columns.
-                let (line, col) = (e.pos.0.max(1) as usize, (e.pos.1.max(1) - 1) as usize);
-                let offset = lines
-                    .iter()
-                    .take(line - 1)
-                    .map(|l| l.chars().count() + 1)
-                    .sum::<usize>()
-                    + col;
-                let offset = offset.min(source.chars().count());
-                if e.msg.contains("Recursion limit") {
-                    // The parser's own bound on nested brackets (96).
-                    too_deep(offset)
-                } else {
-                    ExprError {
-                        code: "cel-syntax",
-                        offset,
-                        message: format!("syntax error: {}", e.msg),
+    parser
+        .parse_with_source_info(source)
+        .map_err(|errors| {
+            let lines: Vec<&str> = source.split('\n').collect();
+            errors
+                .errors
+                .iter()
+                .map(|e| {
+                    // The cel crate reports 1-based lines and columns.
+                    let (line, col) = (e.pos.0.max(1) as usize, (e.pos.1.max(1) - 1) as usize);
+                    let offset = lines
+                        .iter()
+                        .take(line - 1)
+                        .map(|l| l.chars().count() + 1)
+                        .sum::<usize>()
+                        + col;
+                    let offset = offset.min(source.chars().count());
+                    if e.msg.contains("Recursion limit") {
+                        // The parser's own bound on nested brackets (96).
+                        too_deep(offset)
+                    } else {
+                        ExprError {
+                            code: "cel-syntax",
+                            offset,
+                            message: format!("syntax error: {}", e.msg),
+                        }
                     }
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .map_err(|errors| {
-        // Past the recursion limit the parser's other complaints are noise.
-        match errors.iter().find(|e| e.code == "too-deep") {
-            Some(deep) => vec![deep.clone()],
-            None => errors,
-        }
-    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .map_err(|errors| {
+            // Past the recursion limit the parser's other complaints are noise.
+            match errors.iter().find(|e| e.code == "too-deep") {
+                Some(deep) => vec![deep.clone()],
+                None => errors,
+            }
+        })
 }
 
 /// Compiles `source`, which must have type `want`, resolving names with `resolver`.

@@ -194,4 +194,3 @@ fn nesting_within_the_limit_compiles_on_a_small_stack() {
     // Strings are skipped: brackets inside them do not count.
     assert_eq!(nesting_overflow(&format!("'{}'", "(".repeat(1_000))), None);
 }
-

@@ -82,9 +82,7 @@ pub fn removals(
     if n >= running {
         return vec![finding(
             "too-many-removals",
-            format!(
-                "this revision removes every running pipeline ({n}: {names}; {effect}); {how}"
-            ),
+            format!("this revision removes every running pipeline ({n}: {names}; {effect}); {how}"),
         )];
     }
     if pct > max {
@@ -173,7 +171,10 @@ mod tests {
     fn removing_every_pipeline_or_more_than_the_share_is_refused() {
         let old = state(&[("a", true), ("b", true), ("c", true), ("d", true)]);
         assert_eq!(refusals(&old, &state(&[]), 50), vec!["too-many-removals"]);
-        assert_eq!(refusals(&old, &state(&[("a", true)]), 50), vec!["too-many-removals"]);
+        assert_eq!(
+            refusals(&old, &state(&[("a", true)]), 50),
+            vec!["too-many-removals"]
+        );
         // Half is not more than 50 %.
         assert!(refusals(&old, &state(&[("a", true), ("b", true)]), 50).is_empty());
         assert_eq!(
@@ -183,7 +184,10 @@ mod tests {
         // 100 allows everything, the directory being there.
         assert!(refusals(&old, &state(&[]), 100).is_empty());
         // The only pipeline is every pipeline.
-        assert_eq!(refusals(&state(&[("a", true)]), &state(&[]), 50), vec!["too-many-removals"]);
+        assert_eq!(
+            refusals(&state(&[("a", true)]), &state(&[]), 50),
+            vec!["too-many-removals"]
+        );
     }
 
     #[test]
@@ -211,8 +215,17 @@ mod tests {
         let found = removals(&old, &new, &diff(&old, &new), &settings);
         assert_eq!(found.len(), 1);
         let text = found[0].human();
-        assert!(text.starts_with("pipelines/: error[too-many-removals]: "), "{text}");
-        for part in ["a, b, c", "1 of them with on_remove: close", "enabled: false", "max_removal_pct", "ztraded plan"] {
+        assert!(
+            text.starts_with("pipelines/: error[too-many-removals]: "),
+            "{text}"
+        );
+        for part in [
+            "a, b, c",
+            "1 of them with on_remove: close",
+            "enabled: false",
+            "max_removal_pct",
+            "ztraded plan",
+        ] {
             assert!(text.contains(part), "{part} not in {text}");
         }
     }

@@ -217,7 +217,17 @@ pub(super) fn check_nodes(
     for (i, v) in nodes.iter().enumerate() {
         let up = Upstream::of(nodes, &providers[i]);
         match &v.node {
-            Some(_) => check_node(ctx, view, i, &up, &providers[i], graph_ok, policy, r, severity),
+            Some(_) => check_node(
+                ctx,
+                view,
+                i,
+                &up,
+                &providers[i],
+                graph_ok,
+                policy,
+                r,
+                severity,
+            ),
             None => check_raw_node(view, i, &up, r),
         }
     }
@@ -313,7 +323,14 @@ fn check_node(
                 if let Some(t) = t
                     && t.parse().is_none()
                 {
-                    r.error("invalid-clock-time", &format!("{base}/{field}"), format!("'{}' is not a time of day (HH:MM or HH:MM:SS, 00:00 to 23:59:59)", t.0));
+                    r.error(
+                        "invalid-clock-time",
+                        &format!("{base}/{field}"),
+                        format!(
+                            "'{}' is not a time of day (HH:MM or HH:MM:SS, 00:00 to 23:59:59)",
+                            t.0
+                        ),
+                    );
                 }
             }
             if c.timezone.parse().is_none() {
@@ -330,19 +347,34 @@ fn check_node(
                 r.error(
                     "invalid-value",
                     &format!("{base}/before"),
-                    format!("`after` and `before` are both {}: the gate never opens", a.0),
+                    format!(
+                        "`after` and `before` are both {}: the gate never opens",
+                        a.0
+                    ),
                 );
             }
         }
         AgentConfig::PriceTrigger(c) => {
             needs_data(r);
             let tf = own_tf(r, c.timeframe);
-            run_exprs(r, &base, up, tf, &[("when", &Some(c.when.clone()), Ty::Bool, &[])]);
+            run_exprs(
+                r,
+                &base,
+                up,
+                tf,
+                &[("when", &Some(c.when.clone()), Ty::Bool, &[])],
+            );
         }
         AgentConfig::TechnicalTrigger(c) => {
             needs_data(r);
             let tf = own_tf(r, c.timeframe);
-            run_exprs(r, &base, up, tf, &[("when", &Some(c.when.clone()), Ty::Bool, &[])]);
+            run_exprs(
+                r,
+                &base,
+                up,
+                tf,
+                &[("when", &Some(c.when.clone()), Ty::Bool, &[])],
+            );
         }
         AgentConfig::StockPicker(c) => {
             refs::check_picker_scanner(ctx, &c.scanner, &format!("{base}/scanner"), r, severity);
@@ -381,7 +413,8 @@ fn check_node(
         }
         AgentConfig::Strategy(StrategyConfig::Rules(c)) => {
             needs_data(r);
-            let tf = tf_provided(r, &format!("{base}/timeframe"), c.timeframe).then_some(c.timeframe);
+            let tf =
+                tf_provided(r, &format!("{base}/timeframe"), c.timeframe).then_some(c.timeframe);
             run_exprs(
                 r,
                 &base,
@@ -574,7 +607,10 @@ mod tests {
     #[test]
     fn finds_cycles_in_order_from_the_lowest_node() {
         // 0 <- 1 <- 2 <- 0 (each node lists its parents)
-        assert_eq!(find_cycle(&[vec![2], vec![0], vec![1]]), Some(vec![0, 1, 2]));
+        assert_eq!(
+            find_cycle(&[vec![2], vec![0], vec![1]]),
+            Some(vec![0, 1, 2])
+        );
         assert_eq!(find_cycle(&[vec![], vec![0], vec![1]]), None);
         assert_eq!(find_cycle(&[vec![], vec![1]]), Some(vec![1]));
     }

@@ -59,7 +59,9 @@ impl<'a> PipelineView<'a> {
                         id: Some(n.id.as_str()),
                         needs: match &n.needs {
                             None => Needs::Previous,
-                            Some(list) => Needs::List(list.iter().map(|s| Some(s.as_str())).collect()),
+                            Some(list) => {
+                                Needs::List(list.iter().map(|s| Some(s.as_str())).collect())
+                            }
                         },
                         agent: Some(n.kind().as_str()),
                         node: Some(Cow::Borrowed(n)),
@@ -87,7 +89,12 @@ impl<'a> PipelineView<'a> {
         };
         PipelineView {
             enabled: head.as_ref().map_or_else(
-                || value.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+                || {
+                    value
+                        .get("enabled")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true)
+                },
                 |p| p.enabled,
             ),
             head: head.map(Cow::Owned),

@@ -67,7 +67,12 @@ pub(super) fn check_picker_scanner(
 }
 
 /// `risk:` names a risk policy of the directory.
-pub(super) fn check_risk_ref(ctx: &Ctx<'_>, p: &Pipeline, r: &mut Reporter<'_>, severity: Severity) {
+pub(super) fn check_risk_ref(
+    ctx: &Ctx<'_>,
+    p: &Pipeline,
+    r: &mut Reporter<'_>,
+    severity: Severity,
+) {
     let set = ctx.set;
     if let Some(risk) = &p.risk
         && set.complete

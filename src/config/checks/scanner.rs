@@ -53,7 +53,13 @@ pub(super) fn check_scanner(res: &Resource<Scanner>, out: &mut Vec<Finding>) {
         extra: &[],
     };
     for (i, f) in s.filters.iter().enumerate() {
-        check_expr(&mut r, &format!("/filters/{i}"), f, Ty::Bool, Some(&available));
+        check_expr(
+            &mut r,
+            &format!("/filters/{i}"),
+            f,
+            Ty::Bool,
+            Some(&available),
+        );
     }
     if let Some(rank) = &s.rank_by {
         check_expr(&mut r, "/rank_by", rank, Ty::Number, Some(&available));

@@ -265,4 +265,3 @@ fn url_has_password(s: &str) -> bool {
         None => false,
     }
 }
-

@@ -135,12 +135,18 @@ mod tests {
     #[test]
     fn variables_with_a_double_underscore_set_settings() {
         let env = vec![
-            ("ZTRADED_HTTP__LISTEN".to_string(), "127.0.0.1:1".to_string()),
+            (
+                "ZTRADED_HTTP__LISTEN".to_string(),
+                "127.0.0.1:1".to_string(),
+            ),
             ("ZTRADED_ADMIN_TOKEN".to_string(), "x".to_string()),
         ];
         assert_eq!(
             env_overrides(&env),
-            vec![("/http/listen".to_string(), "ZTRADED_HTTP__LISTEN".to_string())]
+            vec![(
+                "/http/listen".to_string(),
+                "ZTRADED_HTTP__LISTEN".to_string()
+            )]
         );
         let s = merge_settings(&Value::Object(Default::default()), &env).unwrap();
         assert_eq!(s.http.listen, "127.0.0.1:1");
@@ -148,7 +154,10 @@ mod tests {
 
     #[test]
     fn a_bad_variable_is_blamed_on_the_variable() {
-        let env = vec![("ZTRADED_STORE__MAX_CONNECTIONS".to_string(), "many".to_string())];
+        let env = vec![(
+            "ZTRADED_STORE__MAX_CONNECTIONS".to_string(),
+            "many".to_string(),
+        )];
         let problems = merge_settings(&Value::Object(Default::default()), &env).unwrap_err();
         assert_eq!(
             problems[0].0,
