@@ -306,10 +306,8 @@ pub fn nesting_overflow(source: &str) -> Option<usize> {
                 ops.push(0);
                 total += 1;
             }
-            ')' | ']' | '}' => {
-                if ops.len() > 1 {
-                    total -= 1 + ops.pop().unwrap_or(0);
-                }
+            ')' | ']' | '}' if ops.len() > 1 => {
+                total -= 1 + ops.pop().unwrap_or(0);
             }
             '+' | '-' | '*' | '/' | '%' | '<' | '>' | '=' | '!' | '&' | '|' | '?' | ':' | '.' => {
                 // Two-character operators (`<=`, `&&`, `==`, …) count once.

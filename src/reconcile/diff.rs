@@ -188,13 +188,12 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
                     o.content == n.content
                 };
                 if !same {
-                    match (
+                    // Deeper than the JSON reader goes (128 levels): no field list.
+                    if let (Ok(a), Ok(b)) = (
                         serde_json::from_str::<Value>(&o.value),
                         serde_json::from_str::<Value>(&n.value),
                     ) {
-                        (Ok(a), Ok(b)) => json_diff(&a, &b, "", &mut fields),
-                        // Deeper than the JSON reader goes (128 levels): no field list.
-                        _ => {}
+                        json_diff(&a, &b, "", &mut fields);
                     }
                     if fields.is_empty() {
                         fields.push("(whole file)".to_string());
