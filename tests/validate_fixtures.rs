@@ -1286,15 +1286,16 @@ fn a_node_that_does_not_load_still_has_its_expressions_checked() {
 
 // ------------------------------------------------------------------------------- nesting depth
 
-/// A base copy with `pipelines/deep.yaml`: `description: x`, then `nodes:` nesting `levels`
-/// sequences on line 3 (about 10 KB for 5,000 levels).
+/// `description: x`, then `nodes:` followed by `dashes` nested `- ` on line 3: the root
+/// mapping and `dashes` sequences, about 10 KB for 5,000.
+fn deep_text(dashes: usize) -> String {
+    format!("description: x\nnodes:\n{}x\n", "- ".repeat(dashes))
+}
+
+/// A base copy with `pipelines/deep.yaml` of [`deep_text`].
 fn deep_copy(levels: usize) -> tempfile::TempDir {
     let tmp = base_copy();
-    std::fs::write(
-        tmp.path().join("pipelines/deep.yaml"),
-        format!("description: x\nnodes:\n{}x\n", "- ".repeat(levels)),
-    )
-    .unwrap();
+    std::fs::write(tmp.path().join("pipelines/deep.yaml"), deep_text(levels)).unwrap();
     tmp
 }
 
@@ -1314,11 +1315,30 @@ fn deep_nesting_is_refused_with_its_line() {
 
 #[test]
 fn loading_deep_files_fits_a_two_megabyte_stack() {
-    // The daemon loads on Tokio's blocking pool, whose threads have 2 MiB stacks: a file at
-    // the depth limit (every layer walks it), and one far past it, load there.
+    // The daemon loads on Tokio's blocking pool, whose threads have 2 MiB stacks: files at
+    // the depth limit (every layer walks them), and far past it, load there. Two shapes:
+    // sequences where a list of nodes is expected, and a node's config (deserialized into a
+    // JSON value) nested in flow style.
     let limit = ztraded::config::MAX_DEPTH;
-    for (levels, refused) in [(limit - 1, false), (limit, true), (5_000, true)] {
-        let tmp = deep_copy(levels);
+    let config = |brackets: usize| {
+        format!(
+            "description: x\nnodes:\n  - id: a\n    agent: market_data\n    config: {}1{}\n",
+            "[".repeat(brackets),
+            "]".repeat(brackets)
+        )
+    };
+    let cases = [
+        // The root mapping and 255 sequences: 256 levels.
+        (deep_text(limit - 1), false),
+        (deep_text(limit), true),
+        (deep_text(5_000), true),
+        // Root mapping, nodes, the node: three levels before the config's brackets.
+        (config(limit - 3), false),
+        (config(limit - 2), true),
+    ];
+    for (text, refused) in cases {
+        let tmp = base_copy();
+        std::fs::write(tmp.path().join("pipelines/deep.yaml"), &text).unwrap();
         let root = tmp.path().to_path_buf();
         let findings = std::thread::Builder::new()
             .stack_size(2 << 20)
@@ -1327,7 +1347,7 @@ fn loading_deep_files_fits_a_two_megabyte_stack() {
             .join()
             .unwrap();
         let deep = findings.iter().any(|f| f.code == "too-deep");
-        assert_eq!(deep, refused, "{levels} levels:\n{}", dump(&findings));
+        assert_eq!(deep, refused, "{:.80}…:\n{}", text, dump(&findings));
         assert!(
             findings.iter().all(|f| f.file == "pipelines/deep.yaml"),
             "{}",
