@@ -273,7 +273,23 @@ pub const MAX_EXPR_DEPTH: usize = crate::config::MAX_DEPTH;
 /// or `?` inside the brackets that are open at that point (a chain of `n` operators can
 /// make a tree `n` deep). String literals are skipped. Real rules stay far below the limit.
 pub fn nesting_overflow(source: &str) -> Option<usize> {
+    measure(source).overflow
+}
+
+/// How an expression nests, measured without parsing.
+struct Nesting {
+    /// Where it first nests deeper than [`MAX_EXPR_DEPTH`] (see [`nesting_overflow`]).
+    overflow: Option<usize>,
+    /// The deepest the parser recurses, in levels: open brackets and `?` (a conditional's
+    /// branches nest), counted to where the measure stopped.
+    parser_levels: usize,
+}
+
+fn measure(source: &str) -> Nesting {
     let chars: Vec<char> = source.chars().collect();
+    let mut brackets = 0usize;
+    let mut conditionals = 0usize;
+    let mut parser_levels = 0usize;
     // Operators seen at each open bracket level (the outermost first).
     let mut ops: Vec<usize> = vec![0];
     let mut total = 0usize;
@@ -305,9 +321,11 @@ pub fn nesting_overflow(source: &str) -> Option<usize> {
             '(' | '[' | '{' => {
                 ops.push(0);
                 total += 1;
+                brackets += 1;
             }
             ')' | ']' | '}' if ops.len() > 1 => {
                 total -= 1 + ops.pop().unwrap_or(0);
+                brackets -= 1;
             }
             '+' | '-' | '*' | '/' | '%' | '<' | '>' | '=' | '!' | '&' | '|' | '?' | ':' | '.' => {
                 // Two-character operators (`<=`, `&&`, `==`, …) count once.
@@ -325,18 +343,28 @@ pub fn nesting_overflow(source: &str) -> Option<usize> {
                     }
                     total += 1;
                 }
+                if c == '?' {
+                    conditionals += 1;
+                }
                 if pair {
                     i += 1;
                 }
             }
             _ => {}
         }
+        parser_levels = parser_levels.max(brackets + conditionals);
         if total > MAX_EXPR_DEPTH {
-            return Some(i);
+            return Nesting {
+                overflow: Some(i),
+                parser_levels,
+            };
         }
         i += 1;
     }
-    None
+    Nesting {
+        overflow: None,
+        parser_levels,
+    }
 }
 
 fn too_deep(offset: usize) -> ExprError {
@@ -349,43 +377,101 @@ fn too_deep(offset: usize) -> ExprError {
     }
 }
 
-/// Stack of the thread an expression is parsed on. The generated CEL parser recurses
-/// through about ten grammar rules per nesting level, with large frames: about 150 KiB per
-/// level of brackets in a debug build, so that 14 levels overflow the 2 MiB stack of a
-/// Tokio thread. Parsing on a thread of its own with this much (virtual) stack makes the
-/// parser's own limit of 96 levels safe wherever `compile` is called.
+/// Stack of the threads deep expressions are parsed on. The generated CEL parser recurses
+/// through about ten grammar rules per level of brackets, with large frames: about 150 KiB
+/// per level in a debug build, so that 14 levels overflow the 2 MiB stack of a Tokio thread.
+/// On these threads the parser's own limit of 96 levels is safe wherever `compile` is
+/// called. The stack is virtual memory: only the pages a parse touches are used.
 const PARSER_STACK_BYTES: usize = 64 << 20;
 
-/// Parses `source` with the CEL grammar, refusing it first when it nests too deep.
-fn parse(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
-    if let Some(offset) = nesting_overflow(source) {
+/// Expressions that nest at most this many levels (brackets and conditionals) are parsed
+/// on the calling thread: almost every rule, at no cost. Deeper ones go to the parser
+/// threads.
+const INLINE_PARSER_LEVELS: usize = 4;
+
+type Parsed = Result<(IdedExpr, SourceInfo), Vec<ExprError>>;
+
+/// A parse request for the parser threads.
+struct Job {
+    source: String,
+    reply: std::sync::mpsc::Sender<Parsed>,
+}
+
+/// The parser threads, started on the first deep expression: one per core (at most four),
+/// sharing one queue.
+fn parser_threads() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<Job>>> {
+    use std::sync::{Arc, Mutex, OnceLock, mpsc};
+    static THREADS: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let rx = Arc::new(Mutex::new(rx));
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            let mut started = 0;
+            for i in 0..n {
+                let rx = Arc::clone(&rx);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("cel-parse-{i}"))
+                    .stack_size(PARSER_STACK_BYTES)
+                    .spawn(move || {
+                        loop {
+                            let job = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok(job) = job else { return };
+                            let _ = job.reply.send(parse_cel(&job.source));
+                        }
+                    });
+                if spawned.is_ok() {
+                    started += 1;
+                }
+            }
+            (started > 0).then(|| Mutex::new(tx))
+        })
+        .as_ref()
+}
+
+fn parse_failed(why: &str) -> Vec<ExprError> {
+    vec![ExprError {
+        code: "cel-syntax",
+        offset: 0,
+        message: format!("the expression could not be parsed: {why}"),
+    }]
+}
+
+/// Parses `source` with the CEL grammar, refusing it first when it nests too deep; a
+/// deep expression is parsed on a parser thread (see [`PARSER_STACK_BYTES`]).
+fn parse(source: &str) -> Parsed {
+    let nesting = measure(source);
+    if let Some(offset) = nesting.overflow {
         return Err(vec![too_deep(offset)]);
     }
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("cel-parse".into())
-            .stack_size(PARSER_STACK_BYTES)
-            .spawn_scoped(s, || parse_cel(source))
-            .map(|handle| handle.join())
-    })
-    .map_err(|e| {
-        vec![ExprError {
-            code: "cel-syntax",
-            offset: 0,
-            message: format!("the expression could not be parsed: no thread to parse it on ({e})"),
-        }]
-    })?
-    .unwrap_or_else(|_| {
-        Err(vec![ExprError {
-            code: "cel-syntax",
-            offset: 0,
-            message: "the expression could not be parsed: the parser failed".into(),
-        }])
-    })
+    if nesting.parser_levels <= INLINE_PARSER_LEVELS {
+        return parse_cel(source);
+    }
+    let Some(threads) = parser_threads() else {
+        return Err(parse_failed("no thread to parse it on"));
+    };
+    let (reply, answer) = std::sync::mpsc::channel();
+    let job = Job {
+        source: source.to_string(),
+        reply,
+    };
+    let sent = match threads.lock() {
+        Ok(tx) => tx.send(job).is_ok(),
+        Err(_) => false,
+    };
+    if !sent {
+        return Err(parse_failed("the parser threads stopped"));
+    }
+    answer
+        .recv()
+        .unwrap_or_else(|_| Err(parse_failed("the parser failed")))
 }
 
 /// The CEL parse itself (see [`parse`]).
-fn parse_cel(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
+fn parse_cel(source: &str) -> Parsed {
     let parser = cel::parser::Parser::new();
     parser
         .parse_with_source_info(source)

@@ -178,8 +178,15 @@ fn nesting_within_the_limit_compiles_on_a_small_stack() {
     let parens = format!("{}close{} > 1", "(".repeat(90), ")".repeat(90));
     let sum = format!("{} > 1", vec!["close"; 200].join(" + "));
     let ands = vec!["close > 1"; 60].join(" && ");
+    // As deep as is parsed on the calling thread.
+    let inline = format!(
+        "{}close{} > 1 ? true : false",
+        "max(".repeat(INLINE_PARSER_LEVELS),
+        ", 0)".repeat(INLINE_PARSER_LEVELS)
+    );
+    assert_eq!(measure(&inline).parser_levels, INLINE_PARSER_LEVELS);
     let ok = on_small_stack(move || {
-        [parens, sum, ands]
+        [parens, sum, ands, inline]
             .iter()
             .map(|s| {
                 compile(s, Ty::Bool, &mut resolver())

@@ -391,3 +391,54 @@ mod tests {
         assert!(diff(&new, &new).is_empty());
     }
 }
+
+#[cfg(test)]
+mod loaded_tests {
+    use super::*;
+    use crate::config::load::load_dir_with_env;
+
+    const RISK: &str =
+        "description: test\nsizing:\n  risk_per_trade_pct: 1.0\n  max_position_pct: 20\n";
+
+    fn snapshot(root: &std::path::Path) -> Snapshot {
+        let set = load_dir_with_env(root, &Vec::new());
+        assert_eq!(set.errors(), 0, "{:?}", set.findings);
+        Snapshot::of(&set)
+    }
+
+    #[test]
+    fn comments_and_formatting_of_a_risk_policy_or_settings_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("risk")).unwrap();
+        std::fs::write(dir.path().join("risk/default.yaml"), RISK).unwrap();
+        std::fs::write(
+            dir.path().join("ztraded.toml"),
+            "[http]\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let a = snapshot(dir.path());
+        std::fs::write(
+            dir.path().join("risk/default.yaml"),
+            format!(
+                "# reviewed\n{}",
+                RISK.replace("max_position_pct: 20", "max_position_pct:   20  # cap")
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("ztraded.toml"),
+            "# the port\n[http]\nlisten = '127.0.0.1:1'\n",
+        )
+        .unwrap();
+        let b = snapshot(dir.path());
+        assert_ne!(a.revision, b.revision, "other bytes, another revision");
+        assert_eq!(a.risk, b.risk);
+        assert!(!settings_changed(&a, &b));
+        std::fs::write(
+            dir.path().join("risk/default.yaml"),
+            RISK.replace("max_position_pct: 20", "max_position_pct: 25"),
+        )
+        .unwrap();
+        assert_ne!(snapshot(dir.path()).risk, a.risk);
+    }
+}
