@@ -22,10 +22,10 @@
 //!    measures it).
 //! 2. **Rescan and compare.** A rescan is a full
 //!    [`load_dir_with_env`](crate::config::load::load_dir_with_env), run on Tokio's blocking
-//!    pool. Its result is delivered only if its revision (SHA-256 over every file's kind,
-//!    name and content hash) or its findings differ from the last delivered one. Touching a
-//!    file, an editor's save of identical bytes or a hidden file delivers nothing; a change
-//!    from valid to invalid or back always delivers. A missing root is delivered as an
+//!    pool. Its result is delivered only if its revision (SHA-256 over every file found,
+//!    its kind, path and bytes, loadable or not) or its findings differ from the last
+//!    delivered one. Touching a file, an editor's save of identical bytes or a hidden file
+//!    delivers nothing; a change from valid to invalid or back always delivers. A missing root is delivered as an
 //!    invalid set (an `io` error on the root), never as an empty valid one.
 //! 3. **Periodic resync.** A full rescan every [`WatchOptions::resync_interval`] (60 s by
 //!    default, `[reconcile] resync_interval`) after the last scan, as a backstop for lost
