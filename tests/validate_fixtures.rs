@@ -1243,3 +1243,354 @@ fn binary_validates_several_paths() {
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------------- every finding, once
+
+#[test]
+fn findings_that_used_to_hide_each_other_come_in_one_pass() {
+    // An unknown field and a node without its config (so the pipeline does not deserialize
+    // whole), a `needs` naming nothing, a CEL syntax error and an indicator not computed.
+    let f = check(
+        "every-finding-in-one-pass",
+        &[
+            error(P, 5, 1, "unknown-field"),
+            error(P, 12, 5, "missing-field"),
+            error(P, 14, 5, "unknown-field"),
+            error(P, 17, 13, "unknown-need"),
+            error(P, 21, 28, "cel-syntax"),
+            error(P, 22, 31, "indicator-not-provided"),
+        ],
+    );
+    assert!(message(&f, "indicator-not-provided").contains("'atr_14'"));
+}
+
+#[test]
+fn a_node_that_does_not_load_still_has_its_expressions_checked() {
+    let tmp = base_copy();
+    let p = tmp.path().join(P);
+    let text = std::fs::read_to_string(&p).unwrap();
+    // `kind: rulez` makes the strategy node fail to deserialize.
+    std::fs::write(
+        &p,
+        text.replace("kind: rules", "kind: rulez").replace(
+            "crossed_above(sma_50, sma_200)",
+            "crossed_above(sma_50,, sma_200)",
+        ),
+    )
+    .unwrap();
+    let (_, findings) = load(tmp.path());
+    let codes: Vec<&str> = findings.iter().map(|f| f.code).collect();
+    assert!(codes.contains(&"invalid-value"), "{}", dump(&findings));
+    assert!(codes.contains(&"cel-syntax"), "{}", dump(&findings));
+}
+
+// ------------------------------------------------------------------------------- nesting depth
+
+/// `description: x`, then `nodes:` followed by `dashes` nested `- ` on line 3: the root
+/// mapping and `dashes` sequences, about 10 KB for 5,000.
+fn deep_text(dashes: usize) -> String {
+    format!("description: x\nnodes:\n{}x\n", "- ".repeat(dashes))
+}
+
+/// A base copy with `pipelines/deep.yaml` of [`deep_text`].
+fn deep_copy(levels: usize) -> tempfile::TempDir {
+    let tmp = base_copy();
+    std::fs::write(tmp.path().join("pipelines/deep.yaml"), deep_text(levels)).unwrap();
+    tmp
+}
+
+#[test]
+fn deep_nesting_is_refused_with_its_line() {
+    for levels in [5_000, 10_000] {
+        let tmp = deep_copy(levels);
+        let (code, out, err) = ztraded(tmp.path(), &[]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            out.contains("pipelines/deep.yaml:3:") && out.contains("error[too-deep]"),
+            "{out}"
+        );
+        assert!(out.ends_with("5 files, 1 error, 0 warnings\n"), "{out}");
+    }
+}
+
+#[test]
+fn loading_deep_files_fits_a_two_megabyte_stack() {
+    // The daemon loads on Tokio's blocking pool, whose threads have 2 MiB stacks: files at
+    // the depth limit (every layer walks them), and far past it, load there. Two shapes:
+    // sequences where a list of nodes is expected, and a node's config (deserialized into a
+    // JSON value) nested in flow style.
+    let limit = ztraded::config::MAX_DEPTH;
+    let config = |brackets: usize| {
+        format!(
+            "description: x\nnodes:\n  - id: a\n    agent: market_data\n    config: {}1{}\n",
+            "[".repeat(brackets),
+            "]".repeat(brackets)
+        )
+    };
+    let cases = [
+        // The root mapping and 255 sequences: 256 levels.
+        (deep_text(limit - 1), false),
+        (deep_text(limit), true),
+        (deep_text(5_000), true),
+        // Root mapping, nodes, the node: three levels before the config's brackets.
+        (config(limit - 3), false),
+        (config(limit - 2), true),
+    ];
+    for (text, refused) in cases {
+        let tmp = base_copy();
+        std::fs::write(tmp.path().join("pipelines/deep.yaml"), &text).unwrap();
+        let root = tmp.path().to_path_buf();
+        let findings = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || load(&root).1)
+            .unwrap()
+            .join()
+            .unwrap();
+        let deep = findings.iter().any(|f| f.code == "too-deep");
+        assert_eq!(deep, refused, "{:.80}…:\n{}", text, dump(&findings));
+        assert!(
+            findings.iter().all(|f| f.file == "pipelines/deep.yaml"),
+            "{}",
+            dump(&findings)
+        );
+    }
+}
+
+#[test]
+fn aliases_count_with_the_depth_of_their_anchor() {
+    // Each line nests the previous anchor one level deeper: 300 short lines, 300 levels.
+    let tmp = base_copy();
+    let mut text = String::from("description: x\na0: &a0 [x]\n");
+    for i in 1..300 {
+        text.push_str(&format!("a{i}: &a{i} [*a{}]\n", i - 1));
+    }
+    std::fs::write(tmp.path().join("pipelines/alias.yaml"), text).unwrap();
+    let (_, findings) = load(tmp.path());
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.code == "too-deep" && f.file == "pipelines/alias.yaml"),
+        "{}",
+        dump(&findings)
+    );
+}
+
+#[test]
+fn deep_expressions_are_refused_at_their_line() {
+    let tmp = base_copy();
+    let p = tmp.path().join(P);
+    let text = std::fs::read_to_string(&p).unwrap();
+    let rule = format!("{}close{} > 1", "(".repeat(5_000), ")".repeat(5_000));
+    std::fs::write(&p, text.replace("crossed_above(sma_50, sma_200)", &rule)).unwrap();
+    let (code, out, _) = ztraded(tmp.path(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pipelines/trend.yaml:16:"), "{out}");
+    assert!(
+        out.contains("error[too-deep]: nodes[1].config.long_entry"),
+        "{out}"
+    );
+    assert!(!out.contains("cel-syntax"), "{out}");
+}
+
+#[test]
+fn deep_toml_is_refused() {
+    let tmp = base_copy();
+    let settings = tmp.path().join("ztraded.toml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(
+        &settings,
+        format!(
+            "{text}\n[reconcile]\nx = {}1{}\n",
+            "[".repeat(500),
+            "]".repeat(500)
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = ztraded(tmp.path(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("ztraded.toml:18:") && out.contains("error[too-deep]"),
+        "{out}"
+    );
+}
+
+// ------------------------------------------------------------------- settings from the env
+
+#[test]
+fn a_bad_environment_value_is_blamed_on_the_variable() {
+    let tmp = base_copy();
+    let out = Command::new(env!("CARGO_BIN_EXE_ztraded"))
+        .arg("validate")
+        .current_dir(tmp.path())
+        .env("ZTRADED_HTTP__LISTEN", "localhost:19469")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with(
+            "env ZTRADED_HTTP__LISTEN: error[invalid-setting]: http.listen: 'localhost:19469' is not an address and port"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ztraded.toml"), "{stdout}");
+    // The same in a library load, and with a value that does not even merge.
+    let env = vec![(
+        "ZTRADED_STORE__MAX_CONNECTIONS".to_string(),
+        "many".to_string(),
+    )];
+    let set = load::load_dir_with_env(tmp.path(), &env);
+    assert_eq!(set.findings.len(), 1, "{}", dump(&set.findings));
+    assert!(
+        set.findings[0]
+            .human()
+            .starts_with("env ZTRADED_STORE__MAX_CONNECTIONS: error[invalid-setting]: "),
+        "{}",
+        dump(&set.findings)
+    );
+}
+
+// --------------------------------------------------------------------------------- revisions
+
+#[test]
+fn the_revision_covers_files_that_do_not_load() {
+    let tmp = base_copy();
+    let (valid, _) = load(tmp.path());
+    let mut seen = vec![valid.revision.clone()];
+    for (name, bytes) in [
+        ("broken.yaml", b"mode: [\n".to_vec()),
+        ("latin1.yaml", b"description: caf\xe9\n".to_vec()),
+        ("empty.yaml", Vec::new()),
+        ("Upper.yaml", b"mode: simulation\n".to_vec()),
+    ] {
+        let path = tmp.path().join("pipelines").join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let (set, findings) = load(tmp.path());
+        assert!(set.errors() > 0, "{name}: {}", dump(&findings));
+        assert!(
+            !seen.contains(&set.revision),
+            "{name}: an invalid revision shares an earlier revision"
+        );
+        seen.push(set.revision.clone());
+        std::fs::remove_file(&path).unwrap();
+    }
+    assert_eq!(load(tmp.path()).0.revision, valid.revision);
+}
+
+// ----------------------------------------------------------------------------- finding codes
+
+/// The codes of the README's finding-code table, in order.
+fn readme_codes() -> Vec<(String, String)> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("| code | meaning |")
+        .expect("README.md has a finding-code table");
+    readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let code = cells.first()?.trim_matches('`').to_string();
+            Some((code, cells.get(1)?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_lists_every_finding_code() {
+    use ztraded::config::finding::CODES;
+    let listed = readme_codes();
+    let codes: Vec<&str> = listed.iter().map(|(c, _)| c.as_str()).collect();
+    let known: Vec<&str> = CODES.iter().map(|(c, _)| *c).collect();
+    assert_eq!(
+        codes, known,
+        "README.md's finding-code table and config::finding::CODES differ (same codes, same order)"
+    );
+    for ((code, meaning), (_, want)) in listed.iter().zip(CODES) {
+        assert_eq!(
+            meaning, want,
+            "{code}: the README's meaning differs from CODES"
+        );
+    }
+}
+
+#[test]
+fn every_code_in_the_source_is_a_known_code() {
+    // Every kebab-case string literal of the validator's source is a finding code of
+    // CODES, except these.
+    const NOT_CODES: &[&str] = &["risk-policy", "tech-megacaps", "cel-parse"];
+    use ztraded::config::finding::CODES;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    let mut dirs = vec![
+        root.join("config"),
+        root.join("expr"),
+        root.join("reconcile"),
+    ];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.extend([root.join("cmd/validate.rs"), root.join("cmd/plan.rs")]);
+    let mut unknown = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for literal in string_literals(&text) {
+            let literal = literal.as_str();
+            let kebab = literal.contains('-')
+                && literal.starts_with(|c: char| c.is_ascii_lowercase())
+                && !literal.ends_with('-')
+                && literal
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if kebab && !NOT_CODES.contains(&literal) && !CODES.iter().any(|(c, _)| *c == literal) {
+                unknown.push(format!("{}: {literal}", path.display()));
+            }
+        }
+    }
+    assert!(unknown.is_empty(), "codes missing from CODES: {unknown:#?}");
+}
+
+/// The contents of the string literals of Rust source `text` (comments and the char
+/// literal `'"'` skipped; escapes kept as written).
+fn string_literals(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '/' if chars.get(i + 1) == Some(&'/') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '\'' if chars.get(i + 1) == Some(&'"') && chars.get(i + 2) == Some(&'\'') => i += 3,
+            '"' => {
+                let mut literal = String::new();
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    if chars[i] == '\\' {
+                        literal.push(chars[i]);
+                        i += 1;
+                    }
+                    if let Some(c) = chars.get(i) {
+                        literal.push(*c);
+                    }
+                    i += 1;
+                }
+                out.push(literal);
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}

@@ -3,14 +3,18 @@
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use crate::config::load::load_dir;
 use crate::reconcile::diff::{Change, ChangeKind, Snapshot, diff, settings_changed};
+use crate::reconcile::guard;
 use crate::store::{OpenPosition, ReconcileResult, Store};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 /// Prints the diff between `base` (a directory, or else the revision the daemon last
-/// applied, from the store) and `dir`, with the open positions each change touches.
-/// `json` prints `{changes, positions, settings_changed}`. Returns the exit code.
+/// applied, from the store) and `dir`, with the open positions each change touches, and
+/// whether the daemon's removal guard would refuse it ([`guard::removals`]).
+/// `json` prints `{base, revision, changes, positions, settings_changed, refused}`.
+/// Returns the exit code: 0, 1 when the daemon would refuse the revision (invalid, or
+/// removing too many pipelines), 2 on usage or I/O errors.
 pub async fn run(
     dir: &Path,
     base: Option<&Path>,
@@ -85,6 +89,7 @@ pub async fn run(
         },
     };
     let changes = diff(&old, &new);
+    let refused = guard::removals(&old, &new, &changes, &set.settings.reconcile);
     let positions: BTreeMap<String, Vec<OpenPosition>> = match &store {
         Ok(s) => s
             .open_positions()
@@ -108,13 +113,18 @@ pub async fn run(
             "changes": changes,
             "positions": touched,
             "settings_changed": settings_changed(&old, &new),
+            "refused": refused,
         });
         let _ = writeln!(
             out,
             "{}",
             serde_json::to_string_pretty(&v).unwrap_or_default()
         );
-        return EXIT_OK;
+        return if refused.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_INVALID
+        };
     }
     let _ = writeln!(
         out,
@@ -160,7 +170,17 @@ pub async fn run(
             "  ! ztraded.toml changed: it applies when the daemon restarts"
         );
     }
-    EXIT_OK
+    if refused.is_empty() {
+        return EXIT_OK;
+    }
+    for f in &refused {
+        let _ = writeln!(out, "  ! refused: {}", f.human());
+    }
+    let _ = writeln!(
+        out,
+        "The daemon would refuse this revision and keep running {source}."
+    );
+    EXIT_INVALID
 }
 
 fn line(c: &Change) -> String {

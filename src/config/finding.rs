@@ -28,9 +28,10 @@ impl Severity {
 pub struct Finding {
     /// The file, as given on the command line or relative to the config directory.
     pub file: String,
-    /// Line, from 1.
+    /// Line, from 1; 0 when the finding is not about a place in a file (an environment
+    /// variable).
     pub line: u32,
-    /// Column, from 1, in characters.
+    /// Column, from 1, in characters; 0 with line 0.
     pub column: u32,
     /// Error or warning.
     pub severity: Severity,
@@ -48,8 +49,25 @@ impl Finding {
         (&self.file, self.line, self.column, self.code, &self.message)
     }
 
-    /// `file:line:col: error[code]: message`.
+    /// Whether the finding is about a place in a file (it has a line); a finding about an
+    /// environment variable (`env ZTRADED_HTTP__LISTEN`) or a directory as a whole as the
+    /// reconciler sees it has line 0.
+    pub fn is_located(&self) -> bool {
+        self.line > 0
+    }
+
+    /// `file:line:col: error[code]: message`, or `where: error[code]: message` for a finding
+    /// without a line (`env ZTRADED_HTTP__LISTEN: error[invalid-setting]: http.listen: …`).
     pub fn human(&self) -> String {
+        if !self.is_located() {
+            return format!(
+                "{}: {}[{}]: {}",
+                self.file,
+                self.severity.as_str(),
+                self.code,
+                self.message
+            );
+        }
         format!(
             "{}:{}:{}: {}[{}]: {}",
             self.file,
@@ -61,8 +79,17 @@ impl Finding {
         )
     }
 
-    /// A GitHub Actions workflow command that annotates the line in a pull request.
+    /// A GitHub Actions workflow command that annotates the line in a pull request (for a
+    /// finding without a line, a workflow-level annotation naming where it is).
     pub fn github(&self) -> String {
+        if !self.is_located() {
+            return format!(
+                "::{} title={}::{}",
+                self.severity.as_str(),
+                escape_property(self.code),
+                escape_data(&format!("{}: {}", self.file, self.message))
+            );
+        }
         format!(
             "::{} file={},line={},col={},title={}::{}",
             self.severity.as_str(),
@@ -124,6 +151,10 @@ pub const CODES: &[(&str, &str)] = &[
     (
         "too-many-nodes",
         "the document expands to more than 100,000 values (alias bomb)",
+    ),
+    (
+        "too-deep",
+        "mappings and sequences (or TOML tables and arrays, or an expression's brackets and operators) nest more than 256 levels",
     ),
     (
         "invalid-number",
@@ -263,7 +294,20 @@ pub const CODES: &[(&str, &str)] = &[
         "suspicious-config",
         "warning: legal but probably not what was meant",
     ),
+    (
+        "no-pipelines-dir",
+        "daemon and plan: the revision has no pipelines/ directory while pipelines run; refused",
+    ),
+    (
+        "too-many-removals",
+        "daemon and plan: the revision removes every running pipeline, or more than reconcile.max_removal_pct of them; refused",
+    ),
 ];
+
+/// Whether `code` is one of [`CODES`].
+pub fn is_known_code(code: &str) -> bool {
+    CODES.iter().any(|(c, _)| *c == code)
+}
 
 /// Counts of a set of findings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -313,8 +357,18 @@ impl Summary {
     }
 }
 
-/// Sorts findings by file, line and column, and drops exact duplicates.
+/// Sorts findings by file, line and column, and drops exact duplicates. Every finding of a
+/// load passes here: in debug builds (the tests), a code missing from [`CODES`] panics.
 pub fn sort(findings: &mut Vec<Finding>) {
+    debug_assert!(
+        findings.iter().all(|f| is_known_code(f.code)),
+        "finding codes missing from CODES: {:?}",
+        findings
+            .iter()
+            .filter(|f| !is_known_code(f.code))
+            .map(|f| f.code)
+            .collect::<Vec<_>>()
+    );
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     findings.dedup();
 }

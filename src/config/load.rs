@@ -9,13 +9,15 @@
 //! are followed; a dangling link or a loop is reported. Files over [`MAX_FILE_BYTES`] are
 //! refused without being read whole.
 
+use super::checks::{self, SettingsReporter};
 use super::finding::{self, Finding, Reporter, Severity};
 use super::pipeline::Pipeline;
 use super::risk::RiskPolicy;
 use super::scanner::Scanner;
-use super::settings::Settings;
+use super::set::content_hash;
+use super::settings::{self, SettingSource, Settings};
 use super::yaml::{self, Document, Pos};
-use super::{ResourceKind, schema, semantic, toml_doc};
+use super::{ResourceKind, schema, toml_doc};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
@@ -26,135 +28,13 @@ use std::sync::Arc;
 /// Largest config file read, in bytes (1 MiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// The settings file name at the root of a config directory.
-pub const SETTINGS_FILE: &str = "ztraded.toml";
+pub use super::set::{ConfigSet, Resource, SETTINGS_FILE};
+pub use super::settings::{EnvVars, process_env};
 
 /// The daemon's state directory inside a config directory: the embedded SQLite store
 /// (`sqlite://.ztraded/ztraded.db`) and the last valid revision (`last-valid/`). Never
 /// read as config; the watcher ignores the events in it.
 pub const STATE_DIR: &str = ".ztraded";
-
-/// One loaded resource file.
-#[derive(Clone, Debug)]
-pub struct Resource<T> {
-    /// Resource name (the file stem).
-    pub name: String,
-    /// The file as displayed in findings.
-    pub file: String,
-    /// The file on disk.
-    pub path: PathBuf,
-    /// The parsed document, with positions (its tree and positions are dropped by
-    /// [`ConfigSet::compact`]).
-    pub doc: Document,
-    /// The document as compact JSON text: what the reconciler compares field by field.
-    /// Kept by [`ConfigSet::compact`].
-    pub json: Arc<str>,
-    /// The typed resource; `None` when the document does not deserialize.
-    pub spec: Option<T>,
-    /// SHA-256 of the file's bytes, hex.
-    pub hash: String,
-    /// JSON pointers of values the schema rejected (semantic checks skip them).
-    pub schema_errors: Vec<String>,
-}
-
-/// A config directory as loaded: settings, resources, findings and revision.
-#[derive(Clone, Debug, Default)]
-pub struct ConfigSet {
-    /// The directory (as given).
-    pub root: PathBuf,
-    /// Effective settings: defaults, then `ztraded.toml`, then `ZTRADED_*` variables.
-    pub settings: Settings,
-    /// The settings file, when there is one.
-    pub settings_file: Option<Resource<()>>,
-    /// Whether the settings loaded without errors (reference checks against brokers and
-    /// LLM providers are skipped when they did not).
-    pub settings_ok: bool,
-    /// Pipelines by name.
-    pub pipelines: BTreeMap<String, Resource<Pipeline>>,
-    /// Scanners by name.
-    pub scanners: BTreeMap<String, Resource<Scanner>>,
-    /// Risk policies by name.
-    pub risk: BTreeMap<String, Resource<RiskPolicy>>,
-    /// Every finding, sorted by file, line and column.
-    pub findings: Vec<Finding>,
-    /// Files read (the settings file included).
-    pub files: usize,
-    /// Whether the set is a whole config directory (references between resources and
-    /// unused resources are only checked then).
-    pub complete: bool,
-    /// SHA-256 over every file's kind, name and content hash: the revision of the desired
-    /// state.
-    pub revision: String,
-}
-
-impl ConfigSet {
-    /// Number of errors.
-    pub fn errors(&self) -> usize {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .count()
-    }
-
-    /// Number of warnings.
-    pub fn warnings(&self) -> usize {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == Severity::Warning)
-            .count()
-    }
-
-    /// Whether the set is valid (no errors; with `strict`, no warnings either).
-    pub fn is_valid(&self, strict: bool) -> bool {
-        self.errors() == 0 && (!strict || self.warnings() == 0)
-    }
-
-    /// Drops what only validation needs — each document's JSON tree and its table of
-    /// positions — and keeps names, files, hashes, typed specs, sources and the compact JSON
-    /// text. A daemon keeps the revision it runs in this form: with thousands of pipelines
-    /// the trees are most of a loaded set's memory. Findings are computed before, so they
-    /// keep their `file:line:col`.
-    pub fn compact(&mut self) {
-        fn strip<T>(r: &mut Resource<T>) {
-            r.doc.value = serde_json::Value::Null;
-            r.doc.nodes = Default::default();
-            r.schema_errors.shrink_to_fit();
-        }
-        self.pipelines.values_mut().for_each(strip);
-        self.scanners.values_mut().for_each(strip);
-        self.risk.values_mut().for_each(strip);
-        if let Some(r) = &mut self.settings_file {
-            strip(r);
-        }
-    }
-
-    /// The set without its resources: root, settings, findings, file count and revision.
-    /// What is left of a delivered revision once a daemon has applied it (its pipelines are
-    /// compiled and its revision recorded); enough to tell a rescan's result from it.
-    pub fn summary(&self) -> ConfigSet {
-        ConfigSet {
-            root: self.root.clone(),
-            settings: self.settings.clone(),
-            settings_file: None,
-            settings_ok: self.settings_ok,
-            pipelines: BTreeMap::new(),
-            scanners: BTreeMap::new(),
-            risk: BTreeMap::new(),
-            findings: self.findings.clone(),
-            files: self.files,
-            complete: self.complete,
-            revision: self.revision.clone(),
-        }
-    }
-
-    /// The short revision id used in logs and metrics (first 12 hex digits).
-    pub fn short_revision(&self) -> &str {
-        &self.revision[..12.min(self.revision.len())]
-    }
-}
-
-/// Where to find environment overrides (`ZTRADED_*`); the process environment by default.
-pub type EnvVars = Vec<(String, String)>;
 
 /// How much checking a set of parsed files gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +51,9 @@ enum Context {
 #[derive(Clone, Debug)]
 struct Entry {
     kind: ResourceKind,
+    /// The path relative to the config directory (`pipelines/a.yaml`): what the revision
+    /// hashes, so that the same tree has the same revision wherever it is.
+    rel: String,
     display: String,
     path: PathBuf,
 }
@@ -296,6 +179,7 @@ fn walk(
         } else if is_yaml(&name) {
             out.push(Entry {
                 kind,
+                rel: child_rel,
                 display: child_display,
                 path,
             });
@@ -304,24 +188,44 @@ fn walk(
 }
 
 /// Reads a file of at most [`MAX_FILE_BYTES`] as UTF-8.
+///
+/// # Errors
+/// The finding code (`io`, `file-too-large`, `invalid-utf8`), where, and what.
 pub fn read_text(path: &Path) -> Result<String, (&'static str, Pos, String)> {
-    let file =
-        std::fs::File::open(path).map_err(|e| ("io", Pos::START, format!("cannot read: {e}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| ("io", Pos::START, format!("cannot read: {e}")))?;
+    read_hashed(path).0
+}
+
+/// [`read_text`], and the SHA-256 (hex) of the bytes read — of the error when nothing
+/// could be read — so that a file that does not load still counts in the revision.
+fn read_hashed(path: &Path) -> (Result<String, (&'static str, Pos, String)>, String) {
+    let bytes = std::fs::File::open(path).and_then(|file| {
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    });
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => {
+            let message = format!("cannot read: {e}");
+            let hash = sha256_hex(&format!("io\0{message}"));
+            return (Err(("io", Pos::START, message)), hash);
+        }
+    };
+    let hash = hex::encode(Sha256::digest(&bytes));
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err((
-            "file-too-large",
-            Pos::START,
-            format!(
-                "the file is larger than {} KiB; config files are small, so this is refused",
-                MAX_FILE_BYTES / 1024
-            ),
-        ));
+        return (
+            Err((
+                "file-too-large",
+                Pos::START,
+                format!(
+                    "the file is larger than {} KiB; config files are small, so this is refused",
+                    MAX_FILE_BYTES / 1024
+                ),
+            )),
+            hash,
+        );
     }
-    String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         let bad = e.utf8_error().valid_up_to();
         let valid = String::from_utf8_lossy(&e.as_bytes()[..bad]).into_owned();
         let line = valid.matches('\n').count() as u32 + 1;
@@ -331,7 +235,8 @@ pub fn read_text(path: &Path) -> Result<String, (&'static str, Pos, String)> {
             Pos { line, col },
             format!("invalid UTF-8 at byte offset {bad}; config files must be UTF-8"),
         )
-    })
+    });
+    (text, hash)
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -347,7 +252,10 @@ enum Spec {
 struct Parsed {
     entry: Entry,
     doc: Option<Document>,
+    /// SHA-256 of the file's bytes, or of why it cannot be read.
     hash: String,
+    /// [`content_hash`] of the document (empty without one).
+    content: String,
     spec: Option<Spec>,
     schema_errors: Vec<String>,
     findings: Vec<Finding>,
@@ -372,39 +280,14 @@ fn typed<T: DeserializeOwned>(doc: &Document, bad: &[String], r: &mut Reporter<'
         }
         Err(_) => {}
     }
-    let mut value = doc.value.clone();
-    // Deepest and last first, so that removing a list item does not shift the others.
-    let mut bad: Vec<&String> = bad.iter().collect();
-    bad.sort_by(|a, b| b.cmp(a));
-    for pointer in bad {
-        let Some((parent, key)) = pointer.rsplit_once('/') else {
-            continue;
-        };
-        let key = key.replace("~1", "/").replace("~0", "~");
-        match value.pointer_mut(parent) {
-            Some(serde_json::Value::Object(map)) => {
-                map.remove(&key);
-            }
-            // Only lists of scalars lose an item: removing an item of a list of mappings
-            // (nodes) would shift the positions of the ones after it.
-            Some(serde_json::Value::Array(items))
-                if items.iter().all(|v| !v.is_object() && !v.is_array()) =>
-            {
-                if let Ok(i) = key.parse::<usize>()
-                    && i < items.len()
-                {
-                    items.remove(i);
-                }
-            }
-            _ => {}
-        }
-    }
+    let value = schema::without(&doc.value, bad);
     serde_json::from_value(value).ok()
 }
 
 fn parse_entry(entry: Entry) -> Parsed {
     let mut findings = Vec::new();
-    let text = match read_text(&entry.path) {
+    let (read, hash) = read_hashed(&entry.path);
+    let text = match read {
         Ok(t) => t,
         Err((code, pos, message)) => {
             findings.push(Finding {
@@ -419,14 +302,14 @@ fn parse_entry(entry: Entry) -> Parsed {
             return Parsed {
                 entry,
                 doc: None,
-                hash: String::new(),
+                hash,
+                content: String::new(),
                 spec: None,
                 schema_errors: vec![],
                 findings,
             };
         }
     };
-    let hash = sha256_hex(&text);
     let (doc, errors) = yaml::parse(&text);
     let value_errors: Vec<String> = errors.iter().filter_map(|e| e.pointer.clone()).collect();
     for e in errors {
@@ -445,6 +328,7 @@ fn parse_entry(entry: Entry) -> Parsed {
             entry,
             doc: None,
             hash,
+            content: String::new(),
             spec: None,
             schema_errors: vec![],
             findings,
@@ -478,6 +362,7 @@ fn parse_entry(entry: Entry) -> Parsed {
     };
     Parsed {
         entry,
+        content: content_hash(&doc.value),
         doc: Some(doc),
         hash,
         spec,
@@ -514,20 +399,41 @@ fn parse_all(entries: Vec<Entry>) -> Vec<Parsed> {
     })
 }
 
-/// Loads the settings: defaults, then the file (when present), then `env`.
+/// The settings as loaded for one directory.
+#[derive(Default)]
+struct LoadedSettings {
+    /// Effective settings (the defaults when they do not merge).
+    settings: Settings,
+    /// The settings file, when it parses.
+    file: Option<Resource<()>>,
+    /// Whether the file parsed and the settings merged without errors.
+    ok: bool,
+    /// 1 when the file exists.
+    files: usize,
+    /// SHA-256 of the file's bytes (or why it cannot be read), when it exists.
+    hash: Option<String>,
+    /// `(JSON pointer, variable)` of the settings set by `ZTRADED_*` variables.
+    env: Vec<(String, String)>,
+}
+
+/// Loads the settings: defaults, then the file (when present), then `env`; then checks
+/// them. Findings about values from `env` name the variable.
 fn load_settings(
     path: &Path,
     display: String,
     env: &EnvVars,
     findings: &mut Vec<Finding>,
-) -> (Settings, Option<Resource<()>>, bool, usize) {
+) -> LoadedSettings {
     let path = path.to_path_buf();
     let exists = std::fs::metadata(&path).is_ok() || std::fs::symlink_metadata(&path).is_ok();
     let mut file_value = serde_json::Value::Object(Default::default());
     let mut resource = None;
     let mut ok = true;
+    let mut hash = None;
     if exists {
-        match read_text(&path) {
+        let (read, bytes_hash) = read_hashed(&path);
+        hash = Some(bytes_hash.clone());
+        match read {
             Err((code, pos, message)) => {
                 findings.push(Finding {
                     file: display.clone(),
@@ -548,7 +454,7 @@ fn load_settings(
                             line: e.pos.line,
                             column: e.pos.col,
                             severity: Severity::Error,
-                            code: "toml-syntax",
+                            code: e.code,
                             path: String::new(),
                             message: e.message,
                         });
@@ -557,7 +463,7 @@ fn load_settings(
                 }
                 Ok(doc) => {
                     let before = findings.len();
-                    let secrets = semantic::literal_secrets(&display, &doc, findings);
+                    let secrets = checks::literal_secrets(&display, &doc, findings);
                     let mut schema_findings = Vec::new();
                     let mut r = Reporter {
                         file: &display,
@@ -571,20 +477,13 @@ fn load_settings(
                     if findings.len() > before {
                         ok = false;
                     }
-                    file_value = doc.value.clone();
-                    for pointer in &bad {
-                        if let Some((parent, key)) = pointer.rsplit_once('/')
-                            && let Some(serde_json::Value::Object(map)) =
-                                file_value.pointer_mut(parent)
-                        {
-                            map.remove(key);
-                        }
-                    }
+                    file_value = schema::without(&doc.value, &bad);
                     resource = Some(Resource {
                         name: "ztraded".into(),
                         file: display.clone(),
                         path: path.clone(),
-                        hash: sha256_hex(&text),
+                        hash: bytes_hash,
+                        content_hash: content_hash(&doc.value),
                         json: Arc::from(doc.value.to_string()),
                         doc,
                         spec: Some(()),
@@ -594,60 +493,74 @@ fn load_settings(
             },
         }
     }
-    let settings = match semantic::merge_settings(&file_value, env) {
+    let overrides = settings::env_overrides(env);
+    let settings = match settings::merge_settings(&file_value, env) {
         Ok(s) => s,
         Err(problems) => {
             ok = false;
             for (source, message) in problems {
-                let (file, pos, pointer) = match (&source, &resource) {
-                    (semantic::SettingSource::File(pointer), Some(res)) => {
-                        (display.clone(), res.doc.locate(pointer), pointer.clone())
+                match source {
+                    SettingSource::Env(var) => {
+                        findings.push(checks::env_finding(&var, "invalid-setting", "", message))
                     }
-                    (semantic::SettingSource::File(pointer), None) => {
-                        (display.clone(), Pos::START, pointer.clone())
+                    SettingSource::File(pointer) => {
+                        let pos = resource
+                            .as_ref()
+                            .map_or(Pos::START, |res| res.doc.locate(&pointer));
+                        findings.push(Finding {
+                            file: display.clone(),
+                            line: pos.line,
+                            column: pos.col,
+                            severity: Severity::Error,
+                            code: "invalid-setting",
+                            path: pointer,
+                            message,
+                        });
                     }
-                    (semantic::SettingSource::Env(var), _) => {
-                        (format!("env:{var}"), Pos::START, String::new())
-                    }
-                };
-                findings.push(Finding {
-                    file,
-                    line: pos.line,
-                    column: pos.col,
-                    severity: Severity::Error,
-                    code: "invalid-setting",
-                    path: pointer,
-                    message,
-                });
+                }
             }
             Settings::default()
         }
     };
-    let files = usize::from(exists);
-    (settings, resource, ok, files)
-}
-
-/// The `ZTRADED_*` variables of the process environment.
-pub fn process_env() -> EnvVars {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("ZTRADED_"))
-        .collect()
+    {
+        let detached = Document::detached(serde_json::Value::Null);
+        let doc = resource.as_ref().map_or(&detached, |r| &r.doc);
+        let mut r = SettingsReporter {
+            file: Reporter {
+                file: &display,
+                doc,
+                out: findings,
+            },
+            env: &overrides,
+        };
+        checks::check_settings(&settings, &mut r);
+    }
+    LoadedSettings {
+        settings,
+        file: resource,
+        ok,
+        files: usize::from(exists),
+        hash,
+        env: overrides,
+    }
 }
 
 /// Loads only the settings of config directory `root`: defaults, then `ztraded.toml` when
-/// present, then the `ZTRADED_*` variables in `env`. A daemon needs them before it scans
-/// its resources. Returns the settings, whether they are valid, and the findings about
-/// them (located at `ztraded.toml:line:col` or at the variable's name).
+/// present, then the `ZTRADED_*` variables in `env`, and checks them. A daemon needs them
+/// before it scans its resources, and cannot run on invalid ones. Returns the settings,
+/// whether they are valid (no error at all), and the findings about them (located at
+/// `ztraded.toml:line:col`, or at the variable that set a bad value: `env VAR`).
 pub fn load_settings_of(root: &Path, env: &EnvVars) -> (Settings, bool, Vec<Finding>) {
     let mut findings = Vec::new();
-    let (settings, _, ok, _) = load_settings(
+    let loaded = load_settings(
         &root.join(SETTINGS_FILE),
         display_join(root, SETTINGS_FILE),
         env,
         &mut findings,
     );
     finding::sort(&mut findings);
-    (settings, ok, findings)
+    let ok = loaded.ok && !findings.iter().any(|f| f.severity == Severity::Error);
+    (loaded.settings, ok, findings)
 }
 
 /// Loads and validates a config directory with the process environment.
@@ -658,12 +571,13 @@ pub fn load_dir(root: &Path) -> ConfigSet {
 /// Loads and validates a config directory with the given `ZTRADED_*` variables.
 pub fn load_dir_with_env(root: &Path, env: &EnvVars) -> ConfigSet {
     let mut findings = Vec::new();
-    let (settings, settings_file, settings_ok, settings_files) = load_settings(
+    let settings = load_settings(
         &root.join(SETTINGS_FILE),
         display_join(root, SETTINGS_FILE),
         env,
         &mut findings,
     );
+    let pipelines_dir = std::fs::metadata(root.join("pipelines")).is_ok_and(|m| m.is_dir());
     let mut entries = Vec::new();
     let mut seen = HashSet::new();
     // A link from a kind directory back to the root is a loop too.
@@ -694,12 +608,10 @@ pub fn load_dir_with_env(root: &Path, env: &EnvVars) -> ConfigSet {
     assemble(
         root.to_path_buf(),
         settings,
-        settings_file,
-        settings_ok,
-        settings_files,
         parsed,
         findings,
         Context::Full,
+        pipelines_dir,
     )
 }
 
@@ -775,13 +687,14 @@ pub fn load_files(paths: &[PathBuf], kind: Option<ResourceKind>) -> Result<Confi
     let mut set = contexts.into_values().next().unwrap_or_else(|| {
         assemble(
             PathBuf::from("."),
-            Settings::default(),
-            None,
-            true,
-            0,
+            LoadedSettings {
+                ok: true,
+                ..LoadedSettings::default()
+            },
             Vec::new(),
             Vec::new(),
             Context::None,
+            false,
         )
     });
     set.files = paths.len();
@@ -793,27 +706,26 @@ pub fn load_files(paths: &[PathBuf], kind: Option<ResourceKind>) -> Result<Confi
 fn parse_alone(kind: ResourceKind, path: &Path, display: &str) -> Parsed {
     let entry = Entry {
         kind,
+        rel: display.to_string(),
         display: display.to_string(),
         path: path.to_path_buf(),
     };
     if kind == ResourceKind::Settings {
         let mut findings = Vec::new();
-        let (settings, file, ok, files) =
-            load_settings(path, display.to_string(), &Vec::new(), &mut findings);
+        let settings = load_settings(path, display.to_string(), &Vec::new(), &mut findings);
         let set = assemble(
             PathBuf::from("."),
             settings,
-            file,
-            ok,
-            files,
             Vec::new(),
             findings,
             Context::Alone,
+            false,
         );
         return Parsed {
             entry,
             doc: None,
             hash: String::new(),
+            content: String::new(),
             spec: None,
             schema_errors: vec![],
             findings: set.findings,
@@ -829,18 +741,20 @@ fn parse_alone(kind: ResourceKind, path: &Path, display: &str) -> Parsed {
     // References cannot be resolved (settings_ok = false skips brokers and providers).
     let set = assemble(
         PathBuf::from("."),
-        Settings::default(),
-        None,
-        false,
-        0,
+        LoadedSettings {
+            ok: false,
+            ..LoadedSettings::default()
+        },
         vec![parsed],
         Vec::new(),
         Context::Alone,
+        false,
     );
     Parsed {
         entry,
         doc: None,
         hash: String::new(),
+        content: String::new(),
         spec: None,
         schema_errors: vec![],
         findings: set.findings,
@@ -863,18 +777,33 @@ fn invalid_name(display: &str, stem: &str) -> Finding {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn assemble(
     root: PathBuf,
-    settings: Settings,
-    settings_file: Option<Resource<()>>,
-    settings_ok: bool,
-    settings_files: usize,
+    loaded: LoadedSettings,
     parsed: Vec<Parsed>,
     mut findings: Vec<Finding>,
     context: Context,
+    pipelines_dir: bool,
 ) -> ConfigSet {
-    let files = settings_files + parsed.len();
+    let files = loaded.files + parsed.len();
+    // The revision covers every file found, whether it loads or not: an invalid revision
+    // made of new files never shares the hash of the one running.
+    let mut hasher = Sha256::new();
+    if pipelines_dir {
+        hasher.update("dir\0pipelines\n");
+    }
+    if let Some(hash) = &loaded.hash {
+        hasher.update(format!("settings\0{hash}\n"));
+    }
+    let mut keys: Vec<(ResourceKind, &str, &str)> = parsed
+        .iter()
+        .map(|p| (p.entry.kind, p.entry.rel.as_str(), p.hash.as_str()))
+        .collect();
+    keys.sort();
+    for (kind, rel, hash) in keys {
+        hasher.update(format!("{kind}\0{rel}\0{hash}\n"));
+    }
+    let revision = hex::encode(hasher.finalize());
     let mut pipelines = BTreeMap::new();
     let mut scanners = BTreeMap::new();
     let mut risk = BTreeMap::new();
@@ -906,6 +835,7 @@ fn assemble(
                     doc,
                     spec: $spec,
                     hash: p.hash.clone(),
+                    content_hash: p.content.clone(),
                     schema_errors: p.schema_errors.clone(),
                 }
             };
@@ -932,45 +862,24 @@ fn assemble(
             (ResourceKind::Settings, _) => {}
         }
     }
-    let mut hasher = Sha256::new();
-    if let Some(s) = &settings_file {
-        hasher.update(format!("settings\0{}\n", s.hash));
-    }
-    for (kind, map) in [
-        (
-            "pipeline",
-            pipelines
-                .iter()
-                .map(|(n, r)| (n, &r.hash))
-                .collect::<Vec<_>>(),
-        ),
-        (
-            "scanner",
-            scanners.iter().map(|(n, r)| (n, &r.hash)).collect(),
-        ),
-        ("risk", risk.iter().map(|(n, r)| (n, &r.hash)).collect()),
-    ] {
-        for (name, hash) in map {
-            hasher.update(format!("{kind}\0{name}\0{hash}\n"));
-        }
-    }
-    let revision = hex::encode(hasher.finalize());
     let mut set = ConfigSet {
         root,
-        settings,
-        settings_file,
-        settings_ok,
+        settings: loaded.settings,
+        settings_file: loaded.file,
+        settings_ok: loaded.ok,
+        settings_env: loaded.env,
         pipelines,
         scanners,
         risk,
         findings,
         files,
+        pipelines_dir,
         revision,
         complete: true,
     };
     set.complete = context == Context::Full;
     if context != Context::None {
-        let more = semantic::check(&set);
+        let more = checks::check(&set);
         set.findings.extend(more);
     }
     // Every finding is located now: drop the position tables, the largest part of a loaded

@@ -1,6 +1,13 @@
 //! The resource model: pipelines, scanners, risk policies and daemon settings; loading
 //! with positions, JSON Schema, semantic checks.
+//!
+//! - [`load`] finds and parses the files ([`yaml`], [`toml_doc`]), checks them against the
+//!   [`schema`], deserializes the typed resources ([`pipeline`], [`scanner`], [`risk`],
+//!   [`settings`]) and runs the [`checks`], into a [`ConfigSet`] ([`set`]);
+//! - [`finding`] is what validation reports, with the list of codes;
+//! - [`semantic`] keeps the older paths of the checks.
 
+pub mod checks;
 pub mod common;
 pub mod finding;
 pub mod load;
@@ -9,12 +16,21 @@ pub mod risk;
 pub mod scanner;
 pub mod schema;
 pub mod semantic;
+pub mod set;
 pub mod settings;
 pub mod toml_doc;
 pub mod yaml;
 
 pub use finding::{Finding, Severity};
-pub use load::{ConfigSet, Resource};
+pub use set::{ConfigSet, Resource};
+
+/// Most levels a config document may nest (mappings and sequences in YAML, tables and
+/// arrays in TOML, brackets and operators in an expression). Loading, schema validation,
+/// deserialization, the reconcile diff and expression compilation walk these trees
+/// recursively, on threads with 2 MiB stacks in the daemon; a deeper document is refused
+/// with a `too-deep` finding instead of overflowing a stack. Real configs nest fewer than
+/// ten levels.
+pub const MAX_DEPTH: usize = 256;
 pub use pipeline::Pipeline;
 pub use risk::RiskPolicy;
 pub use scanner::Scanner;

@@ -534,3 +534,40 @@ pub fn suggestion(found: &str, known: &[String]) -> String {
         None => String::new(),
     }
 }
+
+/// `value` without the values at `pointers` (those the schema rejected), so that what is
+/// left can still be deserialized and checked: keys are removed from mappings and items
+/// from lists of scalars. An item of a list of mappings (a node) is kept, so that the items
+/// after it keep their positions.
+pub fn without(value: &Value, pointers: &[String]) -> Value {
+    let mut value = value.clone();
+    // Deepest and last first (list indices compared as numbers), so that removing a list
+    // item does not shift the others.
+    let tokens = |p: &str| -> Vec<(Option<usize>, String)> {
+        p.split('/')
+            .map(|t| (t.parse::<usize>().ok(), t.to_string()))
+            .collect()
+    };
+    let mut sorted: Vec<&String> = pointers.iter().collect();
+    sorted.sort_by_key(|p| std::cmp::Reverse(tokens(p)));
+    for pointer in sorted {
+        let Some((parent, key)) = pointer.rsplit_once('/') else {
+            continue;
+        };
+        let key = key.replace("~1", "/").replace("~0", "~");
+        match value.pointer_mut(parent) {
+            Some(Value::Object(map)) => {
+                map.remove(&key);
+            }
+            Some(Value::Array(items)) if items.iter().all(|v| !v.is_object() && !v.is_array()) => {
+                if let Ok(i) = key.parse::<usize>()
+                    && i < items.len()
+                {
+                    items.remove(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    value
+}

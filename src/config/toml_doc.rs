@@ -1,6 +1,7 @@
 //! `ztraded.toml` parsed into a [`Document`] with positions, like the YAML files, so that
 //! settings findings are located the same way.
 
+use super::MAX_DEPTH;
 use super::yaml::{Document, NodeInfo, Pos, Style, escape_token};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -9,9 +10,12 @@ use std::sync::Arc;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-/// A TOML syntax error.
+/// A TOML syntax error, or a document nested too deep.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TomlError {
+    /// Finding code: `toml-syntax`, or `too-deep` for tables and arrays nested deeper than
+    /// the parser (80 levels) or [`MAX_DEPTH`] allows.
+    pub code: &'static str,
     /// Where.
     pub pos: Pos,
     /// What.
@@ -42,6 +46,10 @@ impl Lines {
 }
 
 /// Parses TOML into a document with positions, or the syntax errors.
+///
+/// # Errors
+/// Every syntax error the parser reports; `too-deep` when tables and arrays nest deeper
+/// than the parser's limit or [`MAX_DEPTH`].
 pub fn parse(source: &str) -> Result<Document, Vec<TomlError>> {
     let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let lines = Lines::new(source);
@@ -49,11 +57,34 @@ pub fn parse(source: &str) -> Result<Document, Vec<TomlError>> {
     if !errors.is_empty() {
         return Err(errors
             .iter()
-            .map(|e| TomlError {
-                pos: e.span().map_or(Pos::START, |s| lines.pos(source, s.start)),
-                message: format!("TOML syntax error: {}", e.message().trim()),
+            .map(|e| {
+                let message = e.message().trim();
+                let pos = e.span().map_or(Pos::START, |s| lines.pos(source, s.start));
+                // The parser's own depth limits, on keys and on values.
+                if message == "recursion limit" || message.contains("max recursion depth") {
+                    TomlError {
+                        code: "too-deep",
+                        pos,
+                        message: "tables, arrays or dotted keys nest too deep here; settings are shallow, so this is refused".into(),
+                    }
+                } else {
+                    TomlError {
+                        code: "toml-syntax",
+                        pos,
+                        message: format!("TOML syntax error: {message}"),
+                    }
+                }
             })
             .collect());
+    }
+    if let Some(span) = too_deep(table.get_ref()) {
+        return Err(vec![TomlError {
+            code: "too-deep",
+            pos: lines.pos(source, span.start),
+            message: format!(
+                "tables and arrays nest more than {MAX_DEPTH} levels here; settings are shallow, so this is refused"
+            ),
+        }]);
     }
     let mut nodes = HashMap::new();
     let root_span = table.span();
@@ -71,6 +102,24 @@ pub fn parse(source: &str) -> Result<Document, Vec<TomlError>> {
         nodes,
         source: Arc::from(source),
     })
+}
+
+/// The span of the first value nested deeper than [`MAX_DEPTH`] (the root table is level
+/// 1), found with an explicit stack so that the recursive conversion after it is bounded.
+fn too_deep(table: &DeTable<'_>) -> Option<Range<usize>> {
+    let mut stack: Vec<(&Spanned<DeValue<'_>>, usize)> = table.values().map(|v| (v, 2)).collect();
+    while let Some((v, depth)) = stack.pop() {
+        let children: Vec<&Spanned<DeValue<'_>>> = match v.get_ref() {
+            DeValue::Array(items) => items.iter().collect(),
+            DeValue::Table(t) => t.values().collect(),
+            _ => continue,
+        };
+        if depth > MAX_DEPTH {
+            return Some(v.span());
+        }
+        stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+    }
+    None
 }
 
 fn convert_table(

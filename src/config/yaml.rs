@@ -12,7 +12,9 @@
 //! - scalars resolve by the YAML 1.2 core schema: `yes`/`no`/`on`/`off` are strings, `09:35`
 //!   is a string, `.inf` and `.nan` are rejected;
 //! - anchors and aliases are expanded, at most [`MAX_NODES`] nodes per file (alias bombs are
-//!   refused); merge keys (`<<: *base`, or a list of aliases) copy the keys the mapping does
+//!   refused), nested at most [`MAX_DEPTH`] collections deep (aliases count with their
+//!   anchored value: every later layer walks the tree recursively, so a deeper file is
+//!   refused with `too-deep` instead of overflowing a thread's stack); merge keys (`<<: *base`, or a list of aliases) copy the keys the mapping does
 //!   not set itself; a finding inside an aliased value points at the anchored original;
 //! - tags other than the core ones (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`,
 //!   `!!map`, `!!seq`) are errors;
@@ -25,6 +27,8 @@ use std::sync::Arc;
 
 /// Most value nodes a file may expand to, aliases included.
 pub const MAX_NODES: usize = 100_000;
+
+pub use super::MAX_DEPTH;
 
 /// A 1-based line and column (columns count characters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -225,6 +229,7 @@ pub fn parse(source: &str) -> (Option<Document>, Vec<YamlError>) {
         anchors: HashMap::new(),
         errors: Vec::new(),
         count: 0,
+        depth: 0,
     };
     let value = loader.document();
     let Loader { nodes, errors, .. } = loader;
@@ -249,6 +254,8 @@ type Merged = (Map<String, Value>, Vec<(String, NodeInfo)>);
 
 struct Anchored {
     value: Value,
+    /// How many collections deep the value is (0 for a scalar).
+    depth: usize,
     /// Node infos of the anchored subtree, by pointer suffix relative to the anchor.
     nodes: Vec<(String, NodeInfo)>,
 }
@@ -259,6 +266,8 @@ struct Loader<'a> {
     anchors: HashMap<usize, Anchored>,
     errors: Vec<YamlError>,
     count: usize,
+    /// Collections open around the current event.
+    depth: usize,
 }
 
 /// A fatal problem: parsing stops.
@@ -387,6 +396,22 @@ impl<'a> Loader<'a> {
         Ok(())
     }
 
+    /// Enters a collection (or an alias whose value is `extra` collections deep) at `pos`;
+    /// refuses the document when that nests deeper than [`MAX_DEPTH`].
+    fn deeper(&mut self, extra: usize, pos: Pos) -> Result<(), Stop> {
+        if self.depth + extra > MAX_DEPTH {
+            self.error(
+                "too-deep",
+                pos,
+                format!(
+                    "the document nests more than {MAX_DEPTH} levels of mappings and sequences here; config files are shallow, so this is refused"
+                ),
+            );
+            return Err(Stop);
+        }
+        Ok(())
+    }
+
     fn check_tag(&mut self, tag: &Option<std::borrow::Cow<'a, Tag>>, pos: Pos) -> Option<String> {
         let tag = tag.as_ref()?;
         if tag.is_yaml_core_schema() {
@@ -442,6 +467,7 @@ impl<'a> Loader<'a> {
                 Ok(value)
             }
             Event::SequenceStart(anchor, tag) => {
+                self.deeper(1, pos)?;
                 self.check_tag(&tag, pos);
                 let start = self.nodes.len();
                 self.nodes.push((
@@ -459,13 +485,17 @@ impl<'a> Loader<'a> {
                         break;
                     }
                     let child = format!("{pointer}/{}", items.len());
-                    items.push(self.node(ev, span, child, None)?);
+                    self.depth += 1;
+                    let item = self.node(ev, span, child, None);
+                    self.depth -= 1;
+                    items.push(item?);
                 }
                 let value = Value::Array(items);
                 self.remember(anchor, &value, &pointer, start);
                 Ok(value)
             }
             Event::MappingStart(anchor, tag) => {
+                self.deeper(1, pos)?;
                 self.check_tag(&tag, pos);
                 let start = self.nodes.len();
                 self.nodes.push((
@@ -476,7 +506,10 @@ impl<'a> Loader<'a> {
                         style: Style::Collection,
                     },
                 ));
-                let value = self.mapping(&pointer, pos)?;
+                self.depth += 1;
+                let value = self.mapping(&pointer, pos);
+                self.depth -= 1;
+                let value = value?;
                 self.remember(anchor, &value, &pointer, start);
                 Ok(value)
             }
@@ -487,6 +520,11 @@ impl<'a> Loader<'a> {
                         pos,
                         "YAML syntax error: alias to an unknown anchor".into(),
                     );
+                    return Err(Stop);
+                };
+                let extra = anchored.depth;
+                self.deeper(extra, pos)?;
+                let Some(anchored) = self.anchors.get(&id) else {
                     return Err(Stop);
                 };
                 let value = anchored.value.clone();
@@ -528,6 +566,7 @@ impl<'a> Loader<'a> {
             anchor,
             Anchored {
                 value: value.clone(),
+                depth: value_depth(value),
                 nodes,
             },
         );
@@ -696,6 +735,27 @@ impl<'a> Loader<'a> {
             }
         }
     }
+}
+
+/// How many collections deep `value` is: 0 for a scalar, 1 for `[x]`, 2 for `{a: [x]}`.
+/// Walks with an explicit stack, so any depth is safe to measure.
+pub fn value_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(items.iter().map(|i| (i, d + 1)));
+            }
+            Value::Object(map) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(map.values().map(|i| (i, d + 1)));
+            }
+            _ => deepest = deepest.max(d),
+        }
+    }
+    deepest
 }
 
 /// Resolves a plain scalar by the YAML 1.2 core schema.

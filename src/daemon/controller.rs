@@ -98,6 +98,33 @@ impl Controller {
             );
         }
         let changes = diff(&old, &new);
+        // Removing many pipelines at once (a vanished directory, a failed checkout) is
+        // refused like an invalid revision: the running one stays.
+        let refusals =
+            crate::reconcile::guard::removals(&old, &new, &changes, &set.settings.reconcile);
+        if !refusals.is_empty() {
+            for f in &refusals {
+                error!(code = f.code, "{}", f.human());
+            }
+            let running = self.revision().map_or("none", |r| &r[..12.min(r.len())]);
+            error!(revision = %set.short_revision(), running, "config revision refused; the running revision stays");
+            metrics.config_reloaded(ReloadResult::Refused, SystemTime::now());
+            let record = ReconcileRecord {
+                id: 0,
+                at: now,
+                revision: set.revision.clone(),
+                previous_revision: self.applied.as_ref().map(|s| s.revision.clone()),
+                result: ReconcileResult::Refused,
+                diff: json!({ "changes": changes }),
+                findings: serde_json::to_value(&refusals).unwrap_or_default(),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            if let Err(e) = self.shared.store.record_reconcile(&record).await {
+                warn!(error = %e, "reconcile not stored");
+            }
+            metrics.reconcile_finished(started.elapsed().as_secs_f64());
+            return Outcome::Refused(refusals.len());
+        }
         for change in &changes {
             self.apply_change(change, &set).await;
         }

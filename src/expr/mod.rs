@@ -47,8 +47,9 @@ impl Ty {
 /// A problem in an expression.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExprError {
-    /// Finding code: `cel-syntax`, `unknown-identifier`, `indicator-not-provided`,
-    /// `unknown-function`, `unsupported-expression` or `wrong-type`.
+    /// Finding code: `cel-syntax`, `too-deep`, `unknown-identifier`,
+    /// `indicator-not-provided`, `unknown-function`, `unsupported-expression` or
+    /// `wrong-type`.
     pub code: &'static str,
     /// Character offset in the expression.
     pub offset: usize,
@@ -262,31 +263,253 @@ pub const FUNCTIONS: [&str; 6] = [
     "max",
 ];
 
-/// Parses `source` with the CEL grammar.
-fn parse(source: &str) -> Result<(IdedExpr, SourceInfo), Vec<ExprError>> {
-    let parser = cel::parser::Parser::new();
-    parser.parse_with_source_info(source).map_err(|errors| {
-        let lines: Vec<&str> = source.split('\n').collect();
-        errors
-            .errors
-            .iter()
-            .map(|e| {
-                // The cel crate reports 1-based lines and columns.
-                let (line, col) = (e.pos.0.max(1) as usize, (e.pos.1.max(1) - 1) as usize);
-                let offset = lines
-                    .iter()
-                    .take(line - 1)
-                    .map(|l| l.chars().count() + 1)
-                    .sum::<usize>()
-                    + col;
-                ExprError {
-                    code: "cel-syntax",
-                    offset: offset.min(source.chars().count()),
-                    message: format!("syntax error: {}", e.msg),
+/// Most levels an expression may nest: brackets, operators, calls and member selections,
+/// counted as in [`nesting_overflow`]. Parsing, compiling and evaluating walk the tree
+/// recursively, so a deeper expression is refused (`too-deep`) before it is parsed.
+pub const MAX_EXPR_DEPTH: usize = crate::config::MAX_DEPTH;
+
+/// Where `source` nests deeper than [`MAX_EXPR_DEPTH`], as a character offset, found
+/// without parsing: every open bracket counts one level, and so does every operator, dot
+/// or `?` inside the brackets that are open at that point (a chain of `n` operators can
+/// make a tree `n` deep). String literals are skipped. Real rules stay far below the limit.
+pub fn nesting_overflow(source: &str) -> Option<usize> {
+    measure(source).overflow
+}
+
+/// How an expression nests, measured without parsing.
+struct Nesting {
+    /// Where it first nests deeper than [`MAX_EXPR_DEPTH`] (see [`nesting_overflow`]).
+    overflow: Option<usize>,
+    /// The deepest the parser recurses, in levels: open brackets and `?` (a conditional's
+    /// branches nest), counted to where the measure stopped.
+    parser_levels: usize,
+}
+
+fn measure(source: &str) -> Nesting {
+    let chars: Vec<char> = source.chars().collect();
+    let mut brackets = 0usize;
+    let mut conditionals = 0usize;
+    let mut parser_levels = 0usize;
+    // Operators seen at each open bracket level (the outermost first).
+    let mut ops: Vec<usize> = vec![0];
+    let mut total = 0usize;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '"' | '\'' => {
+                // Skip a string literal (''' and """ too), honouring escapes.
+                let triple = i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c;
+                let width = if triple { 3 } else { 1 };
+                i += width;
+                while i < chars.len() {
+                    if chars[i] == '\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if chars[i] == c
+                        && (!triple
+                            || (i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c))
+                    {
+                        i += width;
+                        break;
+                    }
+                    i += 1;
                 }
-            })
-            .collect()
-    })
+                continue;
+            }
+            '(' | '[' | '{' => {
+                ops.push(0);
+                total += 1;
+                brackets += 1;
+            }
+            ')' | ']' | '}' if ops.len() > 1 => {
+                total -= 1 + ops.pop().unwrap_or(0);
+                brackets -= 1;
+            }
+            '+' | '-' | '*' | '/' | '%' | '<' | '>' | '=' | '!' | '&' | '|' | '?' | ':' | '.' => {
+                // Two-character operators (`<=`, `&&`, `==`, …) count once.
+                let pair = i + 1 < chars.len()
+                    && matches!(
+                        (c, chars[i + 1]),
+                        ('<', '=') | ('>', '=') | ('=', '=') | ('!', '=') | ('&', '&') | ('|', '|')
+                    );
+                let digit_dot = c == '.'
+                    && (i > 0 && chars[i - 1].is_ascii_digit()
+                        || i + 1 < chars.len() && chars[i + 1].is_ascii_digit());
+                if !digit_dot {
+                    if let Some(top) = ops.last_mut() {
+                        *top += 1;
+                    }
+                    total += 1;
+                }
+                if c == '?' {
+                    conditionals += 1;
+                }
+                if pair {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        parser_levels = parser_levels.max(brackets + conditionals);
+        if total > MAX_EXPR_DEPTH {
+            return Nesting {
+                overflow: Some(i),
+                parser_levels,
+            };
+        }
+        i += 1;
+    }
+    Nesting {
+        overflow: None,
+        parser_levels,
+    }
+}
+
+fn too_deep(offset: usize) -> ExprError {
+    ExprError {
+        code: "too-deep",
+        offset,
+        message: format!(
+            "the expression nests more than {MAX_EXPR_DEPTH} levels (brackets and operators) here; split it or simplify it"
+        ),
+    }
+}
+
+/// Stack of the threads deep expressions are parsed on. The generated CEL parser recurses
+/// through about ten grammar rules per level of brackets, with large frames: about 150 KiB
+/// per level in a debug build, so that 14 levels overflow the 2 MiB stack of a Tokio thread.
+/// On these threads the parser's own limit of 96 levels is safe wherever `compile` is
+/// called. The stack is virtual memory: only the pages a parse touches are used.
+const PARSER_STACK_BYTES: usize = 64 << 20;
+
+/// Expressions that nest at most this many levels (brackets and conditionals) are parsed
+/// on the calling thread: almost every rule, at no cost. Deeper ones go to the parser
+/// threads.
+const INLINE_PARSER_LEVELS: usize = 4;
+
+type Parsed = Result<(IdedExpr, SourceInfo), Vec<ExprError>>;
+
+/// A parse request for the parser threads.
+struct Job {
+    source: String,
+    reply: std::sync::mpsc::Sender<Parsed>,
+}
+
+/// The parser threads, started on the first deep expression: one per core (at most four),
+/// sharing one queue.
+fn parser_threads() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<Job>>> {
+    use std::sync::{Arc, Mutex, OnceLock, mpsc};
+    static THREADS: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let rx = Arc::new(Mutex::new(rx));
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            let mut started = 0;
+            for i in 0..n {
+                let rx = Arc::clone(&rx);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("cel-parse-{i}"))
+                    .stack_size(PARSER_STACK_BYTES)
+                    .spawn(move || {
+                        loop {
+                            let job = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok(job) = job else { return };
+                            let _ = job.reply.send(parse_cel(&job.source));
+                        }
+                    });
+                if spawned.is_ok() {
+                    started += 1;
+                }
+            }
+            (started > 0).then(|| Mutex::new(tx))
+        })
+        .as_ref()
+}
+
+fn parse_failed(why: &str) -> Vec<ExprError> {
+    vec![ExprError {
+        code: "cel-syntax",
+        offset: 0,
+        message: format!("the expression could not be parsed: {why}"),
+    }]
+}
+
+/// Parses `source` with the CEL grammar, refusing it first when it nests too deep; a
+/// deep expression is parsed on a parser thread (see [`PARSER_STACK_BYTES`]).
+fn parse(source: &str) -> Parsed {
+    let nesting = measure(source);
+    if let Some(offset) = nesting.overflow {
+        return Err(vec![too_deep(offset)]);
+    }
+    if nesting.parser_levels <= INLINE_PARSER_LEVELS {
+        return parse_cel(source);
+    }
+    let Some(threads) = parser_threads() else {
+        return Err(parse_failed("no thread to parse it on"));
+    };
+    let (reply, answer) = std::sync::mpsc::channel();
+    let job = Job {
+        source: source.to_string(),
+        reply,
+    };
+    let sent = match threads.lock() {
+        Ok(tx) => tx.send(job).is_ok(),
+        Err(_) => false,
+    };
+    if !sent {
+        return Err(parse_failed("the parser threads stopped"));
+    }
+    answer
+        .recv()
+        .unwrap_or_else(|_| Err(parse_failed("the parser failed")))
+}
+
+/// The CEL parse itself (see [`parse`]).
+fn parse_cel(source: &str) -> Parsed {
+    let parser = cel::parser::Parser::new();
+    parser
+        .parse_with_source_info(source)
+        .map_err(|errors| {
+            let lines: Vec<&str> = source.split('\n').collect();
+            errors
+                .errors
+                .iter()
+                .map(|e| {
+                    // The cel crate reports 1-based lines and columns.
+                    let (line, col) = (e.pos.0.max(1) as usize, (e.pos.1.max(1) - 1) as usize);
+                    let offset = lines
+                        .iter()
+                        .take(line - 1)
+                        .map(|l| l.chars().count() + 1)
+                        .sum::<usize>()
+                        + col;
+                    let offset = offset.min(source.chars().count());
+                    if e.msg.contains("Recursion limit") {
+                        // The parser's own bound on nested brackets (96).
+                        too_deep(offset)
+                    } else {
+                        ExprError {
+                            code: "cel-syntax",
+                            offset,
+                            message: format!("syntax error: {}", e.msg),
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .map_err(|errors| {
+            // Past the recursion limit the parser's other complaints are noise.
+            match errors.iter().find(|e| e.code == "too-deep") {
+                Some(deep) => vec![deep.clone()],
+                None => errors,
+            }
+        })
 }
 
 /// Compiles `source`, which must have type `want`, resolving names with `resolver`.

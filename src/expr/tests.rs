@@ -133,3 +133,71 @@ fn agrees_with_the_cel_interpreter() {
         assert_eq!(expected, cel::Value::Bool(ours), "{src}");
     }
 }
+
+/// Runs `f` on a thread with a 2 MiB stack, the size of a Tokio worker's and of Tokio's
+/// blocking pool's, where the daemon compiles expressions.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+fn codes(src: &str) -> Vec<&'static str> {
+    match compile(src, Ty::Bool, &mut resolver()) {
+        Ok(_) => vec![],
+        Err(errors) => errors.into_iter().map(|e| e.code).collect(),
+    }
+}
+
+#[test]
+fn deep_nesting_is_too_deep_not_a_stack_overflow() {
+    let parens = format!("{}close{} > 1", "(".repeat(5_000), ")".repeat(5_000));
+    let nots = format!("{}(close > 1)", "!".repeat(5_000));
+    let sum = format!("{} > 1", vec!["close"; 5_000].join(" + "));
+    let deepest_parser = format!("{}close{} > 1", "(".repeat(200), ")".repeat(200));
+    let results = on_small_stack(move || {
+        [parens, nots, sum, deepest_parser]
+            .iter()
+            .map(|s| codes(s))
+            .collect::<Vec<_>>()
+    });
+    for r in &results {
+        assert_eq!(r, &vec!["too-deep"], "{results:?}");
+    }
+    // The offset is where the limit is crossed.
+    let e = compile(&"(".repeat(5_000), Ty::Bool, &mut resolver()).unwrap_err();
+    assert_eq!(e[0].offset, MAX_EXPR_DEPTH);
+}
+
+#[test]
+fn nesting_within_the_limit_compiles_on_a_small_stack() {
+    // As deep as the parser accepts, and a long flat chain.
+    let parens = format!("{}close{} > 1", "(".repeat(90), ")".repeat(90));
+    let sum = format!("{} > 1", vec!["close"; 200].join(" + "));
+    let ands = vec!["close > 1"; 60].join(" && ");
+    // As deep as is parsed on the calling thread.
+    let inline = format!(
+        "{}close{} > 1 ? true : false",
+        "max(".repeat(INLINE_PARSER_LEVELS),
+        ", 0)".repeat(INLINE_PARSER_LEVELS)
+    );
+    assert_eq!(measure(&inline).parser_levels, INLINE_PARSER_LEVELS);
+    let ok = on_small_stack(move || {
+        [parens, sum, ands, inline]
+            .iter()
+            .map(|s| {
+                compile(s, Ty::Bool, &mut resolver())
+                    .map(|p| p.eval_bool(&bars()))
+                    .map_err(|e| format!("{s:.40}: {e:?}"))
+            })
+            .collect::<Vec<_>>()
+    });
+    for r in ok {
+        assert_eq!(r, Ok(Some(true)));
+    }
+    // Strings are skipped: brackets inside them do not count.
+    assert_eq!(nesting_overflow(&format!("'{}'", "(".repeat(1_000))), None);
+}

@@ -1,6 +1,10 @@
 //! The typed diff between two desired states: which pipelines are added, changed (which
 //! fields, or which risk policy or scanner they use changed), removed, disabled or enabled.
 //! The daemon applies it; `ztraded plan` prints it.
+//!
+//! Resources are compared by their parsed content ([`crate::config::set::content_hash`]),
+//! not their bytes: an edit of comments, quoting, indentation or key order changes the
+//! revision but restarts nothing.
 
 use crate::config::finding::dotted;
 use crate::config::load::ConfigSet;
@@ -14,6 +18,10 @@ use std::collections::BTreeMap;
 pub struct PipelineSnapshot {
     /// SHA-256 of the file.
     pub hash: String,
+    /// SHA-256 of the parsed content: what tells a change (empty in records written before
+    /// it was kept; the file hash is compared then).
+    #[serde(default)]
+    pub content: String,
     /// `enabled`.
     pub enabled: bool,
     /// The document as compact JSON text (for field-level diffs; text takes a fraction of
@@ -28,18 +36,39 @@ pub struct PipelineSnapshot {
 }
 
 /// A revision of the desired state as the reconciler compares it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Revision (SHA-256 over every file).
     pub revision: String,
     /// Pipelines by name.
     pub pipelines: BTreeMap<String, PipelineSnapshot>,
-    /// Scanner file hashes by name.
+    /// Scanner content hashes by name.
     pub scanners: BTreeMap<String, String>,
-    /// Risk policy file hashes by name.
+    /// Risk policy content hashes by name.
     pub risk: BTreeMap<String, String>,
-    /// Settings file hash.
+    /// Settings file content hash.
     pub settings: Option<String>,
+    /// Whether the revision has a `pipelines/` directory (see [`super::guard`]).
+    #[serde(default = "yes")]
+    pub pipelines_dir: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Snapshot {
+    /// An empty desired state (a daemon that has applied nothing yet).
+    fn default() -> Self {
+        Snapshot {
+            revision: String::new(),
+            pipelines: BTreeMap::new(),
+            scanners: BTreeMap::new(),
+            risk: BTreeMap::new(),
+            settings: None,
+            pipelines_dir: true,
+        }
+    }
 }
 
 impl Snapshot {
@@ -62,6 +91,7 @@ impl Snapshot {
                     name.clone(),
                     PipelineSnapshot {
                         hash: r.hash.clone(),
+                        content: r.content_hash.clone(),
                         enabled: spec.enabled,
                         // A copy, not a share: the loaded set is dropped once applied, and
                         // texts kept from it would pin the loader's freed memory in place.
@@ -79,14 +109,15 @@ impl Snapshot {
             scanners: set
                 .scanners
                 .iter()
-                .map(|(n, r)| (n.clone(), r.hash.clone()))
+                .map(|(n, r)| (n.clone(), r.content_hash.clone()))
                 .collect(),
             risk: set
                 .risk
                 .iter()
-                .map(|(n, r)| (n.clone(), r.hash.clone()))
+                .map(|(n, r)| (n.clone(), r.content_hash.clone()))
                 .collect(),
-            settings: set.settings_file.as_ref().map(|s| s.hash.clone()),
+            settings: set.settings_file.as_ref().map(|s| s.content_hash.clone()),
+            pipelines_dir: set.pipelines_dir,
         }
     }
 }
@@ -151,12 +182,21 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
             None => {}
             Some(o) => {
                 let mut fields = Vec::new();
-                if o.hash != n.hash {
-                    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
-                    json_diff(&parse(&o.value), &parse(&n.value), "", &mut fields);
+                let same = if o.content.is_empty() || n.content.is_empty() {
+                    o.hash == n.hash || o.value == n.value
+                } else {
+                    o.content == n.content
+                };
+                if !same {
+                    // Deeper than the JSON reader goes (128 levels): no field list.
+                    if let (Ok(a), Ok(b)) = (
+                        serde_json::from_str::<Value>(&o.value),
+                        serde_json::from_str::<Value>(&n.value),
+                    ) {
+                        json_diff(&a, &b, "", &mut fields);
+                    }
                     if fields.is_empty() {
-                        // Same content, different bytes (comments, formatting).
-                        fields.push("(formatting or comments only)".to_string());
+                        fields.push("(whole file)".to_string());
                     }
                 }
                 fields.retain(|f| f != "enabled");
@@ -266,6 +306,7 @@ mod tests {
                         n.to_string(),
                         PipelineSnapshot {
                             hash: v.to_string(),
+                            content: crate::config::set::content_hash(v),
                             enabled: *enabled,
                             value: v.to_string().into(),
                             risk: Some("default".into()),
@@ -278,6 +319,7 @@ mod tests {
             scanners: BTreeMap::new(),
             risk: BTreeMap::from([("default".to_string(), risk_hash.to_string())]),
             settings: None,
+            pipelines_dir: true,
         }
     }
 
@@ -327,6 +369,17 @@ mod tests {
     }
 
     #[test]
+    fn same_content_in_other_bytes_is_no_change() {
+        let a = json!({"mode": "simulation", "limits": {"max_trades_per_day": 3}});
+        let b = json!({"limits": {"max_trades_per_day": 3}, "mode": "simulation"});
+        let old = snap(&[("p", a, true)], "r1");
+        let mut new = snap(&[("p", b, true)], "r1");
+        // Another file (a comment added, keys reordered), the same resource.
+        new.pipelines.get_mut("p").unwrap().hash = "other bytes".into();
+        assert!(diff(&old, &new).is_empty(), "{:?}", diff(&old, &new));
+    }
+
+    #[test]
     fn a_changed_risk_policy_reaches_the_pipelines_that_use_it() {
         let a = json!({"mode": "simulation"});
         let old = snap(&[("p", a.clone(), true)], "r1");
@@ -336,5 +389,56 @@ mod tests {
         assert_eq!(changes[0].kind, ChangeKind::Changed);
         assert_eq!(changes[0].because, vec!["risk policy default changed"]);
         assert!(diff(&new, &new).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod loaded_tests {
+    use super::*;
+    use crate::config::load::load_dir_with_env;
+
+    const RISK: &str =
+        "description: test\nsizing:\n  risk_per_trade_pct: 1.0\n  max_position_pct: 20\n";
+
+    fn snapshot(root: &std::path::Path) -> Snapshot {
+        let set = load_dir_with_env(root, &Vec::new());
+        assert_eq!(set.errors(), 0, "{:?}", set.findings);
+        Snapshot::of(&set)
+    }
+
+    #[test]
+    fn comments_and_formatting_of_a_risk_policy_or_settings_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("risk")).unwrap();
+        std::fs::write(dir.path().join("risk/default.yaml"), RISK).unwrap();
+        std::fs::write(
+            dir.path().join("ztraded.toml"),
+            "[http]\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let a = snapshot(dir.path());
+        std::fs::write(
+            dir.path().join("risk/default.yaml"),
+            format!(
+                "# reviewed\n{}",
+                RISK.replace("max_position_pct: 20", "max_position_pct:   20  # cap")
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("ztraded.toml"),
+            "# the port\n[http]\nlisten = '127.0.0.1:1'\n",
+        )
+        .unwrap();
+        let b = snapshot(dir.path());
+        assert_ne!(a.revision, b.revision, "other bytes, another revision");
+        assert_eq!(a.risk, b.risk);
+        assert!(!settings_changed(&a, &b));
+        std::fs::write(
+            dir.path().join("risk/default.yaml"),
+            RISK.replace("max_position_pct: 20", "max_position_pct: 25"),
+        )
+        .unwrap();
+        assert_ne!(snapshot(dir.path()).risk, a.risk);
     }
 }

@@ -22,10 +22,10 @@
 //!    measures it).
 //! 2. **Rescan and compare.** A rescan is a full
 //!    [`load_dir_with_env`](crate::config::load::load_dir_with_env), run on Tokio's blocking
-//!    pool. Its result is delivered only if its revision (SHA-256 over every file's kind,
-//!    name and content hash) or its findings differ from the last delivered one. Touching a
-//!    file, an editor's save of identical bytes or a hidden file delivers nothing; a change
-//!    from valid to invalid or back always delivers. A missing root is delivered as an
+//!    pool. Its result is delivered only if its revision (SHA-256 over every file found,
+//!    its kind, path and bytes, loadable or not) or its findings differ from the last
+//!    delivered one. Touching a file, an editor's save of identical bytes or a hidden file
+//!    delivers nothing; a change from valid to invalid or back always delivers. A missing root is delivered as an
 //!    invalid set (an `io` error on the root), never as an empty valid one.
 //! 3. **Periodic resync.** A full rescan every [`WatchOptions::resync_interval`] (60 s by
 //!    default, `[reconcile] resync_interval`) after the last scan, as a backstop for lost
@@ -45,8 +45,9 @@
 //! differ). Not covered by file events: the root being itself a symbolic link that is
 //! pointed elsewhere (its parent is not watched): the next periodic resync finds it.
 //!
-//! Every delivered revision is logged (`tracing`, target `ztraded::reconcile::watcher`) with
-//! its reason and its numbers of files, findings, errors and warnings.
+//! Every delivered revision is logged at info level (`tracing`, target
+//! `ztraded::reconcile::watcher`) with its reason, whether it is valid, and its numbers of
+//! files, findings, errors and warnings; warnings are kept for the watch itself failing.
 
 mod events;
 mod scan;
@@ -358,30 +359,22 @@ impl Drop for Watcher {
     }
 }
 
+/// Logs a delivered revision at info level, valid or not: whoever receives it decides what
+/// an invalid one means (the daemon logs each finding and the refusal), so a warning here
+/// would only say the same thing twice.
 fn log_delivery(update: &Update) {
     let set = &update.set;
     let (errors, warnings) = (set.errors(), set.warnings());
-    if errors == 0 {
-        tracing::info!(
-            revision = set.short_revision(),
-            reason = update.reason.as_str(),
-            files = set.files,
-            findings = set.findings.len(),
-            errors,
-            warnings,
-            "config revision delivered"
-        );
-    } else {
-        tracing::warn!(
-            revision = set.short_revision(),
-            reason = update.reason.as_str(),
-            files = set.files,
-            findings = set.findings.len(),
-            errors,
-            warnings,
-            "invalid config revision delivered"
-        );
-    }
+    tracing::info!(
+        revision = set.short_revision(),
+        reason = update.reason.as_str(),
+        valid = errors == 0,
+        files = set.files,
+        findings = set.findings.len(),
+        errors,
+        warnings,
+        "config revision delivered"
+    );
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

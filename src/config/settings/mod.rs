@@ -1,9 +1,14 @@
 //! Daemon settings: `ztraded.toml` (DESIGN.md §2.4).
 //!
 //! Loaded with figment from, in order: the embedded defaults ([`Settings::default`]), the
-//! file, then `ZTRADED_<SECTION>__<KEY>` environment variables (`ZTRADED_STORE__URL`).
-//! Secrets are never values: settings name the environment variable that holds them
-//! (`key_id_env = "APCA_API_KEY_ID"`). Relative paths are relative to the config directory.
+//! file, then `ZTRADED_<SECTION>__<KEY>` environment variables (`ZTRADED_STORE__URL`); see
+//! [`merge_settings`]. Secrets are never values: settings name the environment variable
+//! that holds them (`key_id_env = "APCA_API_KEY_ID"`). Relative paths are relative to the
+//! config directory.
+
+mod merge;
+
+pub use merge::{EnvVars, SettingSource, env_overrides, merge_settings, process_env};
 
 use super::common::{Duration, Percent, TimeZoneName, usd_schema};
 use rust_decimal::Decimal;
@@ -442,6 +447,13 @@ pub struct ReconcileSettings {
     /// Full rescan interval, whatever the file events say.
     #[serde(default = "default_resync")]
     pub resync_interval: Duration,
+    /// Most pipelines one revision may remove, in percent (0–100) of the running ones. A
+    /// revision that removes more, or removes every pipeline, or has no `pipelines/`
+    /// directory while pipelines run, is refused: a failed checkout or a wrong directory is
+    /// not a desired state. Disabling pipelines (`enabled: false`) is explicit and does not
+    /// count; 100 allows removing everything.
+    #[serde(default = "default_max_removal_pct")]
+    pub max_removal_pct: Percent,
 }
 
 fn default_debounce() -> Duration {
@@ -450,12 +462,36 @@ fn default_debounce() -> Duration {
 fn default_resync() -> Duration {
     Duration::from_secs(60)
 }
+fn default_max_removal_pct() -> Percent {
+    Percent(Decimal::from(50))
+}
 
 impl Default for ReconcileSettings {
     fn default() -> Self {
         ReconcileSettings {
             debounce: default_debounce(),
             resync_interval: default_resync(),
+            max_removal_pct: default_max_removal_pct(),
         }
     }
+}
+
+/// Parses `market_data.start`: a date (midnight in the data time zone is applied by the
+/// caller) or an RFC 3339 time; `None` when it is neither.
+pub fn parse_start(s: &str) -> Option<StartPoint> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Some(StartPoint::Date(d));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| StartPoint::Time(t.with_timezone(&chrono::Utc)))
+}
+
+/// Where a replay starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartPoint {
+    /// Local midnight of this date.
+    Date(chrono::NaiveDate),
+    /// This instant.
+    Time(chrono::DateTime<chrono::Utc>),
 }
