@@ -260,7 +260,7 @@ fn trade(pipeline: &str, entry_time: i64, exit_time: i64, pnl: Decimal) -> Trade
         exit_price: dec!(105.5),
         quantity: dec!(100),
         stop_loss: Some(dec!(95.25)),
-    final_stop: None,
+        final_stop: None,
         target_1: None,
         target_2: Some(dec!(120.20)),
         exit_reason: OrderPurpose::StopLoss,
