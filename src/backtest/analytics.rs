@@ -605,11 +605,10 @@ pub fn format_usd(d: Decimal) -> String {
     format!("{sign}{grouped}.{frac}")
 }
 
-/// Formats a percentage with two decimals, rounded half away from zero (`12.345` → `12.35`).
+/// Formats a percentage with two decimals, rounded half away from zero, with thousands
+/// separators (`12.345` → `12.35`, `2940.516` → `2,940.52`).
 fn format_pct(d: Decimal) -> String {
-    let r = d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
-    let r = if r.is_zero() { Decimal::ZERO } else { r };
-    format!("{r:.2}")
+    format_usd(d)
 }
 
 /// RFC 3339 UTC time of Unix seconds (`2012-01-03T21:00:00Z`), or the raw number when out of
@@ -688,7 +687,7 @@ fn max_drawdown(points: &[EquityPoint]) -> Option<Drawdown> {
 }
 
 fn cagr_pct(initial: Decimal, last: Decimal, years: f64) -> Option<f64> {
-    if initial <= Decimal::ZERO || !(years > 0.0) {
+    if initial <= Decimal::ZERO || years.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return None;
     }
     if last <= Decimal::ZERO {

@@ -71,7 +71,7 @@ pub const SVG_SIZE: (u32, u32) = (1000, 600);
 /// Horizontal extent of the chart's plot area, pixels from the left edge.
 const PLOT_X: (f64, f64) = (90.0, 960.0);
 /// Vertical extent of the equity pane, pixels from the top edge.
-const EQUITY_Y: (f64, f64) = (78.0, 398.0);
+const EQUITY_Y: (f64, f64) = (80.0, 398.0);
 /// Vertical extent of the drawdown pane.
 const DRAWDOWN_Y: (f64, f64) = (420.0, 545.0);
 
@@ -486,7 +486,7 @@ fn push_fixed(b: &mut Vec<u8>, d: Decimal, dp: u32) {
 fn push_price(b: &mut Vec<u8>, d: Decimal) {
     let mut scale = d.scale().min(6);
     let (neg, mut q) = round_scaled(d, scale);
-    while scale > 2 && q % 10 == 0 {
+    while scale > 2 && q.is_multiple_of(10) {
         q /= 10;
         scale -= 1;
     }
@@ -505,7 +505,7 @@ fn push_quantity(b: &mut Vec<u8>, d: Decimal) {
     let m = d.mantissa();
     let mut q = m.unsigned_abs();
     let mut scale = d.scale();
-    while scale > 0 && q % 10 == 0 {
+    while scale > 0 && q.is_multiple_of(10) {
         q /= 10;
         scale -= 1;
     }
@@ -913,15 +913,14 @@ fn time_ticks(x0: i64, x1: i64, tz: Tz) -> (Vec<i64>, &'static str) {
             }
         }
         Step::Years(n) => {
-            let mut y = first_day.year();
-            for _ in 0..(64 * n + 1) {
+            let y0 = first_day.year();
+            for y in y0..y0.saturating_add(64 * n + 1) {
                 if y.rem_euclid(n) == 0
                     && let Some(d) = NaiveDate::from_ymd_opt(y, 1, 1)
                     && !push(to_utc(midnight(d)))
                 {
                     break;
                 }
-                y += 1;
             }
         }
     }
@@ -1000,9 +999,8 @@ fn change_pct(first: Decimal, last: Decimal) -> String {
     }
     let pct = ((last - first) / first * Decimal::ONE_HUNDRED)
         .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
-    let pct = if pct.is_zero() { Decimal::ZERO } else { pct };
     let sign = if pct > Decimal::ZERO { "+" } else { "" };
-    format!("{sign}{pct:.2}%")
+    format!("{sign}{}%", format_usd(pct))
 }
 
 fn draw(s: &mut Svg, c: &EquityChart<'_>) {
@@ -1088,39 +1086,44 @@ fn draw(s: &mut Svg, c: &EquityChart<'_>) {
     let y_eq = |v: f64| EQUITY_Y.1 - (v - y0) / (y1 - y0) * (EQUITY_Y.1 - EQUITY_Y.0);
     let y_dd = |v: f64| DRAWDOWN_Y.0 + v / dd_lo * (DRAWDOWN_Y.1 - DRAWDOWN_Y.0);
 
-    // Legend: final values of both curves.
-    let mut legend = format!(
-        "Equity {} USD ({})",
-        format_usd(last.equity),
-        change_pct(first.equity, last.equity)
-    );
-    if let Some(b) = c.benchmark.last() {
-        legend = format!(
-            "{legend}    Buy and hold {} {} USD ({})",
-            c.benchmark_label,
-            format_usd(b.1),
-            c.benchmark
-                .first()
-                .map_or_else(|| "n/a".to_string(), |f| change_pct(f.1, b.1))
-        );
-    }
+    // Legend: final values of both curves, one line each.
     s.line(
         PLOT_X.0,
-        50.0,
+        44.0,
         PLOT_X.0 + 24.0,
-        50.0,
+        44.0,
         &format!("stroke=\"{EQUITY_COLOR}\" stroke-width=\"2\""),
     );
-    if !c.benchmark.is_empty() {
+    s.label(
+        PLOT_X.0 + 30.0,
+        48.0,
+        "id=\"legend-equity\"",
+        &format!(
+            "Equity {} USD ({})",
+            format_usd(last.equity),
+            change_pct(first.equity, last.equity)
+        ),
+    );
+    if let (Some(b0), Some(b1)) = (c.benchmark.first(), c.benchmark.last()) {
         s.line(
-            PLOT_X.0 + 28.0,
-            58.0,
-            PLOT_X.0 + 52.0,
-            58.0,
+            PLOT_X.0,
+            62.0,
+            PLOT_X.0 + 24.0,
+            62.0,
             &format!("stroke=\"{BENCHMARK_COLOR}\" stroke-width=\"1.5\" stroke-dasharray=\"5,3\""),
         );
+        s.label(
+            PLOT_X.0 + 30.0,
+            66.0,
+            "id=\"legend-benchmark\"",
+            &format!(
+                "Buy and hold {} {} USD ({})",
+                c.benchmark_label,
+                format_usd(b1.1),
+                change_pct(b0.1, b1.1)
+            ),
+        );
     }
-    s.label(PLOT_X.0 + 30.0, 54.0, "id=\"legend\"", &legend);
 
     // Date axis: grid through both panes, labels below.
     let (ticks, format) = time_ticks(x0, x1, c.tz);

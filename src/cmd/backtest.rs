@@ -275,9 +275,10 @@ pub fn summary(
     failures: &BTreeMap<String, u64>,
 ) -> String {
     let mut s = String::new();
+    // A bar closing at local midnight belongs to the day that ended.
     let day = |p: Option<&crate::engine::trades::EquityPoint>| {
         p.map(|p| {
-            crate::engine::clock::utc(p.ts)
+            crate::engine::clock::utc(p.ts - 1)
                 .with_timezone(&r.timezone)
                 .format("%Y-%m-%d")
                 .to_string()
