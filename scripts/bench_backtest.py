@@ -10,9 +10,10 @@ Subcommands (called by scripts/bench-backtest):
                       config directory DIR (ztraded.toml, pipelines/sma-cross.yaml,
                       risk/bench.yaml)
   run DIR BIN RUNS    times RUNS runs of `BIN backtest DIR/pipelines/sma-cross.yaml --out ...`
-                      from process start to exit (files written), then RUNS runs of
-                      backtesting.py on the same CSV, and prints bars/s, the ratio and the
-                      trade counts of both
+                      from process start to exit (files written, pinned to CPU 0 when
+                      taskset exists) and RUNS runs of backtesting.py on the same CSV
+                      (read_csv + Backtest.run, imports excluded), interleaved, and prints
+                      bars/s, the ratio and the trade counts of both
 
 The bars are a deterministic random walk (xorshift64), so every run of the script measures the
 same data.
@@ -118,29 +119,31 @@ def pinned(cmd):
     return cmd
 
 
-def time_ztraded(root, binary, runs):
+def ztraded_once(root, binary):
+    """One `ztraded backtest`, timed from process start to exit (files written)."""
     out = os.path.join(root, "out")
-    times = []
-    summary = ""
-    for _ in range(runs):
-        shutil.rmtree(out, ignore_errors=True)
-        cmd = pinned([binary, "backtest", os.path.join(root, "pipelines", "sma-cross.yaml"),
-                      "--out", out])
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-        times.append(time.perf_counter() - start)
-        if proc.returncode != 0:
-            sys.exit(f"ztraded backtest failed ({proc.returncode}):\n{proc.stderr}")
-        summary = proc.stdout
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = pinned([binary, "backtest", os.path.join(root, "pipelines", "sma-cross.yaml"),
+                  "--out", out])
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"ztraded backtest failed ({proc.returncode}):\n{proc.stderr}")
+    return took, proc.stdout
+
+
+def ztraded_files(root):
+    out = os.path.join(root, "out")
     with open(os.path.join(out, "trades.csv")) as f:
         trades = sum(1 for _ in f) - 1
     sizes = {name: os.path.getsize(os.path.join(out, name))
              for name in ("trades.csv", "equity.csv", "equity.svg")}
-    return times, trades, sizes, summary
+    return trades, sizes
 
 
-def time_backtesting_py(root, runs):
-    import backtesting
+def backtesting_py(root):
+    """A function running backtesting.py once on the bars: (seconds, trades)."""
     import pandas as pd
     from backtesting import Backtest, Strategy
 
@@ -164,34 +167,46 @@ def time_backtesting_py(root, runs):
                     self.position.close()
 
     path = os.path.join(root, "data", "SYN.csv")
-    times = []
-    stats = None
-    for _ in range(runs):
+
+    def once():
         start = time.perf_counter()
         df = pd.read_csv(path)
         df.index = pd.to_datetime(df.pop("Date") + " " + df.pop("Time"))
         bt = Backtest(df, SmaCross, cash=CASH, commission=0.0, trade_on_close=False,
                       exclusive_orders=False)
         stats = bt.run()
-        times.append(time.perf_counter() - start)
-    return times, int(stats["# Trades"]), backtesting.__version__
+        return time.perf_counter() - start, int(stats["# Trades"])
+
+    return once
 
 
 def run(root, binary, runs):
+    import backtesting
+
     with open(os.path.join(root, "data", "SYN.csv")) as f:
         bars = sum(1 for _ in csv.reader(f)) - 1
-    zt, zt_trades, sizes, summary = time_ztraded(root, binary, runs)
-    bp, bp_trades, version = time_backtesting_py(root, runs)
+    bt_once = backtesting_py(root)
+    zt, bp = [], []
+    summary, bp_trades = "", 0
+    # Interleaved, so that a change in the machine's load hits both sides alike.
+    for _ in range(runs):
+        took, summary = ztraded_once(root, binary)
+        zt.append(took)
+        took, bp_trades = bt_once()
+        bp.append(took)
+    zt_trades, sizes = ztraded_files(root)
     zbest, bbest = min(zt), min(bp)
+    zmed, bmed = statistics.median(zt), statistics.median(bp)
     print(f"bars: {bars:,} one-minute bars of SYN, SMA 10/20 cross, long only, "
-          f"next-open market fills, no costs")
-    print(f"ztraded backtest (process start to exit, files written, 1 core), {runs} runs: "
-          f"best {zbest:.3f} s, median {statistics.median(zt):.3f} s "
-          f"= {bars / zbest:,.0f} bars/s (median {bars / statistics.median(zt):,.0f})")
-    print(f"backtesting.py {version} (read_csv + Backtest.run), {runs} runs: "
-          f"best {bbest:.3f} s, median {statistics.median(bp):.3f} s = {bars / bbest:,.0f} bars/s")
-    print(f"ratio (best / best): ztraded is {bbest / zbest:.1f}x faster "
-          f"(median / median {statistics.median(bp) / statistics.median(zt):.1f}x)")
+          f"next-open market fills, no costs; {runs} interleaved runs each")
+    print(f"ztraded backtest (process start to exit, files written, 1 core): "
+          f"best {zbest:.3f} s = {bars / zbest:,.0f} bars/s, "
+          f"median {zmed:.3f} s = {bars / zmed:,.0f} bars/s")
+    print(f"backtesting.py {backtesting.__version__} (read_csv + Backtest.run): "
+          f"best {bbest:.3f} s = {bars / bbest:,.0f} bars/s, "
+          f"median {bmed:.3f} s = {bars / bmed:,.0f} bars/s")
+    print(f"ratio: ztraded is {bbest / zbest:.1f}x faster (best / best), "
+          f"{bmed / zmed:.1f}x (median / median)")
     print(f"trades: ztraded {zt_trades} closed (trades.csv), backtesting.py {bp_trades}")
     print("files: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
     if os.environ.get("BENCH_SUMMARY"):
