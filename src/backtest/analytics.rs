@@ -389,7 +389,8 @@ impl Performance {
             (
                 "CAGR",
                 self.cagr_pct.map_or_else(na, |c| {
-                    format!("{c:.2}% per year over {:.2} years", self.years)
+                    let pct = Decimal::try_from(c).map_or_else(|_| format!("{c:.2}"), format_pct);
+                    format!("{pct}% per year over {:.2} years", self.years)
                 }),
             ),
             (

@@ -367,11 +367,153 @@ pub fn summary(
     let per = report
         .timeframe
         .map_or_else(|| "point".to_string(), |tf| format!("{tf} bar"));
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     s.push_str(&format!(
-        "Wrote {0}/trades.csv ({1} trades, entry order), {0}/equity.csv ({2} rows, one per {per}), {0}/equity.svg\n",
+        "Wrote {0}/trades.csv ({1}, entry order), {0}/equity.csv ({2}, one per {per}), {0}/equity.svg\n",
         out_dir.display(),
-        r.trades.len(),
-        report.row_count(r),
+        plural(r.trades.len(), "trade", "trades"),
+        plural(report.row_count(r), "row", "rows"),
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backtest::analytics::Performance;
+    use crate::broker::{OrderPurpose, Position, PositionSide};
+    use crate::engine::trades::{EquityPoint, TradeRecord};
+    use rust_decimal::dec;
+
+    fn result() -> BacktestResult {
+        let day = 86_400;
+        let t0 = 1_704_171_600; // 2024-01-02T05:00:00Z, midnight in New York
+        let equity = vec![
+            EquityPoint {
+                ts: t0,
+                equity: dec!(10000),
+                cash: dec!(10000),
+            },
+            EquityPoint {
+                ts: t0 + day,
+                equity: dec!(10100),
+                cash: dec!(10100),
+            },
+            EquityPoint {
+                ts: t0 + 2 * day,
+                equity: dec!(10160),
+                cash: dec!(9100),
+            },
+        ];
+        let trades = vec![TradeRecord {
+            pipeline: "p".into(),
+            symbol: "AAPL".into(),
+            side: PositionSide::Long,
+            entry_time: t0,
+            exit_time: t0 + day,
+            entry_price: dec!(100),
+            exit_price: dec!(101),
+            quantity: dec!(100),
+            stop_loss: Some(dec!(98)),
+            final_stop: Some(dec!(100)),
+            target_1: None,
+            target_2: None,
+            exit_reason: OrderPurpose::ExitRule,
+            pnl: dec!(100),
+            fees: dec!(0),
+            mode: "simulation".into(),
+        }];
+        let tz = chrono_tz::America::New_York;
+        BacktestResult {
+            pipeline: "p".into(),
+            symbols: vec!["AAPL".into(), "MSFT".into()],
+            initial_equity: dec!(10000),
+            performance: Performance::compute(&trades, &equity, dec!(10000), tz),
+            trades,
+            equity,
+            bars: 6,
+            executions: BTreeMap::from([("completed", 6)]),
+            orders: 3,
+            risk_rejections: BTreeMap::from([("max_position_pct".to_string(), 1)]),
+            open_positions: vec![Position {
+                pipeline: "p".into(),
+                symbol: "MSFT".into(),
+                quantity: dec!(10),
+                average_price: dec!(100),
+                market_price: dec!(106),
+            }],
+            records: Vec::new(),
+            timezone: tz,
+        }
+    }
+
+    #[test]
+    fn summary_prints_failures_open_positions_and_the_benchmark() {
+        let r = result();
+        let closes = BTreeMap::from([
+            (
+                "AAPL".to_string(),
+                vec![(r.equity[0].ts, dec!(100)), (r.equity[2].ts, dec!(110))],
+            ),
+            ("MSFT".to_string(), vec![(r.equity[1].ts, dec!(50))]),
+        ]);
+        let report = Report::new(&r, Some(Timeframe::D1), closes);
+        assert_eq!(report.rows, None, "one point per day: every point is a row");
+        // 5,000 in AAPL from 100 to 110, 5,000 in MSFT flat.
+        assert_eq!(report.benchmark, [dec!(10000), dec!(10000), dec!(10500)]);
+        let failures = BTreeMap::from([
+            ("broker_rejected".to_string(), 2),
+            ("llm_timeout".to_string(), 1),
+        ]);
+        let s = summary(&r, &report, Path::new("out/p"), &failures);
+        let line = |prefix: &str| {
+            s.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{s}"))
+                .to_string()
+        };
+        assert_eq!(
+            line("Pipeline"),
+            "Pipeline p on AAPL, MSFT (2024-01-01 to 2024-01-03), 6 bars"
+        );
+        assert_eq!(
+            line("Risk rejections"),
+            "Risk rejections: max_position_pct 1"
+        );
+        assert_eq!(
+            line("Failed executions"),
+            "Failed executions: broker_rejected 2, llm_timeout 1"
+        );
+        assert!(line("Total P&L").contains(" 160.00 USD"), "{s}");
+        assert!(
+            line("Unrealized P&L").contains(" 60.00 USD (1 open position"),
+            "{s}"
+        );
+        assert!(
+            line("Realized P&L").contains(
+                " 100.00 USD (the change in cash; closed trades in trades.csv: 100.00 USD)"
+            ),
+            "{s}"
+        );
+        assert!(line("Buy and hold").contains(" 5.00% (AAPL, MSFT"), "{s}");
+        assert!(line("  MSFT").ends_with("60.00         0.00%"), "{s}");
+        assert_eq!(
+            line("Still open"),
+            "Still open at the end (marked to market): MSFT 10 at 106 (average 100, unrealized 60.00 USD)"
+        );
+        assert_eq!(
+            line("Wrote"),
+            "Wrote out/p/trades.csv (1 trade, entry order), out/p/equity.csv (3 rows, one per 1d bar), out/p/equity.svg"
+        );
+        let quiet = summary(&r, &report, Path::new("out/p"), &BTreeMap::new());
+        assert!(!quiet.contains("Failed executions"));
+    }
+
+    #[test]
+    fn the_strategy_timeframe_drives_the_equity_rows() {
+        let set = crate::config::load::load_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+        let spec = set.pipelines["golden-cross"].spec.as_ref().unwrap();
+        assert_eq!(strategy_timeframe(spec), Some(Timeframe::D1));
+    }
 }
