@@ -265,7 +265,8 @@ pub struct EquityChart<'a> {
 pub fn render_equity_svg(chart: &EquityChart<'_>) -> String {
     let mut s = Svg::default();
     draw(&mut s, chart);
-    s.0
+    // Every byte came from a `&str` or is an ASCII digit or sign.
+    String::from_utf8(s.0).unwrap_or_default()
 }
 
 /// Writes [`render_equity_svg`] of `chart` to `path` (created or truncated).
@@ -636,13 +637,15 @@ impl UtcStamp {
             return;
         }
         let days = ts.div_euclid(86_400);
-        if self.day != Some(days) {
-            let mut tmp = Vec::with_capacity(10);
-            push_date(&mut tmp, days);
-            self.date.copy_from_slice(&tmp);
+        if self.day == Some(days) {
+            b.extend_from_slice(&self.date);
+        } else {
+            let start = b.len();
+            push_date(b, days);
+            // Years 0000-9999: always ten bytes.
+            self.date.copy_from_slice(&b[start..start + 10]);
             self.day = Some(days);
         }
-        b.extend_from_slice(&self.date);
         push_clock(b, ts.rem_euclid(86_400) as u32);
         b.push(b'Z');
     }
@@ -681,12 +684,13 @@ fn push_local(b: &mut Vec<u8>, ts: i64, tz: Tz) {
 // ---------------------------------------------------------------------------------------
 // The chart
 
+/// The document being written: UTF-8 bytes (only `&str`s and ASCII digits go in).
 #[derive(Default)]
-struct Svg(String);
+struct Svg(Vec<u8>);
 
 impl Svg {
     fn raw(&mut self, s: &str) {
-        self.0.push_str(s);
+        self.0.extend_from_slice(s.as_bytes());
     }
 
     /// A coordinate or length with one decimal (`12.5`, `-3.0`).
@@ -697,26 +701,27 @@ impl Svg {
             0
         };
         if tenths < 0 {
-            self.0.push('-');
+            self.0.push(b'-');
         }
         let a = tenths.unsigned_abs();
-        let mut b = Vec::with_capacity(24);
-        push_u64(&mut b, a / 10);
-        b.push(b'.');
-        b.push(b'0' + (a % 10) as u8);
-        self.0.push_str(std::str::from_utf8(&b).unwrap_or("0.0"));
+        push_u64(&mut self.0, a / 10);
+        self.0.push(b'.');
+        self.0.push(b'0' + (a % 10) as u8);
     }
 
     /// Text content or an attribute value, escaped.
     fn text(&mut self, s: &str) {
         for c in s.chars() {
             match c {
-                '&' => self.0.push_str("&amp;"),
-                '<' => self.0.push_str("&lt;"),
-                '>' => self.0.push_str("&gt;"),
-                '"' => self.0.push_str("&quot;"),
-                '\'' => self.0.push_str("&apos;"),
-                c => self.0.push(c),
+                '&' => self.raw("&amp;"),
+                '<' => self.raw("&lt;"),
+                '>' => self.raw("&gt;"),
+                '"' => self.raw("&quot;"),
+                '\'' => self.raw("&apos;"),
+                c => {
+                    let mut utf8 = [0u8; 4];
+                    self.raw(c.encode_utf8(&mut utf8));
+                }
             }
         }
     }
