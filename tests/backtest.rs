@@ -189,10 +189,16 @@ fn golden_cross_summary_agrees_with_the_equity_curve_and_the_trades() {
         Decimal::from_str(&last[column(&eh, "equity")]).unwrap(),
         final_equity
     );
+    // Flat at the end (the shipped run closes every trade): the realized P&L is the change
+    // in cash.
+    assert!(
+        field(&summary, "Unrealized P&L").contains("(0 open positions"),
+        "{summary}"
+    );
     assert_eq!(
         Decimal::from_str(&last[column(&eh, "cash")]).unwrap() - initial,
         realized,
-        "realized P&L is the change in cash"
+        "realized P&L is the change in cash when flat"
     );
 
     // Closed-trade P&L and the per-symbol table against trades.csv.
@@ -427,4 +433,46 @@ fn minute_data_with_a_daily_strategy_writes_one_equity_row_per_day() {
     // The buy-and-hold column is marked at each row.
     let bh = column(&header, "buy_and_hold");
     assert!(rows.iter().all(|r| !r[bh].is_empty()), "{rows:?}");
+
+    // The position entered after the first session is still open: the total P&L is the
+    // equity's change and splits into its unrealized P&L and the booked rest.
+    let initial = number(field(&summary, "Initial equity"));
+    let final_equity = number(field(&summary, "Final equity"));
+    let total = number(field(&summary, "Total P&L"));
+    let realized = number(field(&summary, "Realized P&L"));
+    let unrealized = field(&summary, "Unrealized P&L");
+    assert!(
+        unrealized.contains("(1 open position at the last close)"),
+        "{summary}"
+    );
+    let unrealized = number(unrealized);
+    assert_eq!(total, final_equity - initial);
+    assert_eq!(realized + unrealized, total);
+    // "MIN 490 at 101.5 (average 100.25, unrealized 612.50 USD)"
+    let open = field(&summary, "Still open at the end (marked to market)");
+    let words: Vec<&str> = open
+        .split([' ', '(', ')', ','])
+        .filter(|w| !w.is_empty())
+        .collect();
+    assert_eq!(words[0], "MIN", "{open}");
+    let (qty, mark, avg) = (number(words[1]), number(words[3]), number(words[5]));
+    let cents = |d: Decimal| {
+        d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+    };
+    assert_eq!(unrealized, cents(qty * (mark - avg)), "{open}");
+    let last = rows.last().unwrap();
+    let cash = Decimal::from_str(&last[column(&header, "cash")]).unwrap();
+    assert_eq!(
+        cents(cash - initial + qty * avg),
+        realized,
+        "booked = change in cash + cost of the open position"
+    );
+    let table_row = summary
+        .lines()
+        .find(|l| l.starts_with("  MIN "))
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert_eq!(
+        number(table_row.split_whitespace().nth(5).unwrap()),
+        unrealized
+    );
 }

@@ -19,8 +19,9 @@
 //! * **Total P&L** = `final equity − initial equity`: closed trades, positions still open
 //!   (marked to market) and every commission, so it agrees with the equity curve.
 //!   **Unrealized P&L** = `Σ (mark − average price) × quantity` over the open positions
-//!   ([`unrealized_pnl`]); **realized P&L** = total − unrealized (the change in cash:
-//!   closed trades, partial exits of open trades, commissions). The **closed-trade P&L** is
+//!   ([`unrealized_pnl`]); **realized P&L** = total − unrealized: what is booked (closed
+//!   trades, partial exits of open trades, every commission), i.e. the change in cash plus
+//!   the cost of the open positions. The **closed-trade P&L** is
 //!   `Σ pnl` of the trade records (the sum of trades.csv); it differs from the realized P&L
 //!   by the commissions and partial exits of the trades still open, and by the rounding of
 //!   each trade's P&L to the cent (a few cents over thousands of trades).
@@ -413,7 +414,7 @@ impl Performance {
             (
                 "Realized P&L",
                 format!(
-                    "{} USD (the change in cash; closed trades in trades.csv: {} USD)",
+                    "{} USD (booked, with commissions; closed trades in trades.csv: {} USD)",
                     format_usd(realized),
                     format_usd(self.closed_pnl)
                 ),
@@ -1499,7 +1500,7 @@ mod tests {
         );
         assert_eq!(
             find("Realized P&L"),
-            "250.00 USD (the change in cash; closed trades in trades.csv: 250.00 USD)"
+            "250.00 USD (booked, with commissions; closed trades in trades.csv: 250.00 USD)"
         );
         assert_eq!(
             find("Unrealized P&L"),
@@ -1606,7 +1607,7 @@ mod tests {
         assert!(value("Total P&L").starts_with("300.00 USD"), "{lines:?}");
         assert!(
             value("Realized P&L").ends_with(
-                "240.00 USD (the change in cash; closed trades in trades.csv: 250.00 USD)"
+                "240.00 USD (booked, with commissions; closed trades in trades.csv: 250.00 USD)"
             ),
             "{lines:?}"
         );

@@ -492,7 +492,7 @@ mod tests {
         );
         assert!(
             line("Realized P&L").contains(
-                " 100.00 USD (the change in cash; closed trades in trades.csv: 100.00 USD)"
+                " 100.00 USD (booked, with commissions; closed trades in trades.csv: 100.00 USD)"
             ),
             "{s}"
         );
