@@ -1,12 +1,27 @@
 //! `ztraded backtest`: a pipeline over historical bars with the simulated clock and broker.
+//!
+//! After the run it writes `trades.csv` (entry order), `equity.csv` (one row per bar of the
+//! strategy's timeframe, with the buy-and-hold benchmark) and `equity.svg`, and prints the
+//! summary: the statistics, the split of the total P&L into realized and unrealized, CAGR,
+//! the buy-and-hold return, a per-symbol table and the trades by exit reason.
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
-use crate::backtest::output::{write_equity_csv, write_equity_svg, write_trades_csv};
-use crate::backtest::runner::{
-    BacktestError, BacktestOptions, BacktestResult, run as run_backtest,
+use crate::backtest::analytics::{
+    SummaryExtras, buy_and_hold, last_point_per_period, symbol_lines, symbol_rows, unrealized_pnl,
 };
+use crate::backtest::output::{EquityChart, write_equity_csv, write_equity_svg, write_trades_csv};
+use crate::backtest::runner::{
+    BacktestError, BacktestOptions, BacktestResult, load_pipeline, run as run_backtest,
+};
+use crate::config::load::ConfigSet;
+use crate::config::pipeline::{AgentConfig, Pipeline, StrategyConfig};
+use crate::market::Timeframe;
+use crate::market::replay::{ReplayOptions, read_file_with_warnings};
 use chrono::NaiveDate;
+use chrono_tz::Tz;
 use indicatif::{ProgressBar, ProgressStyle};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -31,15 +46,14 @@ pub async fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let data_dir = match data_dir {
-        Some(d) => d,
-        None => match crate::backtest::runner::load_pipeline(pipeline_file) {
-            Ok((set, _)) => set.root.join(&set.settings.market_data.path),
-            Err(e) => {
-                let _ = writeln!(err, "ztraded backtest: {e}");
-                return EXIT_INVALID;
-            }
-        },
+    let loaded = load_pipeline(pipeline_file);
+    let data_dir = match (data_dir, &loaded) {
+        (Some(d), _) => d,
+        (None, Ok((set, _))) => set.root.join(&set.settings.market_data.path),
+        (None, Err(e)) => {
+            let _ = writeln!(err, "ztraded backtest: {e}");
+            return EXIT_INVALID;
+        }
     };
     let show_progress = std::io::stderr().is_terminal();
     if show_progress {
@@ -53,7 +67,7 @@ pub async fn run(
         let _ = PROGRESS.set(bar);
     }
     let options = BacktestOptions {
-        data_dir,
+        data_dir: data_dir.clone(),
         from,
         to,
         keep_records: false,
@@ -74,53 +88,209 @@ pub async fn run(
             return EXIT_USAGE;
         }
     };
+    // The runner loaded the same files; they changed in between if this fails.
+    let (set, name) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(err, "ztraded backtest: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let timeframe = set
+        .pipelines
+        .get(&name)
+        .and_then(|p| p.spec.as_ref())
+        .and_then(strategy_timeframe);
+    let closes = match closes_from_data(&set, &result, &data_dir, from, to) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "ztraded backtest: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let report = Report::new(&result, timeframe, closes);
     let out_dir = out_dir.unwrap_or_else(|| PathBuf::from("out").join(&result.pipeline));
-    if let Err(e) = write_outputs(&result, &out_dir) {
+    if let Err(e) = write_outputs(&result, &report, &out_dir) {
         let _ = writeln!(err, "ztraded backtest: {e}");
         return EXIT_USAGE;
     }
-    let _ = out.write_all(summary(&result, &out_dir).as_bytes());
+    // Failed executions by reason: the runner's result does not carry them yet.
+    let failures = BTreeMap::new();
+    let _ = out.write_all(summary(&result, &report, &out_dir, &failures).as_bytes());
     EXIT_OK
 }
 
-fn write_outputs(r: &BacktestResult, dir: &Path) -> Result<(), String> {
+/// The timeframe of a pipeline's strategy node, or of its `bar_close` trigger without one;
+/// None for neither (the equity rows are then every point).
+pub fn strategy_timeframe(p: &Pipeline) -> Option<Timeframe> {
+    p.nodes
+        .iter()
+        .find_map(|n| match &n.agent {
+            AgentConfig::Strategy(StrategyConfig::Rules(c)) => Some(c.timeframe),
+            AgentConfig::Strategy(StrategyConfig::Llm(c)) => Some(c.timeframe),
+            _ => None,
+        })
+        .or_else(|| p.trigger.bar_close.as_ref().map(|b| b.timeframe))
+}
+
+/// Each traded symbol's bar closes in the traded range, as (Unix seconds of the bar's close,
+/// close USD), read from the data files as the runner reads them (same time zone, stamps and
+/// price conversion as the simulated broker's marks); `from`/`to` as the runner applies them
+/// (closes after local midnight of `from`, up to local midnight after `to`).
+///
+/// # Errors
+/// A data file that cannot be read (the runner read it a moment ago).
+pub fn closes_from_data(
+    set: &ConfigSet,
+    result: &BacktestResult,
+    data_dir: &Path,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<BTreeMap<String, Vec<(i64, Decimal)>>, String> {
+    let tz = result.timezone;
+    let replay = ReplayOptions {
+        timezone: tz,
+        stamp: set.settings.market_data.timestamps,
+    };
+    let (lo, hi) = traded_range(tz, from, to);
+    let mut days = crate::engine::clock::LocalDays::new(tz);
+    let mut out = BTreeMap::new();
+    for symbol in &result.symbols {
+        let path = data_dir.join(format!("{symbol}.csv"));
+        // Warnings were logged when the runner read the file.
+        let (series, _) = read_file_with_warnings(&path, &replay).map_err(|e| e.to_string())?;
+        let closes: Vec<(i64, Decimal)> = series
+            .bars
+            .iter()
+            .filter_map(|b| {
+                let t = days.period_end(series.timeframe, b.ts);
+                let price = crate::broker::sim::bar_price(b.close)?;
+                (t > lo && t <= hi).then_some((t, price))
+            })
+            .collect();
+        out.insert(symbol.clone(), closes);
+    }
+    Ok(out)
+}
+
+/// The traded range as bar-close instants: after `.0`, up to and including `.1`.
+fn traded_range(tz: Tz, from: Option<NaiveDate>, to: Option<NaiveDate>) -> (i64, i64) {
+    use crate::market::timeframe::local_midnight;
+    (
+        from.map_or(i64::MIN, |d| local_midnight(tz, d).timestamp()),
+        to.and_then(|d| d.succ_opt())
+            .map_or(i64::MAX, |d| local_midnight(tz, d).timestamp()),
+    )
+}
+
+/// What the outputs and the summary show beyond the runner's result.
+pub struct Report {
+    /// Timeframe of the equity rows (the strategy's).
+    pub timeframe: Option<Timeframe>,
+    /// Indices of the equity points written to equity.csv (None: every point).
+    pub rows: Option<Vec<usize>>,
+    /// Per-symbol closes in the traded range ([`closes_from_data`]).
+    pub closes: BTreeMap<String, Vec<(i64, Decimal)>>,
+    /// The buy-and-hold benchmark at each equity row, USD.
+    pub benchmark: Vec<Decimal>,
+}
+
+impl Report {
+    /// The equity rows of `timeframe` and the benchmark at each of them.
+    pub fn new(
+        r: &BacktestResult,
+        timeframe: Option<Timeframe>,
+        closes: BTreeMap<String, Vec<(i64, Decimal)>>,
+    ) -> Report {
+        let rows = timeframe
+            .map(|tf| last_point_per_period(&r.equity, tf, r.timezone))
+            .filter(|rows| rows.len() < r.equity.len());
+        let at: Vec<i64> = match &rows {
+            Some(rows) => rows.iter().map(|&i| r.equity[i].ts).collect(),
+            None => r.equity.iter().map(|p| p.ts).collect(),
+        };
+        let benchmark = buy_and_hold(r.initial_equity, &closes, &at);
+        Report {
+            timeframe,
+            rows,
+            closes,
+            benchmark,
+        }
+    }
+
+    fn row_count(&self, r: &BacktestResult) -> usize {
+        self.rows.as_ref().map_or(r.equity.len(), Vec::len)
+    }
+
+    fn row_ts(&self, r: &BacktestResult, k: usize) -> i64 {
+        self.rows
+            .as_ref()
+            .map_or(r.equity[k].ts, |rows| r.equity[rows[k]].ts)
+    }
+
+    /// Return of the benchmark over the backtest, percent.
+    fn benchmark_pct(&self, initial: Decimal) -> Option<Decimal> {
+        let last = *self.benchmark.last()?;
+        (initial > Decimal::ZERO && !self.closes.values().all(Vec::is_empty))
+            .then(|| (last / initial - Decimal::ONE) * Decimal::ONE_HUNDRED)
+    }
+}
+
+fn write_outputs(r: &BacktestResult, report: &Report, dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     write_trades_csv(&dir.join("trades.csv"), &r.trades, r.timezone).map_err(|e| e.to_string())?;
-    write_equity_csv(&dir.join("equity.csv"), &r.equity).map_err(|e| e.to_string())?;
+    write_equity_csv(
+        &dir.join("equity.csv"),
+        &r.equity,
+        report.rows.as_deref(),
+        Some(&report.benchmark),
+    )
+    .map_err(|e| e.to_string())?;
+    let benchmark: Vec<(i64, Decimal)> = (0..report.row_count(r))
+        .map(|k| (report.row_ts(r, k), report.benchmark[k]))
+        .collect();
+    let label = r.symbols.join(", ");
     write_equity_svg(
         &dir.join("equity.svg"),
-        &r.equity,
-        &format!("{} — equity", r.pipeline),
+        &EquityChart {
+            title: &format!("{} — equity", r.pipeline),
+            points: &r.equity,
+            benchmark: &benchmark,
+            benchmark_label: &label,
+            tz: r.timezone,
+        },
     )
     .map_err(|e| e.to_string())?;
     Ok(())
 }
 
-/// The printed summary (deterministic: no wall-clock values).
-pub fn summary(r: &BacktestResult, out_dir: &Path) -> String {
+/// The printed summary (deterministic: no wall-clock values): the run (symbols, dates, bars,
+/// executions, orders, risk rejections, failed executions by reason from `failures`), the
+/// statistics with the realized/unrealized split, CAGR and buy and hold, the per-symbol
+/// table, the trades by exit reason, the positions still open and the files written.
+pub fn summary(
+    r: &BacktestResult,
+    report: &Report,
+    out_dir: &Path,
+    failures: &BTreeMap<String, u64>,
+) -> String {
     let mut s = String::new();
-    let first = r
-        .equity
-        .first()
-        .map(|p| {
-            crate::engine::clock::utc(p.ts)
+    // A bar closing at local midnight belongs to the day that ended.
+    let day = |p: Option<&crate::engine::trades::EquityPoint>| {
+        p.map(|p| {
+            crate::engine::clock::utc(p.ts - 1)
+                .with_timezone(&r.timezone)
                 .format("%Y-%m-%d")
                 .to_string()
         })
-        .unwrap_or_default();
-    let last = r
-        .equity
-        .last()
-        .map(|p| {
-            crate::engine::clock::utc(p.ts)
-                .format("%Y-%m-%d")
-                .to_string()
-        })
-        .unwrap_or_default();
+        .unwrap_or_default()
+    };
     s.push_str(&format!(
-        "Pipeline {} on {} ({first} to {last}), {} bars\n",
+        "Pipeline {} on {} ({} to {}), {} bars\n",
         r.pipeline,
         r.symbols.join(", "),
+        day(r.equity.first()),
+        day(r.equity.last()),
         r.bars
     ));
     let executions: Vec<String> = r
@@ -130,32 +300,220 @@ pub fn summary(r: &BacktestResult, out_dir: &Path) -> String {
         .collect();
     s.push_str(&format!("Executions: {}\n", executions.join(", ")));
     s.push_str(&format!("Orders: {}\n", r.orders));
-    if !r.risk_rejections.is_empty() {
-        let rejections: Vec<String> = r
-            .risk_rejections
-            .iter()
+    let counts = |m: &BTreeMap<String, u64>| {
+        m.iter()
             .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        s.push_str(&format!("Risk rejections: {}\n", rejections.join(", ")));
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !r.risk_rejections.is_empty() {
+        s.push_str(&format!(
+            "Risk rejections: {}\n",
+            counts(&r.risk_rejections)
+        ));
     }
-    for line in r.performance.summary_lines() {
+    if !failures.is_empty() {
+        s.push_str(&format!("Failed executions: {}\n", counts(failures)));
+    }
+    let open: Vec<_> = r
+        .open_positions
+        .iter()
+        .filter(|p| !p.quantity.is_zero())
+        .cloned()
+        .collect();
+    let extras = SummaryExtras {
+        unrealized_pnl: unrealized_pnl(&open),
+        open_positions: open.len(),
+        buy_and_hold_pct: report.benchmark_pct(r.initial_equity),
+        benchmark: r.symbols.join(", "),
+    };
+    for line in r.performance.summary_lines(&extras) {
         s.push_str(&line);
         s.push('\n');
     }
-    if !r.open_positions.is_empty() {
-        let open: Vec<String> = r
-            .open_positions
+    let rows = symbol_rows(
+        &r.symbols,
+        &r.trades,
+        &open,
+        &report.closes,
+        extras.buy_and_hold_pct,
+    );
+    for line in symbol_lines(&rows)
+        .into_iter()
+        .chain(r.performance.exit_reason_lines())
+    {
+        s.push_str(&line);
+        s.push('\n');
+    }
+    if !open.is_empty() {
+        let list: Vec<String> = open
             .iter()
-            .map(|p| format!("{} {}", p.symbol, p.quantity))
+            .map(|p| {
+                format!(
+                    "{} {} at {} (average {}, unrealized {} USD)",
+                    p.symbol,
+                    p.quantity.normalize(),
+                    p.market_price.normalize(),
+                    p.average_price.round_dp(6).normalize(),
+                    crate::backtest::analytics::format_usd(p.unrealized_pnl())
+                )
+            })
             .collect();
         s.push_str(&format!(
             "Still open at the end (marked to market): {}\n",
-            open.join(", ")
+            list.join(", ")
         ));
     }
+    let per = report
+        .timeframe
+        .map_or_else(|| "point".to_string(), |tf| format!("{tf} bar"));
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     s.push_str(&format!(
-        "Wrote {0}/trades.csv, {0}/equity.csv, {0}/equity.svg\n",
-        out_dir.display()
+        "Wrote {0}/trades.csv ({1}, entry order), {0}/equity.csv ({2}, one per {per}), {0}/equity.svg\n",
+        out_dir.display(),
+        plural(r.trades.len(), "trade", "trades"),
+        plural(report.row_count(r), "row", "rows"),
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backtest::analytics::Performance;
+    use crate::broker::{OrderPurpose, Position, PositionSide};
+    use crate::engine::trades::{EquityPoint, TradeRecord};
+    use rust_decimal::dec;
+
+    fn result() -> BacktestResult {
+        let day = 86_400;
+        let t0 = 1_704_171_600; // 2024-01-02T05:00:00Z, midnight in New York
+        let equity = vec![
+            EquityPoint {
+                ts: t0,
+                equity: dec!(10000),
+                cash: dec!(10000),
+            },
+            EquityPoint {
+                ts: t0 + day,
+                equity: dec!(10100),
+                cash: dec!(10100),
+            },
+            EquityPoint {
+                ts: t0 + 2 * day,
+                equity: dec!(10160),
+                cash: dec!(9100),
+            },
+        ];
+        let trades = vec![TradeRecord {
+            pipeline: "p".into(),
+            symbol: "AAPL".into(),
+            side: PositionSide::Long,
+            entry_time: t0,
+            exit_time: t0 + day,
+            entry_price: dec!(100),
+            exit_price: dec!(101),
+            quantity: dec!(100),
+            stop_loss: Some(dec!(98)),
+            final_stop: Some(dec!(100)),
+            target_1: None,
+            target_2: None,
+            exit_reason: OrderPurpose::ExitRule,
+            pnl: dec!(100),
+            fees: dec!(0),
+            mode: "simulation".into(),
+        }];
+        let tz = chrono_tz::America::New_York;
+        BacktestResult {
+            pipeline: "p".into(),
+            symbols: vec!["AAPL".into(), "MSFT".into()],
+            initial_equity: dec!(10000),
+            performance: Performance::compute(&trades, &equity, dec!(10000), tz),
+            trades,
+            equity,
+            bars: 6,
+            executions: BTreeMap::from([("completed", 6)]),
+            orders: 3,
+            risk_rejections: BTreeMap::from([("max_position_pct".to_string(), 1)]),
+            open_positions: vec![Position {
+                pipeline: "p".into(),
+                symbol: "MSFT".into(),
+                quantity: dec!(10),
+                average_price: dec!(100),
+                market_price: dec!(106),
+            }],
+            records: Vec::new(),
+            timezone: tz,
+        }
+    }
+
+    #[test]
+    fn summary_prints_failures_open_positions_and_the_benchmark() {
+        let r = result();
+        let closes = BTreeMap::from([
+            (
+                "AAPL".to_string(),
+                vec![(r.equity[0].ts, dec!(100)), (r.equity[2].ts, dec!(110))],
+            ),
+            ("MSFT".to_string(), vec![(r.equity[1].ts, dec!(50))]),
+        ]);
+        let report = Report::new(&r, Some(Timeframe::D1), closes);
+        assert_eq!(report.rows, None, "one point per day: every point is a row");
+        // 5,000 in AAPL from 100 to 110, 5,000 in MSFT flat.
+        assert_eq!(report.benchmark, [dec!(10000), dec!(10000), dec!(10500)]);
+        let failures = BTreeMap::from([
+            ("broker_rejected".to_string(), 2),
+            ("llm_timeout".to_string(), 1),
+        ]);
+        let s = summary(&r, &report, Path::new("out/p"), &failures);
+        let line = |prefix: &str| {
+            s.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{s}"))
+                .to_string()
+        };
+        assert_eq!(
+            line("Pipeline"),
+            "Pipeline p on AAPL, MSFT (2024-01-01 to 2024-01-03), 6 bars"
+        );
+        assert_eq!(
+            line("Risk rejections"),
+            "Risk rejections: max_position_pct 1"
+        );
+        assert_eq!(
+            line("Failed executions"),
+            "Failed executions: broker_rejected 2, llm_timeout 1"
+        );
+        assert!(line("Total P&L").contains(" 160.00 USD"), "{s}");
+        assert!(
+            line("Unrealized P&L").contains(" 60.00 USD (1 open position"),
+            "{s}"
+        );
+        assert!(
+            line("Realized P&L").contains(
+                " 100.00 USD (booked, with commissions; closed trades in trades.csv: 100.00 USD)"
+            ),
+            "{s}"
+        );
+        assert!(line("Buy and hold").contains(" 5.00% (AAPL, MSFT"), "{s}");
+        assert!(line("  MSFT").ends_with("60.00         0.00%"), "{s}");
+        assert_eq!(
+            line("Still open"),
+            "Still open at the end (marked to market): MSFT 10 at 106 (average 100, unrealized 60.00 USD)"
+        );
+        assert_eq!(
+            line("Wrote"),
+            "Wrote out/p/trades.csv (1 trade, entry order), out/p/equity.csv (3 rows, one per 1d bar), out/p/equity.svg"
+        );
+        let quiet = summary(&r, &report, Path::new("out/p"), &BTreeMap::new());
+        assert!(!quiet.contains("Failed executions"));
+    }
+
+    #[test]
+    fn the_strategy_timeframe_drives_the_equity_rows() {
+        let set = crate::config::load::load_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+        let spec = set.pipelines["golden-cross"].spec.as_ref().unwrap();
+        assert_eq!(strategy_timeframe(spec), Some(Timeframe::D1));
+    }
 }
