@@ -102,7 +102,7 @@ pub struct BacktestResult {
     /// The timeframe of each symbol's data.
     pub data_timeframes: BTreeMap<String, Timeframe>,
     /// `(period end, close)` of each traded symbol's bars in the range, for benchmarks.
-    pub closes: BTreeMap<String, Vec<(i64, f64)>>,
+    pub closes: BTreeMap<String, Vec<(i64, Decimal)>>,
 }
 
 /// Loads the config directory of `pipeline_file` (its parent's parent) and returns it with
@@ -321,7 +321,15 @@ pub async fn run(
         .collect();
     let closes = symbols
         .iter()
-        .map(|s| (s.clone(), hub.closes_between(s, start, end.min(last))))
+        .map(|s| {
+            // The simulated broker's marks: the same conversion, unpriceable bars skipped.
+            let closes = hub
+                .closes_between(s, start, end.min(last))
+                .into_iter()
+                .filter_map(|(t, c)| crate::broker::bar_price(c).map(|p| (t, p)))
+                .collect();
+            (s.clone(), closes)
+        })
         .collect();
     Ok(BacktestResult {
         pipeline: name,

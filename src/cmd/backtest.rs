@@ -13,12 +13,8 @@ use crate::backtest::output::{EquityChart, write_equity_csv, write_equity_svg, w
 use crate::backtest::runner::{
     BacktestError, BacktestOptions, BacktestResult, load_pipeline, run as run_backtest,
 };
-use crate::config::load::ConfigSet;
-use crate::config::pipeline::{AgentConfig, Pipeline, StrategyConfig};
 use crate::market::Timeframe;
-use crate::market::replay::{ReplayOptions, read_file_with_warnings};
 use chrono::NaiveDate;
-use chrono_tz::Tz;
 use indicatif::{ProgressBar, ProgressStyle};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -88,99 +84,14 @@ pub async fn run(
             return EXIT_USAGE;
         }
     };
-    // The runner loaded the same files; they changed in between if this fails.
-    let (set, name) = match loaded {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = writeln!(err, "ztraded backtest: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let timeframe = set
-        .pipelines
-        .get(&name)
-        .and_then(|p| p.spec.as_ref())
-        .and_then(strategy_timeframe);
-    let closes = match closes_from_data(&set, &result, &data_dir, from, to) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = writeln!(err, "ztraded backtest: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let report = Report::new(&result, timeframe, closes);
+    let report = Report::new(&result);
     let out_dir = out_dir.unwrap_or_else(|| PathBuf::from("out").join(&result.pipeline));
     if let Err(e) = write_outputs(&result, &report, &out_dir) {
         let _ = writeln!(err, "ztraded backtest: {e}");
         return EXIT_USAGE;
     }
-    // Failed executions by reason: the runner's result does not carry them yet.
-    let failures = BTreeMap::new();
-    let _ = out.write_all(summary(&result, &report, &out_dir, &failures).as_bytes());
+    let _ = out.write_all(summary(&result, &report, &out_dir, &result.failures).as_bytes());
     EXIT_OK
-}
-
-/// The timeframe of a pipeline's strategy node, or of its `bar_close` trigger without one;
-/// None for neither (the equity rows are then every point).
-pub fn strategy_timeframe(p: &Pipeline) -> Option<Timeframe> {
-    p.nodes
-        .iter()
-        .find_map(|n| match &n.agent {
-            AgentConfig::Strategy(StrategyConfig::Rules(c)) => Some(c.timeframe),
-            AgentConfig::Strategy(StrategyConfig::Llm(c)) => Some(c.timeframe),
-            _ => None,
-        })
-        .or_else(|| p.trigger.bar_close.as_ref().map(|b| b.timeframe))
-}
-
-/// Each traded symbol's bar closes in the traded range, as (Unix seconds of the bar's close,
-/// close USD), read from the data files as the runner reads them (same time zone, stamps and
-/// price conversion as the simulated broker's marks); `from`/`to` as the runner applies them
-/// (closes after local midnight of `from`, up to local midnight after `to`).
-///
-/// # Errors
-/// A data file that cannot be read (the runner read it a moment ago).
-pub fn closes_from_data(
-    set: &ConfigSet,
-    result: &BacktestResult,
-    data_dir: &Path,
-    from: Option<NaiveDate>,
-    to: Option<NaiveDate>,
-) -> Result<BTreeMap<String, Vec<(i64, Decimal)>>, String> {
-    let tz = result.timezone;
-    let replay = ReplayOptions {
-        timezone: tz,
-        stamp: set.settings.market_data.timestamps,
-    };
-    let (lo, hi) = traded_range(tz, from, to);
-    let mut days = crate::engine::clock::LocalDays::new(tz);
-    let mut out = BTreeMap::new();
-    for symbol in &result.symbols {
-        let path = data_dir.join(format!("{symbol}.csv"));
-        // Warnings were logged when the runner read the file.
-        let (series, _) = read_file_with_warnings(&path, &replay).map_err(|e| e.to_string())?;
-        let closes: Vec<(i64, Decimal)> = series
-            .bars
-            .iter()
-            .filter_map(|b| {
-                let t = days.period_end(series.timeframe, b.ts);
-                let price = crate::broker::sim::bar_price(b.close)?;
-                (t > lo && t <= hi).then_some((t, price))
-            })
-            .collect();
-        out.insert(symbol.clone(), closes);
-    }
-    Ok(out)
-}
-
-/// The traded range as bar-close instants: after `.0`, up to and including `.1`.
-fn traded_range(tz: Tz, from: Option<NaiveDate>, to: Option<NaiveDate>) -> (i64, i64) {
-    use crate::market::timeframe::local_midnight;
-    (
-        from.map_or(i64::MIN, |d| local_midnight(tz, d).timestamp()),
-        to.and_then(|d| d.succ_opt())
-            .map_or(i64::MAX, |d| local_midnight(tz, d).timestamp()),
-    )
 }
 
 /// What the outputs and the summary show beyond the runner's result.
@@ -189,19 +100,14 @@ pub struct Report {
     pub timeframe: Option<Timeframe>,
     /// Indices of the equity points written to equity.csv (None: every point).
     pub rows: Option<Vec<usize>>,
-    /// Per-symbol closes in the traded range ([`closes_from_data`]).
-    pub closes: BTreeMap<String, Vec<(i64, Decimal)>>,
     /// The buy-and-hold benchmark at each equity row, USD.
     pub benchmark: Vec<Decimal>,
 }
 
 impl Report {
     /// The equity rows of `timeframe` and the benchmark at each of them.
-    pub fn new(
-        r: &BacktestResult,
-        timeframe: Option<Timeframe>,
-        closes: BTreeMap<String, Vec<(i64, Decimal)>>,
-    ) -> Report {
+    pub fn new(r: &BacktestResult) -> Report {
+        let timeframe = r.strategy_timeframe;
         let rows = timeframe
             .map(|tf| last_point_per_period(&r.equity, tf, r.timezone))
             .filter(|rows| rows.len() < r.equity.len());
@@ -209,11 +115,10 @@ impl Report {
             Some(rows) => rows.iter().map(|&i| r.equity[i].ts).collect(),
             None => r.equity.iter().map(|p| p.ts).collect(),
         };
-        let benchmark = buy_and_hold(r.initial_equity, &closes, &at);
+        let benchmark = buy_and_hold(r.initial_equity, &r.closes, &at);
         Report {
             timeframe,
             rows,
-            closes,
             benchmark,
         }
     }
@@ -229,9 +134,10 @@ impl Report {
     }
 
     /// Return of the benchmark over the backtest, percent.
-    fn benchmark_pct(&self, initial: Decimal) -> Option<Decimal> {
+    fn benchmark_pct(&self, r: &BacktestResult) -> Option<Decimal> {
+        let initial = r.initial_equity;
         let last = *self.benchmark.last()?;
-        (initial > Decimal::ZERO && !self.closes.values().all(Vec::is_empty))
+        (initial > Decimal::ZERO && !r.closes.values().all(Vec::is_empty))
             .then(|| (last / initial - Decimal::ONE) * Decimal::ONE_HUNDRED)
     }
 }
@@ -324,7 +230,7 @@ pub fn summary(
     let extras = SummaryExtras {
         unrealized_pnl: unrealized_pnl(&open),
         open_positions: open.len(),
-        buy_and_hold_pct: report.benchmark_pct(r.initial_equity),
+        buy_and_hold_pct: report.benchmark_pct(r),
         benchmark: r.symbols.join(", "),
     };
     for line in r.performance.summary_lines(&extras) {
@@ -335,7 +241,7 @@ pub fn summary(
         &r.symbols,
         &r.trades,
         &open,
-        &report.closes,
+        &r.closes,
         extras.buy_and_hold_pct,
     );
     for line in symbol_lines(&rows)
@@ -445,20 +351,28 @@ mod tests {
             }],
             records: Vec::new(),
             timezone: tz,
+            range: (t0 - day, t0 + 2 * day),
+            failures: BTreeMap::new(),
+            strategy_timeframe: Some(Timeframe::D1),
+            data_timeframes: BTreeMap::from([
+                ("AAPL".to_string(), Timeframe::D1),
+                ("MSFT".to_string(), Timeframe::D1),
+            ]),
+            closes: BTreeMap::new(),
         }
     }
 
     #[test]
     fn summary_prints_failures_open_positions_and_the_benchmark() {
-        let r = result();
-        let closes = BTreeMap::from([
+        let mut r = result();
+        r.closes = BTreeMap::from([
             (
                 "AAPL".to_string(),
                 vec![(r.equity[0].ts, dec!(100)), (r.equity[2].ts, dec!(110))],
             ),
             ("MSFT".to_string(), vec![(r.equity[1].ts, dec!(50))]),
         ]);
-        let report = Report::new(&r, Some(Timeframe::D1), closes);
+        let report = Report::new(&r);
         assert_eq!(report.rows, None, "one point per day: every point is a row");
         // 5,000 in AAPL from 100 to 110, 5,000 in MSFT flat.
         assert_eq!(report.benchmark, [dec!(10000), dec!(10000), dec!(10500)]);
@@ -514,6 +428,8 @@ mod tests {
     fn the_strategy_timeframe_drives_the_equity_rows() {
         let set = crate::config::load::load_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
         let spec = set.pipelines["golden-cross"].spec.as_ref().unwrap();
-        assert_eq!(strategy_timeframe(spec), Some(Timeframe::D1));
+        let compiled =
+            crate::engine::pipeline::CompiledPipeline::compile("golden-cross", spec, None).unwrap();
+        assert_eq!(compiled.strategy_timeframe, Some(Timeframe::D1));
     }
 }
