@@ -20,3 +20,11 @@ pub mod reconcile;
 pub mod risk;
 pub mod runtime;
 pub mod store;
+
+/// Installs the process-wide TLS crypto provider (rustls with `ring`) used by every HTTPS
+/// and WSS client (brokers, market data, LLM providers). Idempotent; call it before
+/// building a client.
+pub fn install_tls_provider() {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

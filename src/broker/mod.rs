@@ -47,6 +47,22 @@ pub struct Capabilities {
     /// engine submits the legs as separate exit orders once the entry fills, and cancels
     /// the others itself when the stop fills or the position is flat.
     pub brackets: bool,
+    /// The broker closes every position and cancels every open order of the account in one
+    /// request ([`Broker::close_all`]); the emergency close with scope `all` uses it.
+    pub bulk_close: bool,
+}
+
+/// One symbol's answer to [`Broker::close_all`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkClose {
+    /// Ticker symbol.
+    pub symbol: String,
+    /// The broker's status for this symbol (HTTP status of the part, 200 when accepted).
+    pub status: u16,
+    /// The closing order, when the broker created one.
+    pub order: Option<OrderState>,
+    /// The broker's error for this symbol, when it refused.
+    pub error: Option<String>,
 }
 
 /// The order events of a broker, in the order the broker produced them.
@@ -111,6 +127,18 @@ pub trait Broker: Send + Sync {
         price: Decimal,
         quantity: Decimal,
     ) -> Result<(), BrokerError>;
+    /// Cancels every open order of the account and closes every position at market, in the
+    /// broker's bulk requests (Alpaca: `DELETE /v2/positions?cancel_orders=true`, answered
+    /// with HTTP 207 and one part per symbol). The closing orders are reported on the event
+    /// stream like any other, with purpose [`OrderPurpose::Emergency`] and the pipeline that
+    /// owned the position. Brokers without [`Capabilities::bulk_close`] answer
+    /// [`BrokerError::Unsupported`] and the engine closes position by position.
+    async fn close_all(&self) -> Result<Vec<BulkClose>, BrokerError> {
+        Err(BrokerError::Unsupported(format!(
+            "broker {} has no bulk close",
+            self.name()
+        )))
+    }
     /// The stream of order events. The first call takes it; later calls get `None`.
     fn take_events(&self) -> Option<EventStream>;
     /// A closed bar of market data. Real brokers have the real market and ignore it; the

@@ -95,7 +95,10 @@ impl Broker for SharedSimBroker {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { brackets: true }
+        Capabilities {
+            brackets: true,
+            bulk_close: false,
+        }
     }
 
     async fn account(&self) -> Result<Account, BrokerError> {

@@ -109,15 +109,24 @@ pub fn check_settings(s: &Settings, r: &mut SettingsReporter<'_, '_>) {
                 format!("broker name '{name}' must match ^[a-z0-9][a-z0-9-]{{0,62}}$"),
             );
         }
-        if let BrokerSettings::Alpaca(a) = broker
-            && let Some(url) = &a.base_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            r.error(
-                "invalid-setting",
-                &format!("{pointer}/base_url"),
-                format!("'{url}' is not an http(s) URL"),
-            );
+        if let BrokerSettings::Alpaca(a) = broker {
+            let urls = [
+                ("trading_url", &a.trading_url, ["https://", "http://"]),
+                ("data_url", &a.data_url, ["https://", "http://"]),
+                ("stream_url", &a.stream_url, ["wss://", "ws://"]),
+                ("data_stream_url", &a.data_stream_url, ["wss://", "ws://"]),
+            ];
+            for (field, url, schemes) in urls {
+                if let Some(url) = url
+                    && !schemes.iter().any(|p| url.starts_with(p))
+                {
+                    r.error(
+                        "invalid-setting",
+                        &format!("{pointer}/{field}"),
+                        format!("'{url}' is not a {} URL", schemes[0].trim_end_matches("://")),
+                    );
+                }
+            }
         }
     }
     for (name, llm) in &s.llm {

@@ -365,9 +365,89 @@ pub struct AlpacaBroker {
     #[serde(default = "default_alpaca_secret")]
     #[schemars(regex(pattern = "^[A-Z_][A-Z0-9_]*$"))]
     pub secret_key_env: String,
-    /// API base URL (default: Alpaca's paper or live endpoint).
+    /// Trading REST base URL (`/v2/account`, `/v2/orders`, …). Default:
+    /// `https://paper-api.alpaca.markets` with `paper = true`, `https://api.alpaca.markets`
+    /// otherwise. `base_url` is accepted as an older name.
+    #[serde(default, alias = "base_url")]
+    pub trading_url: Option<String>,
+    /// `trade_updates` websocket URL. Default: the trading host's `wss://…/stream`.
     #[serde(default)]
-    pub base_url: Option<String>,
+    pub stream_url: Option<String>,
+    /// Market-data REST base URL (`/v2/stocks/bars`, `/v1beta3/crypto/us/bars`). Default:
+    /// `https://data.alpaca.markets`.
+    #[serde(default)]
+    pub data_url: Option<String>,
+    /// Market-data websocket URL. Default: `wss://stream.data.alpaca.markets/v2/<feed>`
+    /// (crypto: `wss://stream.data.alpaca.markets/v1beta3/crypto/us`).
+    #[serde(default)]
+    pub data_stream_url: Option<String>,
+    /// Stock data feed: `iex` (free) or `sip` (all US exchanges, paid subscription).
+    #[serde(default)]
+    pub feed: AlpacaFeed,
+}
+
+/// Alpaca's stock market-data feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlpacaFeed {
+    /// IEX only (the free plan).
+    #[default]
+    Iex,
+    /// Every US exchange (the paid plan).
+    Sip,
+}
+
+impl AlpacaFeed {
+    /// `iex` or `sip`, as Alpaca's `feed` parameter spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlpacaFeed::Iex => "iex",
+            AlpacaFeed::Sip => "sip",
+        }
+    }
+}
+
+impl AlpacaBroker {
+    /// The trading REST base URL, without a trailing slash.
+    pub fn trading_url(&self) -> String {
+        let url = self.trading_url.clone().unwrap_or_else(|| {
+            if self.paper {
+                "https://paper-api.alpaca.markets".to_string()
+            } else {
+                "https://api.alpaca.markets".to_string()
+            }
+        });
+        url.trim_end_matches('/').to_string()
+    }
+    /// The `trade_updates` websocket URL (default: the trading URL with `wss`/`ws` and
+    /// `/stream`).
+    pub fn stream_url(&self) -> String {
+        self.stream_url.clone().unwrap_or_else(|| {
+            let t = self.trading_url();
+            let t = if let Some(rest) = t.strip_prefix("https://") {
+                format!("wss://{rest}")
+            } else if let Some(rest) = t.strip_prefix("http://") {
+                format!("ws://{rest}")
+            } else {
+                t
+            };
+            format!("{t}/stream")
+        })
+    }
+    /// The market-data REST base URL, without a trailing slash.
+    pub fn data_url(&self) -> String {
+        self.data_url
+            .clone()
+            .unwrap_or_else(|| "https://data.alpaca.markets".to_string())
+            .trim_end_matches('/')
+            .to_string()
+    }
+    /// The stock market-data websocket URL.
+    pub fn data_stream_url(&self) -> String {
+        self.data_stream_url.clone().unwrap_or_else(|| {
+            format!("wss://stream.data.alpaca.markets/v2/{}", self.feed.as_str())
+        })
+    }
 }
 
 fn default_alpaca_key() -> String {
@@ -454,6 +534,15 @@ pub struct ReconcileSettings {
     /// count; 100 allows removing everything.
     #[serde(default = "default_max_removal_pct")]
     pub max_removal_pct: Percent,
+    /// How often each real broker's positions and orders are compared with the store (fills
+    /// while the daemon was down, orders the broker cancelled, missing stops, positions no
+    /// pipeline owns). Also done at start.
+    #[serde(default = "default_broker_interval")]
+    pub broker_interval: Duration,
+}
+
+fn default_broker_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_debounce() -> Duration {
@@ -472,6 +561,7 @@ impl Default for ReconcileSettings {
             debounce: default_debounce(),
             resync_interval: default_resync(),
             max_removal_pct: default_max_removal_pct(),
+            broker_interval: default_broker_interval(),
         }
     }
 }
