@@ -498,6 +498,17 @@ async fn intents_are_idempotent_and_pending_until_confirmed() {
         assert_eq!(s.open_orders(Some("sim")).await.unwrap().len(), 1);
         assert!(s.open_orders(Some("alpaca")).await.unwrap().is_empty());
 
+        // A day order whose time in force ran out: 'expired' is a stored status, not open.
+        let expired = OrderState {
+            status: OrderStatus::Expired,
+            ..accepted.clone()
+        };
+        s.upsert_order("sim", &expired, 104).await.unwrap();
+        let order = s.order("zt-e").await.unwrap().expect("order row");
+        assert_eq!(order.state.status, OrderStatus::Expired);
+        assert!(s.open_orders(Some("sim")).await.unwrap().is_empty());
+        s.upsert_order("sim", &accepted, 104).await.unwrap();
+
         s.mark_intent_failed("zt-x", "insufficient buying power", 104)
             .await
             .unwrap();
