@@ -618,9 +618,9 @@ struct Layout {
 }
 
 impl Layout {
-    fn from_header(header: &csv::StringRecord, path: &Path) -> Result<Layout, DataError> {
+    fn from_header(header: &[&str], path: &Path) -> Result<Layout, DataError> {
         let mut slots: [Option<usize>; 7] = [None; 7];
-        for (index, name) in header.iter().enumerate() {
+        for (index, name) in header.iter().copied().enumerate() {
             let Some(col) = classify(name, index) else {
                 return Err(DataError::UnknownColumn {
                     path: path.to_path_buf(),
@@ -774,6 +774,9 @@ fn parse_timestamp(s: &str) -> Option<When> {
 }
 
 fn parse_price(s: &str, column: &'static str, path: &Path, line: u64) -> Result<f64, DataError> {
+    if let Some(v) = parse_plain_decimal(s) {
+        return Ok(v);
+    }
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
         _ => Err(DataError::BadNumber {
@@ -785,10 +788,145 @@ fn parse_price(s: &str, column: &'static str, path: &Path, line: u64) -> Result<
     }
 }
 
+/// Exact powers of ten as `f64` (every one up to 1e22 is representable).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// `ddd` or `ddd.ddd` (optionally with a leading `-`) with at most 15 significant digits, the
+/// form of almost every price in a data file, parsed without the general algorithm: the
+/// digits as an integer (exact below 2^53) divided by an exact power of ten is correctly
+/// rounded, so the result equals `str::parse::<f64>`'s. `None` for any other form (the
+/// caller falls back to `str::parse`).
+fn parse_plain_decimal(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    let (negative, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    let mut fraction: Option<usize> = None;
+    let mut count = 0usize;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                count += 1;
+            }
+            b'.' if fraction.is_none() && i > 0 && i + 1 < digits.len() => {
+                fraction = Some(digits.len() - i - 1);
+            }
+            _ => return None,
+        }
+    }
+    if count > 15 {
+        return None;
+    }
+    let scale = fraction.unwrap_or(0);
+    let v = mantissa as f64 / POW10[scale];
+    Some(if negative { -v } else { v })
+}
+
 struct Row {
     line: u64,
     when: When,
     bar: Bar,
+}
+
+/// Rows of a data file, one record at a time (the header first).
+struct RowParser<'p> {
+    path: &'p Path,
+    layout: Option<Layout>,
+    kind: Option<Kind>,
+    warnings: Vec<DataWarning>,
+    rows: Vec<Row>,
+}
+
+impl RowParser<'_> {
+    /// Takes record `fields` of file line `line` (1-based).
+    fn record(&mut self, line: u64, fields: &[&str]) -> Result<(), DataError> {
+        let path = self.path;
+        let file = || path.to_path_buf();
+        let Some(layout) = self.layout.as_mut() else {
+            self.layout = Some(Layout::from_header(fields, path)?);
+            return Ok(());
+        };
+        if self.rows.is_empty()
+            && fields.len() == layout.width + 1
+            && layout.time.is_none()
+            && layout.date == 0
+            && fields.first().copied().and_then(parse_date).is_some()
+            && fields.get(1).copied().and_then(parse_time).is_some()
+        {
+            *layout = layout.with_inferred_time();
+            self.warnings.push(DataWarning::TimeColumnInferred {
+                path: file(),
+                line: 1,
+            });
+        }
+        let layout = *layout;
+        if fields.len() != layout.width {
+            return Err(DataError::FieldCount {
+                path: file(),
+                line,
+                expected: layout.width,
+                found: fields.len(),
+            });
+        }
+        let field = |i: usize| fields.get(i).copied().unwrap_or("");
+        // The timestamp as written, for messages.
+        let written = || match layout.time {
+            Some(t) => format!("{} {}", field(layout.date), field(t)),
+            None => field(layout.date).to_string(),
+        };
+        let parsed = match layout.time {
+            Some(t) => match (parse_date(field(layout.date)), parse_time(field(t))) {
+                (Some(d), Some(tm)) => Ok(When::Local(d.and_time(tm))),
+                _ => Err("a date (YYYY-MM-DD) and a time (HH:MM[:SS])"),
+            },
+            None => parse_timestamp(field(layout.date)).ok_or(TIMESTAMP_FORMS),
+        };
+        let when = parsed.map_err(|expected| DataError::BadTimestamp {
+            path: file(),
+            line,
+            value: written(),
+            expected,
+        })?;
+        let first_kind = *self.kind.get_or_insert(when.kind());
+        if when.kind() != first_kind {
+            return Err(DataError::BadTimestamp {
+                path: file(),
+                line,
+                value: written(),
+                expected: first_kind.expected(),
+            });
+        }
+        let bar = Bar {
+            ts: 0,
+            open: parse_price(field(layout.open), "open", path, line)?,
+            high: parse_price(field(layout.high), "high", path, line)?,
+            low: parse_price(field(layout.low), "low", path, line)?,
+            close: parse_price(field(layout.close), "close", path, line)?,
+            volume: parse_price(field(layout.volume), "volume", path, line)?,
+        };
+        check_bar(&bar, path, line, &mut self.warnings)?;
+        self.rows.push(Row { line, when, bar });
+        Ok(())
+    }
+}
+
+/// Lines in `text`, estimated from the length of its second line (the first is the header).
+fn estimated_rows(text: &str) -> usize {
+    let mut lines = text.split('\n');
+    let _header = lines.next();
+    match lines.next() {
+        Some(l) if !l.is_empty() => text.len() / (l.len() + 1) + 16,
+        _ => 0,
+    }
 }
 
 /// Parses a whole file's bytes; `path` names the file in messages and gives the symbol.
@@ -827,87 +965,92 @@ fn parse_bytes(
         }
     }
 
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let csv_error = |e: csv::Error| DataError::Csv {
-        path: file(),
-        line: e.position().map_or(0, |p| p.line()),
-        message: e.to_string(),
+    let mut parser = RowParser {
+        path,
+        layout: None,
+        kind: None,
+        warnings: Vec::new(),
+        // One row per line: an estimate from the first line's length avoids regrowing.
+        rows: Vec::with_capacity(estimated_rows(text)),
     };
-    let mut header = csv::StringRecord::new();
-    if !reader.read_record(&mut header).map_err(csv_error)? {
+    let lone_cr = text.contains('\r')
+        && text
+            .as_bytes()
+            .iter()
+            .enumerate()
+            .any(|(i, &c)| c == b'\r' && text.as_bytes().get(i + 1) != Some(&b'\n'));
+    if text.contains('"') || lone_cr {
+        // Quoted fields or old Mac line ends: the csv crate's reader.
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let csv_error = |e: csv::Error| DataError::Csv {
+            path: file(),
+            line: e.position().map_or(0, |p| p.line()),
+            message: e.to_string(),
+        };
+        let mut record = csv::StringRecord::new();
+        while reader.read_record(&mut record).map_err(csv_error)? {
+            let line = record.position().map_or(0, |p| p.line());
+            let fields: Vec<&str> = record.iter().collect();
+            parser.record(line, &fields)?;
+        }
+    } else {
+        // No quotes anywhere: a record is a line and a field is what lies between commas,
+        // trimmed, exactly as the csv reader reads such a file (empty lines are skipped).
+        let mut fields: Vec<&str> = Vec::with_capacity(8);
+        let bytes = text.as_bytes();
+        let mut line = 1u64;
+        let mut line_start = 0usize;
+        let mut field_start = 0usize;
+        for (i, &c) in bytes.iter().enumerate() {
+            match c {
+                b',' => {
+                    fields.push(text.get(field_start..i).unwrap_or("").trim());
+                    field_start = i + 1;
+                }
+                b'\n' => {
+                    let end = if i > line_start && bytes[i - 1] == b'\r' {
+                        i - 1
+                    } else {
+                        i
+                    };
+                    if end > line_start {
+                        fields.push(
+                            text.get(field_start..end.max(field_start))
+                                .unwrap_or("")
+                                .trim(),
+                        );
+                        parser.record(line, &fields)?;
+                    }
+                    fields.clear();
+                    line += 1;
+                    line_start = i + 1;
+                    field_start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        let end = if bytes.len() > line_start && bytes[bytes.len() - 1] == b'\r' {
+            bytes.len() - 1
+        } else {
+            bytes.len()
+        };
+        if end > line_start {
+            fields.push(
+                text.get(field_start..end.max(field_start))
+                    .unwrap_or("")
+                    .trim(),
+            );
+            parser.record(line, &fields)?;
+        }
+    }
+    if parser.layout.is_none() {
         return Err(DataError::Empty { path: file() });
     }
-    let mut layout = Layout::from_header(&header, path)?;
-    let mut warnings = Vec::new();
-    let mut rows: Vec<Row> = Vec::new();
-    let mut record = csv::StringRecord::new();
-    let mut kind: Option<Kind> = None;
-    while reader.read_record(&mut record).map_err(csv_error)? {
-        let line = record.position().map_or(0, |p| p.line());
-        if rows.is_empty()
-            && record.len() == layout.width + 1
-            && layout.time.is_none()
-            && layout.date == 0
-            && record.get(0).and_then(parse_date).is_some()
-            && record.get(1).and_then(parse_time).is_some()
-        {
-            layout = layout.with_inferred_time();
-            warnings.push(DataWarning::TimeColumnInferred {
-                path: file(),
-                line: 1,
-            });
-        }
-        if record.len() != layout.width {
-            return Err(DataError::FieldCount {
-                path: file(),
-                line,
-                expected: layout.width,
-                found: record.len(),
-            });
-        }
-        let field = |i: usize| record.get(i).unwrap_or("");
-        // The timestamp as written, for messages.
-        let written = || match layout.time {
-            Some(t) => format!("{} {}", field(layout.date), field(t)),
-            None => field(layout.date).to_string(),
-        };
-        let parsed = match layout.time {
-            Some(t) => match (parse_date(field(layout.date)), parse_time(field(t))) {
-                (Some(d), Some(tm)) => Ok(When::Local(d.and_time(tm))),
-                _ => Err("a date (YYYY-MM-DD) and a time (HH:MM[:SS])"),
-            },
-            None => parse_timestamp(field(layout.date)).ok_or(TIMESTAMP_FORMS),
-        };
-        let when = parsed.map_err(|expected| DataError::BadTimestamp {
-            path: file(),
-            line,
-            value: written(),
-            expected,
-        })?;
-        let first_kind = *kind.get_or_insert(when.kind());
-        if when.kind() != first_kind {
-            return Err(DataError::BadTimestamp {
-                path: file(),
-                line,
-                value: written(),
-                expected: first_kind.expected(),
-            });
-        }
-        let bar = Bar {
-            ts: 0,
-            open: parse_price(field(layout.open), "open", path, line)?,
-            high: parse_price(field(layout.high), "high", path, line)?,
-            low: parse_price(field(layout.low), "low", path, line)?,
-            close: parse_price(field(layout.close), "close", path, line)?,
-            volume: parse_price(field(layout.volume), "volume", path, line)?,
-        };
-        check_bar(&bar, path, line, &mut warnings)?;
-        rows.push(Row { line, when, bar });
-    }
+    let RowParser { rows, warnings, .. } = parser;
     if rows.is_empty() {
         return Err(DataError::NoBars {
             path: file(),
@@ -1156,6 +1299,72 @@ mod tests {
 
     fn ny() -> ReplayOptions {
         ReplayOptions::default()
+    }
+
+    #[test]
+    fn plain_decimals_parse_exactly_as_the_standard_parser() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            // xorshift: digits of every length and scale.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 1_000_000_000_000_000) as u128;
+            let scale = (x >> 60) as usize % 9;
+            let mut text = digits.to_string();
+            if scale > 0 && scale < text.len() {
+                text.insert(text.len() - scale, '.');
+            }
+            let want: f64 = text.parse().unwrap();
+            // Fewer than 16 digits: always the fast path, bit for bit the standard result.
+            let got = parse_plain_decimal(&text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(got.to_bits(), want.to_bits(), "{text}");
+        }
+        for (text, want) in [
+            ("0.5", Some(0.5)),
+            ("-12.25", Some(-12.25)),
+            ("7", Some(7.0)),
+        ] {
+            assert_eq!(parse_plain_decimal(text), want, "{text}");
+        }
+        for other in [
+            "",
+            "-",
+            ".5",
+            "5.",
+            "1e5",
+            "+1",
+            "1.2.3",
+            "nan",
+            "1,5",
+            "1234567890123456",
+        ] {
+            assert_eq!(parse_plain_decimal(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn quoted_and_plain_files_read_the_same() {
+        let plain = "Date,Open,High,Low,Close,Volume\r\n2024-01-02, 10.5,11,10,10.75,100\r\n2024-01-03,10.75,12.125,10.5,12,2500\r\n\r\n";
+        let quoted = "\"Date\",Open,High,Low,Close,Volume\n\"2024-01-02\", 10.5,11,10,10.75,100\n2024-01-03,10.75,12.125,10.5,12,\"2500\"\n";
+        let (a, wa) = parse(plain, &ny()).unwrap();
+        let (b, wb) = parse(quoted, &ny()).unwrap();
+        assert_eq!(a.bars, b.bars);
+        assert_eq!(a.bars.len(), 2);
+        assert_eq!(a.bars[1].high, 12.125);
+        assert_eq!(wa.len(), wb.len());
+        // A bad field is reported on its line by both readers.
+        for text in [
+            "Date,Open,High,Low,Close,Volume\n2024-01-02,10,11,10,10.5,100\n2024-01-03,x,11,10,10.5,100\n",
+            "Date,Open,High,Low,Close,Volume\n2024-01-02,10,11,10,10.5,100\n\"2024-01-03\",x,11,10,10.5,100\n",
+        ] {
+            match parse(text, &ny()) {
+                Err(DataError::BadNumber { line, column, .. }) => {
+                    assert_eq!((line, column), (3, "open"), "{text}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     fn utc_opts(stamp: BarStamp) -> ReplayOptions {
