@@ -439,6 +439,16 @@ async fn stream_reports_auth_failure_and_retries() {
             message: "auth failed".into()
         }
     );
+    fake.set_auth_error(Some((406, "connection limit exceeded")));
+    let seen = wait_status(&mut rx, |s| matches!(s, StreamStatus::Error { .. })).await;
+    assert_eq!(
+        seen.last(),
+        Some(&StreamStatus::Error {
+            stream: StreamKind::Stocks,
+            code: Some(406),
+            message: "connection limit exceeded".into()
+        })
+    );
     fake.set_auth_fail(false);
     wait_status(&mut rx, |s| matches!(s, StreamStatus::Connected { .. })).await;
     fake.wait_subscribed("/v2/iex", &["AAPL"]).await;

@@ -158,6 +158,20 @@ impl LiveBars {
             .collect();
     }
 
+    /// Vouches that every minute of `symbol` from `t` on will be pushed (e.g. the stream
+    /// was subscribed before `t` and history up to `t` was read elsewhere), so that the first
+    /// coarse bar of a timeframe that has not received a minute yet is returned when its
+    /// period (or session) starts at or after `t`, even if its first minute had no trade.
+    pub fn covered_from(&mut self, symbol: &str, t: DateTime<Utc>) {
+        if let Some(state) = self.symbols.get_mut(symbol) {
+            for frame in &mut state.frames {
+                if frame.seen_from.is_none() {
+                    frame.seen_from = Some(t.timestamp());
+                }
+            }
+        }
+    }
+
     /// The timeframes wanted for `symbol`, finest first.
     pub fn wanted(&self, symbol: &str) -> Vec<Timeframe> {
         self.symbols
@@ -525,6 +539,21 @@ mod tests {
         );
         live.want("AAPL", &[]);
         assert_eq!(live.symbols().count(), 0);
+    }
+
+    #[test]
+    fn coverage_vouched_for_keeps_a_first_bar_without_its_first_minute() {
+        let mut live = LiveBars::new(NY);
+        live.want("AAPL", &[Timeframe::D1]);
+        live.covered_from("AAPL", at("2024-01-02T14:00:00Z"));
+        // No trade at 09:30; the day still starts at the open.
+        let all = minutes(utc("2024-01-02T14:31:00Z"), 389);
+        let out: Vec<_> = all.iter().flat_map(|b| live.push("AAPL", b)).collect();
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].1.ts, out[0].1.volume),
+            (utc("2024-01-02T05:00:00Z"), 389.0)
+        );
     }
 
     #[test]

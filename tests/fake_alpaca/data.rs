@@ -78,7 +78,7 @@ struct Inner {
     calendar: Vec<Value>,
     ws_accepted: usize,
     ws_paths: Vec<String>,
-    auth_fail: bool,
+    auth_error: Option<(i64, String)>,
     subscriptions: Vec<Subscription>,
     /// Authenticated connections: id → (path, subscribed bars).
     live: HashMap<u64, (String, BTreeSet<String>)>,
@@ -127,7 +127,7 @@ impl FakeData {
             calendar: Vec::new(),
             ws_accepted: 0,
             ws_paths: Vec::new(),
-            auth_fail: false,
+            auth_error: None,
             subscriptions: Vec::new(),
             live: HashMap::new(),
             next_id: 0,
@@ -225,7 +225,13 @@ impl FakeData {
 
     /// Whether the websocket refuses the credentials (`402 auth failed`).
     pub fn set_auth_fail(&self, fail: bool) {
-        self.inner.lock().unwrap().auth_fail = fail;
+        self.inner.lock().unwrap().auth_error = fail.then(|| (402, "auth failed".to_string()));
+    }
+
+    /// The error the websocket answers authentication with (`406 connection limit exceeded`,
+    /// `409 insufficient subscription`), or `None` to accept the right key.
+    pub fn set_auth_error(&self, error: Option<(i64, &str)>) {
+        self.inner.lock().unwrap().auth_error = error.map(|(c, m)| (c, m.to_string()));
     }
 
     /// Websocket connections accepted so far.
@@ -486,12 +492,13 @@ async fn serve_ws(stream: TcpStream, state: Shared, mut cmds: broadcast::Receive
                 .await;
             return;
         }
-        let fail = state.lock().unwrap().auth_fail;
-        if fail || m["key"] != KEY || m["secret"] != SECRET {
+        let scripted = state.lock().unwrap().auth_error.clone();
+        let error = scripted.or_else(|| {
+            (m["key"] != KEY || m["secret"] != SECRET).then(|| (402, "auth failed".to_string()))
+        });
+        if let Some((code, msg)) = error {
             let _ = ws
-                .send(send(
-                    json!([{"T": "error", "code": 402, "msg": "auth failed"}]),
-                ))
+                .send(send(json!([{"T": "error", "code": code, "msg": msg}])))
                 .await;
             let _ = ws.close(None).await;
             return;

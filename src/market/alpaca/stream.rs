@@ -325,7 +325,9 @@ impl AlpacaData {
                     "success" if m.msg.as_deref() == Some(want) => return Ok(()),
                     "error" => {
                         let message = m.msg.unwrap_or_default();
-                        let status = if m.code == Some(402) || want == "authenticated" {
+                        // 401 not authenticated, 402 auth failed; 406 (connection limit) and
+                        // 409 (insufficient subscription) are other errors.
+                        let status = if matches!(m.code, Some(401 | 402)) {
                             StreamStatus::AuthFailed {
                                 stream: kind,
                                 code: m.code,
@@ -454,6 +456,10 @@ impl AlpacaData {
                         if let Err(e) = ws.send(Message::text(m.to_string())).await {
                             return lost(format!("sending subscribe: {e}"), true);
                         }
+                    }
+                    // A symbol dropped and added again later starts afresh.
+                    for s in &remove {
+                        delivered.last.remove(*s);
                     }
                     subscribed = want;
                 }
