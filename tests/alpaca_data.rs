@@ -472,6 +472,7 @@ async fn subscriptions_follow_the_watched_set() {
         path: "/v2/iex".into(),
         action: action.into(),
         bars: bars.iter().map(|s| s.to_string()).collect(),
+        updated_bars: bars.iter().map(|s| s.to_string()).collect(),
     };
     assert_eq!(
         stocks,

@@ -57,12 +57,25 @@ pub struct Subscription {
     pub action: String,
     /// The `bars` list.
     pub bars: Vec<String>,
+    /// The `updatedBars` list.
+    pub updated_bars: Vec<String>,
+}
+
+/// An authenticated connection's subscriptions.
+struct Conn {
+    path: String,
+    bars: BTreeSet<String>,
+    updated_bars: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug)]
 enum Cmd {
-    /// A frame for the connections subscribed to `symbol`.
-    Bar { symbol: String, text: String },
+    /// A frame for the connections subscribed to `symbol` (`updated`: to its updated bars).
+    Bar {
+        symbol: String,
+        updated: bool,
+        text: String,
+    },
     /// A frame for every authenticated connection.
     Raw(String),
     /// Drop every connection without a close frame.
@@ -80,8 +93,8 @@ struct Inner {
     ws_paths: Vec<String>,
     auth_error: Option<(i64, String)>,
     subscriptions: Vec<Subscription>,
-    /// Authenticated connections: id → (path, subscribed bars).
-    live: HashMap<u64, (String, BTreeSet<String>)>,
+    /// Authenticated connections by id.
+    live: HashMap<u64, Conn>,
     next_id: u64,
 }
 
@@ -256,8 +269,8 @@ impl FakeData {
             .unwrap()
             .live
             .values()
-            .filter(|(p, _)| p == path)
-            .flat_map(|(_, s)| s.iter().cloned())
+            .filter(|c| c.path == path)
+            .flat_map(|c| c.bars.iter().cloned())
             .collect()
     }
 
@@ -282,7 +295,20 @@ impl FakeData {
         self.push_message(symbol, "b", bar);
     }
 
-    /// Sends a `"T":"u"` updated (corrected) bar to the connections subscribed to `symbol`.
+    /// The updated bars subscribed now on the authenticated connections to `path`.
+    pub fn subscribed_updates(&self, path: &str) -> BTreeSet<String> {
+        self.inner
+            .lock()
+            .unwrap()
+            .live
+            .values()
+            .filter(|c| c.path == path)
+            .flat_map(|c| c.updated_bars.iter().cloned())
+            .collect()
+    }
+
+    /// Sends a `"T":"u"` updated (corrected) bar to the connections subscribed to the
+    /// updated bars of `symbol`.
     pub fn push_updated_bar(&self, symbol: &str, bar: &Bar) {
         self.push_message(symbol, "u", bar);
     }
@@ -293,6 +319,7 @@ impl FakeData {
         m["S"] = json!(symbol);
         let _ = self.cmds.send(Cmd::Bar {
             symbol: symbol.to_string(),
+            updated: kind == "u",
             text: Value::Array(vec![m]).to_string(),
         });
     }
@@ -512,11 +539,14 @@ async fn serve_ws(stream: TcpStream, state: Shared, mut cmds: broadcast::Receive
         }
         break;
     }
-    state
-        .lock()
-        .unwrap()
-        .live
-        .insert(id, (path.clone(), BTreeSet::new()));
+    state.lock().unwrap().live.insert(
+        id,
+        Conn {
+            path: path.clone(),
+            bars: BTreeSet::new(),
+            updated_bars: BTreeSet::new(),
+        },
+    );
     loop {
         tokio::select! {
             msg = ws.next() => {
@@ -527,27 +557,39 @@ async fn serve_ws(stream: TcpStream, state: Shared, mut cmds: broadcast::Receive
                 if action != "subscribe" && action != "unsubscribe" {
                     continue;
                 }
-                let bars: Vec<String> = m["bars"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
-                let now: Vec<String> = {
+                let list = |k: &str| -> Vec<String> {
+                    m[k].as_array()
+                        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default()
+                };
+                let (bars, updated) = (list("bars"), list("updatedBars"));
+                let (now, now_updated): (Vec<String>, Vec<String>) = {
                     let mut s = state.lock().unwrap();
-                    s.subscriptions.push(Subscription { path: path.clone(), action: action.clone(), bars: bars.clone() });
-                    let set = &mut s.live.get_mut(&id).unwrap().1;
-                    for b in bars {
-                        if action == "subscribe" { set.insert(b); } else { set.remove(&b); }
+                    s.subscriptions.push(Subscription {
+                        path: path.clone(),
+                        action: action.clone(),
+                        bars: bars.clone(),
+                        updated_bars: updated.clone(),
+                    });
+                    let conn = s.live.get_mut(&id).unwrap();
+                    for (set, list) in [(&mut conn.bars, bars), (&mut conn.updated_bars, updated)] {
+                        for b in list {
+                            if action == "subscribe" { set.insert(b); } else { set.remove(&b); }
+                        }
                     }
-                    set.iter().cloned().collect()
+                    (conn.bars.iter().cloned().collect(), conn.updated_bars.iter().cloned().collect())
                 };
                 let reply = json!([{"T": "subscription", "trades": [], "quotes": [], "bars": now,
-                    "updatedBars": [], "dailyBars": [], "statuses": [], "lulds": [], "corrections": [], "cancelErrors": []}]);
+                    "updatedBars": now_updated, "dailyBars": [], "statuses": [], "lulds": [],
+                    "corrections": [], "cancelErrors": []}]);
                 if ws.send(send(reply)).await.is_err() { break; }
             }
             cmd = cmds.recv() => {
                 match cmd {
-                    Ok(Cmd::Bar { symbol, text }) => {
-                        let subscribed = state.lock().unwrap().live.get(&id).is_some_and(|(_, s)| s.contains(&symbol));
+                    Ok(Cmd::Bar { symbol, updated, text }) => {
+                        let subscribed = state.lock().unwrap().live.get(&id).is_some_and(|c| {
+                            if updated { c.updated_bars.contains(&symbol) } else { c.bars.contains(&symbol) }
+                        });
                         if subscribed && ws.send(Message::text(text)).await.is_err() { break; }
                     }
                     Ok(Cmd::Raw(text)) => {

@@ -7,7 +7,8 @@
 //! or `[{"T":"error","code":402,"msg":"auth failed"}]` (406: connection limit exceeded, 409:
 //! insufficient subscription); `{"action":"subscribe","bars":[..]}` and
 //! `{"action":"unsubscribe","bars":[..]}` are confirmed by a `"T":"subscription"` message;
-//! bars arrive as `"T":"b"` messages, corrections of the last minute as `"T":"u"`.
+//! bars arrive as `"T":"b"` messages. Corrections of the last minute (`"T":"u"`) come on the
+//! `updatedBars` channel, which is subscribed together with `bars`.
 
 use super::is_crypto;
 use super::rest::AlpacaData;
@@ -396,7 +397,7 @@ impl AlpacaData {
         }
         let mut subscribed = of_kind(kind, &symbols.borrow_and_update());
         if !subscribed.is_empty() {
-            let sub = serde_json::json!({"action": "subscribe", "bars": subscribed});
+            let sub = serde_json::json!({"action": "subscribe", "bars": subscribed, "updatedBars": subscribed});
             if let Err(e) = ws.send(Message::text(sub.to_string())).await {
                 return lost(format!("sending subscribe: {e}"), true);
             }
@@ -446,13 +447,13 @@ impl AlpacaData {
                     let add: Vec<&String> = want.difference(&subscribed).collect();
                     let remove: Vec<&String> = subscribed.difference(&want).collect();
                     if !remove.is_empty() {
-                        let m = serde_json::json!({"action": "unsubscribe", "bars": remove});
+                        let m = serde_json::json!({"action": "unsubscribe", "bars": remove, "updatedBars": remove});
                         if let Err(e) = ws.send(Message::text(m.to_string())).await {
                             return lost(format!("sending unsubscribe: {e}"), true);
                         }
                     }
                     if !add.is_empty() {
-                        let m = serde_json::json!({"action": "subscribe", "bars": add});
+                        let m = serde_json::json!({"action": "subscribe", "bars": add, "updatedBars": add});
                         if let Err(e) = ws.send(Message::text(m.to_string())).await {
                             return lost(format!("sending subscribe: {e}"), true);
                         }
