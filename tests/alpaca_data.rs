@@ -466,6 +466,11 @@ async fn subscriptions_follow_the_watched_set() {
     fake.wait_subscribed("/v2/iex", &["MSFT"]).await;
     fake.wait_subscribed("/v1beta3/crypto/us", &["BTC/USD"])
         .await;
+    assert_eq!(fake.subscribed_updates("/v2/iex"), set(&["MSFT"]));
+    assert_eq!(
+        fake.subscribed_updates("/v1beta3/crypto/us"),
+        set(&["BTC/USD"])
+    );
     let subs = fake.subscriptions();
     let stocks: Vec<&Subscription> = subs.iter().filter(|s| s.path == "/v2/iex").collect();
     let sub = |action: &str, bars: &[&str]| Subscription {
