@@ -396,6 +396,8 @@ impl AlpacaData {
             return SessionEnd::ReceiverGone;
         }
         let mut subscribed = of_kind(kind, &symbols.borrow_and_update());
+        // Symbols dropped from the set while disconnected start afresh if added again.
+        delivered.last.retain(|s, _| subscribed.contains(s));
         if !subscribed.is_empty() {
             let sub = serde_json::json!({"action": "subscribe", "bars": subscribed, "updatedBars": subscribed});
             if let Err(e) = ws.send(Message::text(sub.to_string())).await {
