@@ -1,7 +1,9 @@
 //! Bars, timeframes, indicators, calendars and market-data sources.
+pub mod alpaca;
 pub mod bar;
 pub mod calendar;
 pub mod indicators;
+pub mod live;
 pub mod replay;
 pub mod resample;
 pub mod timeframe;
