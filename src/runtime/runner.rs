@@ -349,7 +349,7 @@ impl PipelineRunner {
                     CORRELATION_LOOKBACK,
                 )
             };
-            execute(ExecInput {
+            let run = execute(ExecInput {
                 pipeline: c,
                 revision: &self.core.spec().revision,
                 symbol: self.core.symbol(request.symbol),
@@ -365,9 +365,14 @@ impl PipelineRunner {
                 correlation: &correlation,
                 llm: self.llm.as_ref(),
                 record: self.record,
-            })
-            .instrument(span.clone())
-            .await
+            });
+            // A backtest's executions have no span: instrumenting moves the whole future
+            // once more per bar.
+            if self.record {
+                run.instrument(span.clone()).await
+            } else {
+                run.await
+            }
         };
         let status = out.status;
         self.stats.count(result_of(status));
