@@ -476,3 +476,36 @@ fn minute_data_with_a_daily_strategy_writes_one_equity_row_per_day() {
         unrealized
     );
 }
+
+/// Failed executions are counted by reason in the summary, and the backtest does not log a
+/// line (with an empty reason) for each of them.
+#[test]
+fn failed_executions_are_summed_up_by_reason_not_logged_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ztraded"))
+        .args([
+            "backtest",
+            "examples/pipelines/llm-swing.yaml",
+            "--from",
+            "2015-01-01",
+        ])
+        .args(["--to", "2015-12-31", "--out"])
+        .arg(dir.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Failed executions:"))
+        .unwrap_or_else(|| panic!("no failure line in\n{stdout}"));
+    assert!(
+        line.contains("bias: LLM provider 'default' has no client"),
+        "{line}"
+    );
+    assert!(!stderr.contains("execution failed"), "{stderr}");
+}

@@ -376,9 +376,10 @@ impl PipelineRunner {
         };
         let status = out.status;
         self.stats.count(result_of(status));
-        if status == ExecutionStatus::Failed {
-            let reason = out.reason.clone().unwrap_or_else(|| "unknown".into());
-            *self.stats.failures.entry(reason).or_default() += 1;
+        let failure = (status == ExecutionStatus::Failed)
+            .then(|| out.reason.clone().unwrap_or_else(|| "unknown".into()));
+        if let Some(reason) = &failure {
+            *self.stats.failures.entry(reason.clone()).or_default() += 1;
         }
         if let Some(d) = &out.decision
             && !d.approved
@@ -444,15 +445,16 @@ impl PipelineRunner {
             let ledger = account.ledger();
             self.core.executed(&request, None, &ledger, &mut Vec::new());
         }
-        if status == ExecutionStatus::Failed {
+        // A recorded execution (the daemon's) logs its failure with the reason; a backtest
+        // counts failures by reason for its summary instead of logging every one.
+        if status == ExecutionStatus::Failed && self.record {
             let _e = span.enter();
-            warn!(
-                reason = record
-                    .as_ref()
-                    .and_then(|r| r.reason.as_deref())
-                    .unwrap_or_default(),
-                "execution failed"
-            );
+            let reason = record
+                .as_ref()
+                .and_then(|r| r.reason.as_deref())
+                .or(failure.as_deref())
+                .unwrap_or("unknown");
+            warn!(%reason, "execution failed");
         }
         if let Some(record) = record {
             if let Some(store) = store
