@@ -133,6 +133,22 @@ async fn until(rx: &mut EventStream, f: impl Fn(&BrokerEvent) -> bool) -> Vec<Br
     }
 }
 
+/// Events until both legs of bracket `entry` were accepted.
+async fn legs_live(rx: &mut EventStream, entry: &str) -> Vec<BrokerEvent> {
+    let legs = [
+        bracket_leg_id(entry, OrderPurpose::StopLoss),
+        bracket_leg_id(entry, OrderPurpose::Target1),
+    ];
+    let mut seen: Vec<BrokerEvent> = Vec::new();
+    while !legs.iter().all(|l| {
+        seen.iter()
+            .any(|e| e.kind() == "accepted" && e.order().client_order_id == *l)
+    }) {
+        seen.push(next_event(rx).await);
+    }
+    seen
+}
+
 /// Whatever arrives within `d`.
 async fn drain(rx: &mut EventStream, d: Duration) -> Vec<BrokerEvent> {
     let mut seen = Vec::new();
@@ -170,10 +186,7 @@ async fn brackets_fill_place_their_legs_and_own_the_position() {
     assert_eq!(at_fake.legs.len(), 2);
 
     fake.fill("zt-b1", dec!(50), dec!(100.05));
-    let events = until(&mut rx, |e| {
-        e.order().client_order_id == bracket_leg_id("zt-b1", OrderPurpose::Target1)
-    })
-    .await;
+    let events = legs_live(&mut rx, "zt-b1").await;
     let mut seen = kinds(&events);
     seen.sort();
     let sl = bracket_leg_id("zt-b1", OrderPurpose::StopLoss);
@@ -252,7 +265,12 @@ async fn entries_without_a_target_are_oto_and_two_targets_are_refused() {
     let o = fake.order("zt-oto").unwrap();
     assert_eq!((o.order_class.as_str(), o.legs.len()), ("oto", 1));
     match b
-        .submit(entry("zt-two", Some(dec!(98)), Some(dec!(104)), Some(dec!(108))))
+        .submit(entry(
+            "zt-two",
+            Some(dec!(98)),
+            Some(dec!(104)),
+            Some(dec!(108)),
+        ))
         .await
     {
         Err(BrokerError::Rejected { reason, .. }) => assert!(
@@ -262,7 +280,9 @@ async fn entries_without_a_target_are_oto_and_two_targets_are_refused() {
         other => panic!("{other:?}"),
     }
     assert!(fake.order("zt-two").is_none());
-    b.submit(entry("zt-simple", None, None, None)).await.unwrap();
+    b.submit(entry("zt-simple", None, None, None))
+        .await
+        .unwrap();
     let o = fake.order("zt-simple").unwrap();
     assert_eq!(
         (o.order_class.as_str(), o.time_in_force.as_str()),
@@ -359,14 +379,23 @@ async fn a_submit_whose_answer_is_lost_is_looked_up_never_sent_twice() {
 async fn a_duplicate_client_order_id_answers_the_existing_order() {
     let fake = FakeAlpaca::start().await;
     let first = broker(&fake);
-    let a = first.submit(entry("zt-dup", None, None, None)).await.unwrap();
+    let a = first
+        .submit(entry("zt-dup", None, None, None))
+        .await
+        .unwrap();
     // Another process (a restart that lost its store) sends the same id.
     let second = broker(&fake);
-    let b = second.submit(entry("zt-dup", None, None, None)).await.unwrap();
+    let b = second
+        .submit(entry("zt-dup", None, None, None))
+        .await
+        .unwrap();
     assert_eq!(a.broker_order_id, b.broker_order_id);
     assert_eq!(b.client_order_id, "zt-dup");
     assert_eq!(fake.submits_for("zt-dup"), 1);
-    assert!(fake.requests().contains(&"GET /v2/orders:by_client_order_id".to_string()));
+    assert!(
+        fake.requests()
+            .contains(&"GET /v2/orders:by_client_order_id".to_string())
+    );
 }
 
 #[tokio::test]
@@ -400,7 +429,10 @@ async fn refusals_are_recorded_as_rejected_with_code_and_message() {
     let again = b.submit(entry("zt-403", None, None, None)).await.unwrap();
     assert_eq!(again.status, OrderStatus::Rejected);
     assert_eq!(fake.request_count(), before);
-    assert_eq!(b.order("zt-403").await.unwrap().unwrap().status, OrderStatus::Rejected);
+    assert_eq!(
+        b.order("zt-403").await.unwrap().unwrap().status,
+        OrderStatus::Rejected
+    );
     assert_eq!(fake.submits_for("zt-403"), 0);
 }
 
@@ -426,7 +458,10 @@ async fn bad_keys_give_a_clear_authentication_error() {
                 ),
                 "{reason}"
             );
-            assert!(reason.contains("40110000: request is not authorized"), "{reason}");
+            assert!(
+                reason.contains("40110000: request is not authorized"),
+                "{reason}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -461,7 +496,10 @@ async fn a_stream_drop_in_the_middle_of_a_fill_loses_no_fill_and_doubles_none() 
     fake.fill("zt-drop", dec!(20), dec!(100));
     let e = next_event(&mut rx).await;
     assert_eq!(e.kind(), "partial_fill");
-    assert_eq!(e.fill().unwrap().fill_id, format!("{}:20", state.broker_order_id));
+    assert_eq!(
+        e.fill().unwrap().fill_id,
+        format!("{}:20", state.broker_order_id)
+    );
 
     // The stream breaks; the rest fills while it is down.
     fake.set_stream_down(true);
@@ -545,7 +583,10 @@ async fn replacing_a_stop_keeps_our_client_order_id() {
     // Cancel it: Alpaca says canceled; a second cancel succeeds too.
     b.cancel(&sl).await.unwrap();
     let e = next_event(&mut rx).await;
-    assert_eq!((e.order().client_order_id.as_str(), e.kind()), (sl.as_str(), "cancelled"));
+    assert_eq!(
+        (e.order().client_order_id.as_str(), e.kind()),
+        (sl.as_str(), "cancelled")
+    );
     b.cancel(&sl).await.unwrap();
     // Cancelling a filled order succeeds.
     b.cancel("zt-r").await.unwrap();
@@ -567,7 +608,12 @@ async fn close_all_answers_each_symbol_and_books_against_the_owner() {
     fake.fill("zt-c", dec!(50), dec!(100));
     fake.add_position("MSFT", dec!(5), dec!(300));
     fake.add_position("TSLA", dec!(-3), dec!(200));
-    fake.fail_close("TSLA", 403, 40310000, "insufficient qty available for order");
+    fake.fail_close(
+        "TSLA",
+        403,
+        40310000,
+        "insufficient qty available for order",
+    );
     until(&mut rx, |e| e.kind() == "fill").await;
     drain(&mut rx, Duration::from_millis(100)).await;
 
@@ -588,8 +634,14 @@ async fn close_all_answers_each_symbol_and_books_against_the_owner() {
     // The legs were cancelled with the orders; the closing orders are reported.
     let events = drain(&mut rx, Duration::from_millis(300)).await;
     let k = kinds(&events);
-    assert!(k.contains(&(bracket_leg_id("zt-c", OrderPurpose::StopLoss), "cancelled")), "{k:?}");
-    assert!(k.contains(&(aapl.client_order_id.clone(), "accepted")), "{k:?}");
+    assert!(
+        k.contains(&(bracket_leg_id("zt-c", OrderPurpose::StopLoss), "cancelled")),
+        "{k:?}"
+    );
+    assert!(
+        k.contains(&(aapl.client_order_id.clone(), "accepted")),
+        "{k:?}"
+    );
 
     fake.fill(&aapl.client_order_id, dec!(50), dec!(99.5));
     let e = until(&mut rx, |e| e.kind() == "fill").await.pop().unwrap();
@@ -614,10 +666,7 @@ async fn a_restarted_broker_maps_orders_and_positions_back_to_pipelines() {
         .await
         .unwrap();
     fake.fill("zt-k", dec!(50), dec!(100));
-    let events = until(&mut rx, |e| {
-        e.order().client_order_id == bracket_leg_id("zt-k", OrderPurpose::Target1)
-    })
-    .await;
+    let events = legs_live(&mut rx, "zt-k").await;
     // The store's rows: the latest state of each order.
     let mut known: Vec<OrderState> = Vec::new();
     for e in events {
@@ -651,7 +700,11 @@ async fn a_restarted_broker_maps_orders_and_positions_back_to_pipelines() {
             ("manual-1", "")
         ]
     );
-    assert_eq!(open[2].purpose, OrderPurpose::Entry, "purpose from the type");
+    assert_eq!(
+        open[2].purpose,
+        OrderPurpose::Entry,
+        "purpose from the type"
+    );
 
     // A fill while the daemon was down comes from the first catch-up.
     fake.fill(&t1_id, dec!(50), dec!(106));

@@ -163,7 +163,10 @@ fn ok(status: u16, body: Value) -> Response {
 impl Book {
     fn new_id(&mut self) -> String {
         self.next_id += 1;
-        format!("0b1e{:04x}-7a5e-4c0d-9f00-{:012x}", self.next_id, self.next_id)
+        format!(
+            "0b1e{:04x}-7a5e-4c0d-9f00-{:012x}",
+            self.next_id, self.next_id
+        )
     }
 
     fn idx(&self, id: &str) -> Option<usize> {
@@ -251,10 +254,8 @@ impl Book {
         let new_qty = p.qty + signed;
         if p.qty.is_zero() || p.qty.is_sign_positive() == signed.is_sign_positive() {
             let total = p.qty.abs() + signed.abs();
-            p.avg_entry_price =
-                (p.avg_entry_price * p.qty.abs() + price * signed.abs()) / total;
-        } else if !new_qty.is_zero() && new_qty.is_sign_positive() != p.qty.is_sign_positive()
-        {
+            p.avg_entry_price = (p.avg_entry_price * p.qty.abs() + price * signed.abs()) / total;
+        } else if !new_qty.is_zero() && new_qty.is_sign_positive() != p.qty.is_sign_positive() {
             p.avg_entry_price = price;
         }
         p.qty = new_qty;
@@ -306,7 +307,10 @@ impl Book {
             }
         }
         self.next_id += 1;
-        let exec = format!("e0e0{:04x}-0000-4000-8000-{:012x}", self.next_id, self.next_id);
+        let exec = format!(
+            "e0e0{:04x}-0000-4000-8000-{:012x}",
+            self.next_id, self.next_id
+        );
         out.push(self.update(
             if full { "fill" } else { "partial_fill" },
             i,
@@ -350,7 +354,8 @@ async fn handle(
     let mut slow = None;
     let response = {
         let mut book = shared.lock();
-        book.requests.push((Instant::now(), format!("{method} {path}")));
+        book.requests
+            .push((Instant::now(), format!("{method} {path}")));
         let key = headers.get("APCA-API-KEY-ID").and_then(|v| v.to_str().ok());
         let secret = headers
             .get("APCA-API-SECRET-KEY")
@@ -378,7 +383,9 @@ async fn handle(
             return error(500, 50010000, "internal server error");
         }
         let mut out = Vec::new();
-        let r = route(&mut book, &method, &path, &query, &body, &mut out, &mut slow);
+        let r = route(
+            &mut book, &method, &path, &query, &body, &mut out, &mut slow,
+        );
         for u in out {
             let _ = shared.updates.send(u);
         }
@@ -619,9 +626,7 @@ fn submit(
     if kind == "limit" && limit_price.is_none() || kind == "stop" && stop_price.is_none() {
         return error(422, 40010001, "price required for this order type");
     }
-    let tp = req
-        .pointer("/take_profit/limit_price")
-        .and_then(parse_dec);
+    let tp = req.pointer("/take_profit/limit_price").and_then(parse_dec);
     let sl = req.pointer("/stop_loss/stop_price").and_then(parse_dec);
     match class.as_str() {
         "bracket" if tp.is_none() || sl.is_none() => {
