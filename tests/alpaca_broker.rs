@@ -625,7 +625,11 @@ async fn close_all_answers_each_symbol_and_books_against_the_owner() {
     assert_eq!(aapl.purpose, OrderPurpose::Emergency);
     assert_eq!(aapl.pipeline, "aapl-momentum");
     assert_eq!(aapl.quantity, dec!(50));
-    assert_eq!(parts[1].order.as_ref().unwrap().pipeline, "");
+    let msft = parts[1].order.clone().unwrap();
+    assert_eq!(
+        (msft.pipeline.as_str(), msft.purpose),
+        ("", OrderPurpose::Emergency)
+    );
     assert_eq!((parts[2].symbol.as_str(), parts[2].status), ("TSLA", 403));
     assert_eq!(
         parts[2].error.as_deref(),
@@ -777,4 +781,41 @@ async fn submit_to_fill_event_latency() {
         samples[samples.len() - 1]
     );
     assert!(p(0.50) < Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn the_catch_up_pages_through_more_than_500_orders() {
+    let fake = FakeAlpaca::start().await;
+    let first = broker(&fake);
+    let mut known = Vec::new();
+    for i in 0..520 {
+        known.push(
+            first
+                .submit(exit(&format!("zt-p-{i}"), dec!(1)))
+                .await
+                .unwrap(),
+        );
+    }
+    // They all fill while no broker listens.
+    for i in 0..520 {
+        fake.fill(&format!("zt-p-{i}"), dec!(1), dec!(100));
+    }
+    let b = broker_with(&fake, known, fast_options());
+    let mut rx = b.take_events().unwrap();
+    let mut fills = std::collections::HashSet::new();
+    while fills.len() < 520 {
+        let e = next_event(&mut rx).await;
+        assert_eq!(e.kind(), "fill");
+        assert!(
+            fills.insert(e.fill().unwrap().fill_id.clone()),
+            "twice: {e:?}"
+        );
+    }
+    assert!(drain(&mut rx, Duration::from_millis(300)).await.is_empty());
+    let pages = fake
+        .requests()
+        .iter()
+        .filter(|r| *r == "GET /v2/orders")
+        .count();
+    assert_eq!(pages, 2);
 }

@@ -933,11 +933,9 @@ impl FakeAlpaca {
                 i = book.idx(&next).unwrap();
             }
             book.fill(i, qty, price, &mut out);
-            for u in out.drain(..) {
-                let _ = self.shared.updates.send(u);
-            }
+            // Sent under the lock, so that updates keep the order of the changes.
+            self.emit(out);
         }
-        self.emit(out);
     }
 
     /// Cancels an open order (as Alpaca would at the end of the day), emitting `canceled`.
@@ -949,9 +947,7 @@ impl FakeAlpaca {
             .unwrap();
         let mut out = Vec::new();
         book.cancel(i, &mut out);
-        for u in out {
-            let _ = self.shared.updates.send(u);
-        }
+        self.emit(out);
     }
 
     /// Every order, oldest first.

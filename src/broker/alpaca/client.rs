@@ -95,7 +95,7 @@ impl AlpacaError {
 }
 
 /// A token bucket: at most `limit` requests in any `period` (the refill rate is
-/// `(limit − burst) / period`, so a full bucket plus a period of refills stays within
+/// `(limit − burst) / period` less 2 % headroom, so a full bucket plus a period of refills stays within
 /// `limit`). Waiters are served in order (a fair mutex); a 429 blocks everyone until the
 /// limit resets.
 #[derive(Debug)]
@@ -125,7 +125,8 @@ impl Pacer {
                 blocked_until: None,
             }),
             burst,
-            per_second: refill / period.as_secs_f64().max(1e-9),
+            // 2 % headroom: Alpaca counts arrivals, which network jitter bunches up.
+            per_second: refill * 0.98 / period.as_secs_f64().max(1e-9),
         }
     }
 

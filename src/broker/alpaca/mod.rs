@@ -154,8 +154,12 @@ struct Book {
     broker_to_client: HashMap<String, String>,
     client_to_broker: HashMap<String, String>,
     reported: HashMap<String, Reported>,
-    /// symbol → (pipeline of the latest filled entry, of the latest filled order).
+    /// symbol (without `/`) → (pipeline of the latest filled entry, of the latest filled
+    /// order).
     owners: HashMap<String, (Option<String>, Option<String>)>,
+    /// symbol without `/` → the symbol as orders spell it (`BTCUSD` → `BTC/USD`: Alpaca's
+    /// positions drop the slash of crypto pairs).
+    spelled: HashMap<String, String>,
     rejected: HashMap<String, OrderState>,
     last_event: Option<DateTime<Utc>>,
 }
@@ -251,7 +255,11 @@ impl Book {
         if pipeline.is_empty() {
             return;
         }
-        let e = self.owners.entry(symbol.to_string()).or_default();
+        let key = symbol.replace('/', "");
+        if key != symbol {
+            self.spelled.insert(key.clone(), symbol.to_string());
+        }
+        let e = self.owners.entry(key).or_default();
         if purpose == OrderPurpose::Entry {
             e.0 = Some(pipeline.to_string());
         }
@@ -260,7 +268,7 @@ impl Book {
 
     fn owner_of(&self, symbol: &str) -> String {
         self.owners
-            .get(symbol)
+            .get(&symbol.replace('/', ""))
             .and_then(|(entry, any)| entry.clone().or_else(|| any.clone()))
             .unwrap_or_default()
     }
@@ -632,9 +640,13 @@ impl Inner {
             for w in &page {
                 self.observe(w, None);
             }
+            // `after` is exclusive: step back a microsecond so that an order submitted in
+            // the same microsecond as the page's last is not skipped (re-reading the last
+            // one is harmless).
             let next = page
                 .last()
                 .and_then(|w| w.submitted_at.or(w.created_at))
+                .map(|t| t - chrono::Duration::microseconds(1))
                 .filter(|t| *t > after);
             match next {
                 Some(t) if page.len() >= 500 => after = t,
@@ -1032,12 +1044,13 @@ impl Broker for AlpacaBroker {
                 } else {
                     p.qty
                 };
+                let symbol = book.spelled.get(&p.symbol).cloned().unwrap_or(p.symbol);
                 Position {
-                    pipeline: book.owner_of(&p.symbol),
+                    pipeline: book.owner_of(&symbol),
                     quantity,
                     average_price: p.avg_entry_price.unwrap_or_default(),
                     market_price: p.current_price.unwrap_or_default(),
-                    symbol: p.symbol,
+                    symbol,
                 }
             })
             .collect())
@@ -1234,6 +1247,8 @@ impl Broker for AlpacaBroker {
                     self.inner.observe(&w, None);
                     return Ok(());
                 }
+                // Already being cancelled: the stream reports the outcome.
+                Ok(Some(w)) if w.status == wire::Status::PendingCancel => return Ok(()),
                 Ok(Some(w)) if w.id != id => id = w.id,
                 Ok(Some(_)) => {
                     return Err(BrokerError::Rejected {
@@ -1340,19 +1355,24 @@ impl Broker for AlpacaBroker {
             match order {
                 Some(w) => {
                     {
+                        // The close of a position no pipeline owns is drift: answered,
+                        // not reported on the stream.
                         let mut book = self.inner.book();
                         let owner = book.owner_of(&w.symbol);
                         let cid = book.client_id_of(&w);
-                        book.meta.insert(
-                            cid,
-                            Meta {
-                                pipeline: owner,
-                                purpose: OrderPurpose::Emergency,
-                                oco_group: None,
-                            },
-                        );
+                        if !owner.is_empty() {
+                            book.meta.insert(
+                                cid,
+                                Meta {
+                                    pipeline: owner,
+                                    purpose: OrderPurpose::Emergency,
+                                    oco_group: None,
+                                },
+                            );
+                        }
                     }
-                    let state = self.inner.observe(&w, None);
+                    let mut state = self.inner.observe(&w, None);
+                    state.purpose = OrderPurpose::Emergency;
                     out.push(BulkClose {
                         symbol: if symbol.is_empty() {
                             state.symbol.clone()
