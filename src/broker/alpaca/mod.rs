@@ -161,6 +161,8 @@ struct Book {
     /// positions drop the slash of crypto pairs).
     spelled: HashMap<String, String>,
     rejected: HashMap<String, OrderState>,
+    /// Alpaca ids of orders that were replaced: a late read of one says nothing new.
+    superseded: std::collections::HashSet<String>,
     last_event: Option<DateTime<Utc>>,
 }
 
@@ -377,8 +379,12 @@ impl Book {
         if !self.meta.contains_key(&cid) {
             return;
         }
-        if w.status == wire::Status::Replaced {
+        if let Some(old) = &w.replaces {
+            self.superseded.insert(old.clone());
+        }
+        if w.status == wire::Status::Replaced || self.superseded.contains(&w.id) {
             // Its successor carries our id from now on.
+            self.superseded.insert(w.id.clone());
             self.broker_to_client.insert(w.id.clone(), cid.clone());
             if let Some(next) = &w.replaced_by {
                 self.broker_to_client.insert(next.clone(), cid.clone());
@@ -415,7 +421,17 @@ impl Book {
                 reported_of(&accepted)
             }
         };
-        if !prev.broker_id.is_empty() && prev.broker_id != w.id {
+        let replacement = !prev.broker_id.is_empty() && prev.broker_id != w.id;
+        if !replacement
+            && (state.filled_quantity < prev.filled
+                || (!prev.status.is_open() && state.status.is_open()))
+        {
+            // An older read than what was reported (a REST answer overtaken by the
+            // stream): nothing new.
+            self.reported.insert(cid, prev);
+            return;
+        }
+        if replacement {
             // A replacement: a new Alpaca order under our id.
             events.push(BrokerEvent::Replaced {
                 order: state.clone(),
@@ -1307,6 +1323,7 @@ impl Broker for AlpacaBroker {
                 let w: wire::Order = a.json().map_err(|e| self.inner.unavailable(&e))?;
                 {
                     let mut book = self.inner.book();
+                    book.superseded.insert(id.clone());
                     book.broker_to_client
                         .insert(id.clone(), client_order_id.to_string());
                     book.broker_to_client

@@ -137,3 +137,57 @@ fn the_book_reports_each_change_once_whichever_way_it_arrives() {
         ("", OrderPurpose::StopLoss)
     );
 }
+
+#[test]
+fn late_reads_and_replaced_orders_add_nothing() {
+    let mut book = Book::default();
+    book.meta.insert(
+        "zt-s".into(),
+        Meta {
+            pipeline: "p".into(),
+            purpose: OrderPurpose::StopLoss,
+            oco_group: Some("zt-e".into()),
+        },
+    );
+    let stop = |id: &str, filled: &str, status: &str, replaces: Option<&str>| {
+        wire_order(serde_json::json!({
+            "id": id, "client_order_id": "zt-s", "symbol": "AAPL", "qty": "10",
+            "filled_qty": filled, "filled_avg_price": if filled == "0" { None } else { Some("99") },
+            "type": "stop", "stop_price": "98", "side": "sell", "status": status,
+            "replaces": replaces, "created_at": "2024-01-02T15:00:00Z",
+        }))
+    };
+    assert_eq!(book.observe(&stop("S1", "0", "new", None), None).len(), 1);
+    // The stream saw a fill before a REST answer that predates it.
+    assert_eq!(
+        book.observe(&stop("S1", "10", "filled", None), None)[0].kind(),
+        "fill"
+    );
+    assert!(book.observe(&stop("S1", "0", "new", None), None).is_empty());
+    assert_eq!(book.reported["zt-s"].status, OrderStatus::Filled);
+
+    // A replacement: one Replaced, then a late read of the old order says nothing.
+    let mut book = Book::default();
+    book.meta.insert(
+        "zt-s".into(),
+        Meta {
+            pipeline: "p".into(),
+            purpose: OrderPurpose::StopLoss,
+            oco_group: None,
+        },
+    );
+    book.observe(&stop("S1", "0", "new", None), None);
+    let e = book.observe(&stop("S2", "0", "new", Some("S1")), None);
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].kind(), "replaced");
+    assert_eq!(e[0].order().client_order_id, "zt-s");
+    assert!(
+        book.observe(&stop("S1", "0", "pending_replace", None), None)
+            .is_empty()
+    );
+    assert!(
+        book.observe(&stop("S2", "0", "new", Some("S1")), None)
+            .is_empty()
+    );
+    assert_eq!(book.client_to_broker["zt-s"], "S2");
+}
