@@ -471,6 +471,27 @@ async fn bad_keys_give_a_clear_authentication_error() {
 }
 
 #[tokio::test]
+async fn a_stream_that_refuses_the_keys_is_retried_without_harm() {
+    let fake = FakeAlpaca::start().await;
+    let b = AlpacaBroker::with_options(
+        "alpaca-paper",
+        &settings(&fake),
+        Credentials {
+            key_id: KEY_ID.into(),
+            secret_key: "wrong".into(),
+        },
+        Vec::new(),
+        fast_options(),
+    )
+    .unwrap();
+    let mut rx = b.take_events().unwrap();
+    assert!(b.take_events().is_none(), "the stream is taken once");
+    assert!(drain(&mut rx, Duration::from_millis(300)).await.is_empty());
+    assert_eq!(fake.stream_sessions(), 0);
+    assert_eq!(fake.request_count(), 0, "no catch-up without a session");
+}
+
+#[tokio::test]
 async fn missing_key_variables_are_named() {
     let fake = FakeAlpaca::start().await;
     let mut s = settings(&fake);

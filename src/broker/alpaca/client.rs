@@ -507,6 +507,12 @@ mod tests {
             e.to_string(),
             "alpaca 403 40310000: insufficient buying power"
         );
+        let e = error_of(
+            &Method::GET,
+            "/v2/account",
+            &answer(403, r#"{"code":40310000,"message":"forbidden"}"#),
+        );
+        assert!(e.is_auth());
         let e = error_of(&Method::GET, "/v2/orders", &answer(503, "upstream down"));
         assert!(e.outcome_unknown());
     }
