@@ -123,10 +123,7 @@ pub fn check_settings(s: &Settings, r: &mut SettingsReporter<'_, '_>) {
                     r.error(
                         "invalid-setting",
                         &format!("{pointer}/{field}"),
-                        format!(
-                            "'{url}' is not a {} URL",
-                            schemes[0].trim_end_matches("://")
-                        ),
+                        format!("'{url}' is not a {} URL", schemes[0].trim_end_matches("://")),
                     );
                 }
             }
