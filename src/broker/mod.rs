@@ -2,6 +2,7 @@
 //! broker), the shared order vocabulary, the simulated broker, and [`connect`], which builds
 //! the broker of a `[brokers.<name>]` setting.
 
+pub mod alpaca;
 pub mod sim;
 pub mod types;
 
