@@ -65,6 +65,18 @@ enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Check each configured broker account: reachable, authenticated, paper or live,
+    /// status, equity, cash and buying power, open positions and orders, and drift
+    /// (positions and orders no pipeline owns, by the store's records). Changes nothing.
+    /// Exit 0 when every account answered with no drift, 1 otherwise, 2 for bad settings.
+    Brokers {
+        /// The config directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what reconciling DIR would do: pipelines added, changed (which fields), removed,
     /// and the open positions each change touches. Nothing is applied.
     Plan {
@@ -275,6 +287,10 @@ fn main() -> ExitCode {
                 let _ = writeln!(err, "ztraded: cannot start the runtime: {e}");
                 cmd::EXIT_USAGE
             }
+        },
+        Command::Brokers { dir, json } => match runtime(Some(1)) {
+            Ok(rt) => rt.block_on(cmd::brokers::run(&dir, json, &mut out, &mut err)),
+            Err(_) => cmd::EXIT_USAGE,
         },
         Command::Plan { dir, base, json } => match runtime(Some(1)) {
             Ok(rt) => rt.block_on(cmd::plan::run(

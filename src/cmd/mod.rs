@@ -1,6 +1,7 @@
 //! Command implementations behind the `ztraded` binary. Each returns the process exit code.
 
 pub mod backtest;
+pub mod brokers;
 pub mod indicators;
 pub mod plan;
 pub mod run;

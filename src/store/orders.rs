@@ -278,6 +278,22 @@ impl Store {
         })
     }
 
+    /// Every order of broker `broker`, open or not, oldest first (who owns what at a broker
+    /// that knows no pipelines).
+    pub async fn orders_of_broker(&self, broker: &str) -> Result<Vec<StoredOrder>, StoreError> {
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE broker = $1 \
+                 ORDER BY created_at, client_order_id"
+            )))
+            .bind(broker)
+            .fetch_all(pool)
+            .await
+            .map_err(q("orders", "select"))?;
+            rows.iter().map(order_from_row).collect()
+        })
+    }
+
     /// Records a fill reported by broker `broker`, once: `true` when it was new, `false`
     /// when its `fill_id` was already stored (nothing changes). The engine records fills
     /// with [`Store::record_fill`], which also writes what the fill changed.
