@@ -1005,7 +1005,8 @@ fn parse_bytes(
         let mut line = 1u64;
         let mut line_start = 0usize;
         let mut field_start = 0usize;
-        for (i, &c) in bytes.iter().enumerate() {
+        // The end of the text ends the last line like a newline.
+        for (i, &c) in bytes.iter().chain(std::iter::once(&b'\n')).enumerate() {
             match c {
                 b',' => {
                     fields.push(text.get(field_start..i).unwrap_or("").trim());
@@ -1032,19 +1033,6 @@ fn parse_bytes(
                 }
                 _ => {}
             }
-        }
-        let end = if bytes.len() > line_start && bytes[bytes.len() - 1] == b'\r' {
-            bytes.len() - 1
-        } else {
-            bytes.len()
-        };
-        if end > line_start {
-            fields.push(
-                text.get(field_start..end.max(field_start))
-                    .unwrap_or("")
-                    .trim(),
-            );
-            parser.record(line, &fields)?;
         }
     }
     if parser.layout.is_none() {
