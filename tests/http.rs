@@ -114,6 +114,7 @@ async fn start() -> Server {
 }
 
 fn client() -> reqwest::Client {
+    ztraded::install_tls_provider();
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
