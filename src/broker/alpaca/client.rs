@@ -303,7 +303,8 @@ impl RestClient {
         let what = format!("{method} {path}");
         let resp = req.send().await.map_err(|e| classify(&what, &e))?;
         let status = resp.status();
-        let wait = (status == StatusCode::TOO_MANY_REQUESTS).then(|| rate_limit_wait(&resp));
+        let wait =
+            (status == StatusCode::TOO_MANY_REQUESTS).then(|| rate_limit_wait(resp.headers()));
         let body = resp
             .bytes()
             .await
@@ -370,24 +371,34 @@ impl RestClient {
     }
 }
 
-/// The wait a 429 asks for: `X-RateLimit-Reset` (Unix seconds) or `Retry-After` (seconds).
-fn rate_limit_wait(resp: &reqwest::Response) -> Option<Duration> {
+/// The longest wait a 429 may impose before the request is tried again, whatever the server
+/// asks: a hostile or broken header must neither stall trading nor overflow a `Duration`.
+pub(crate) const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// The wait a 429 asks for, for the trading and the market-data API alike: `Retry-After`
+/// (seconds) when present, else `X-RateLimit-Reset` (Unix seconds of the reset) minus the
+/// current whole second;
+/// clamped to 0..=[`MAX_RATE_LIMIT_WAIT`]. `None` without either header.
+pub(crate) fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let header = |name: &str| {
-        resp.headers()
+        headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(|s| s.trim().to_string())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite())
     };
-    if let Some(reset) = header("x-ratelimit-reset").and_then(|s| s.parse::<f64>().ok()) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
-        return Some(Duration::from_secs_f64((reset - now).clamp(0.0, 60.0)));
+    let max = MAX_RATE_LIMIT_WAIT.as_secs_f64();
+    if let Some(secs) = header("retry-after") {
+        return Some(Duration::from_secs_f64(secs.clamp(0.0, max)));
     }
-    header("retry-after")
-        .and_then(|s| s.parse::<f64>().ok())
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)))
+    // The reset is a whole second; counting from the current whole second waits until the
+    // window has surely turned (up to one second more than the exact instant).
+    let reset = header("x-ratelimit-reset")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as f64)
+        .unwrap_or_default();
+    Some(Duration::from_secs_f64((reset - now).clamp(0.0, max)))
 }
 
 fn classify(what: &str, e: &reqwest::Error) -> AlpacaError {

@@ -6,7 +6,6 @@ use crate::config::settings::{AlpacaBroker, AlpacaFeed};
 use crate::market::{Bar, Timeframe};
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -278,29 +277,6 @@ fn error_body(body: &str) -> (Option<i64>, String) {
     }
 }
 
-/// How long a 429 asks to wait: `Retry-After` (seconds) or `X-RateLimit-Reset` (Unix
-/// seconds of the reset).
-fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .map(str::to_string)
-    };
-    if let Some(secs) = header("retry-after").and_then(|v| v.parse::<f64>().ok())
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Some(Duration::from_secs_f64(secs));
-    }
-    let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok())?;
-    let now = Utc::now().timestamp();
-    Some(Duration::from_secs(
-        u64::try_from(reset.saturating_sub(now)).unwrap_or(0).max(1),
-    ))
-}
-
 impl AlpacaData {
     /// A client for broker `name` with the given API key id and secret.
     ///
@@ -524,7 +500,7 @@ impl AlpacaData {
                 }
                 Ok(resp) => {
                     let status = resp.status();
-                    let hint = rate_limit_wait(resp.headers());
+                    let hint = crate::broker::alpaca::client::rate_limit_wait(resp.headers());
                     let body = match resp.bytes().await {
                         Ok(b) => b,
                         Err(e) => {
@@ -604,6 +580,8 @@ impl AlpacaData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::alpaca::client::rate_limit_wait;
+    use reqwest::header::HeaderMap;
 
     #[test]
     fn crypto_stream_url_keeps_the_host() {
@@ -641,5 +619,12 @@ mod tests {
         let w = rate_limit_wait(&h).unwrap();
         assert!(w >= Duration::from_secs(2) && w <= Duration::from_secs(3));
         assert_eq!(rate_limit_wait(&HeaderMap::new()), None);
+        // A header asking for years is cut to the bound, not a stall or a panic.
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "1e30".parse().unwrap());
+        assert_eq!(
+            rate_limit_wait(&h),
+            Some(crate::broker::alpaca::client::MAX_RATE_LIMIT_WAIT)
+        );
     }
 }
