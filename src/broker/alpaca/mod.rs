@@ -62,6 +62,7 @@ use crate::broker::{
     OrderPurpose, OrderState, OrderStatus, OrderType, Position, Submit, bracket_leg_id,
 };
 use crate::config::settings::AlpacaBroker as AlpacaSettings;
+use crate::market::alpaca::is_crypto;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use client::{RestClient, Retry};
@@ -742,10 +743,6 @@ fn price_str(p: Decimal) -> String {
 
 fn qty_str(q: Decimal) -> String {
     q.normalize().to_string()
-}
-
-fn is_crypto(symbol: &str) -> bool {
-    symbol.contains('/')
 }
 
 /// The `POST /v2/orders` body of a submission.
