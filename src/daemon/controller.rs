@@ -53,6 +53,42 @@ impl Controller {
         self.applied.as_ref().map(|s| s.revision.as_str())
     }
 
+    /// Records a refused revision (invalid, or refused by the removal guard): one log line
+    /// with its own hash and the running one's, the reload counter, the reconcile record
+    /// with `findings` in the store. The running revision stays.
+    async fn refuse(
+        &self,
+        set: &ConfigSet,
+        diff: serde_json::Value,
+        findings: &[crate::config::Finding],
+        now: i64,
+        started: Instant,
+    ) {
+        let metrics = &self.shared.metrics;
+        let running = self.revision().map_or("none", |r| &r[..12.min(r.len())]);
+        let errors = findings
+            .iter()
+            .filter(|f| f.severity == crate::config::Severity::Error)
+            .count();
+        error!(revision = %set.short_revision(), running, errors, "config revision refused; the running revision stays");
+        metrics.config_reloaded(ReloadResult::Refused, SystemTime::now());
+        let record = ReconcileRecord {
+            id: 0,
+            at: now,
+            revision: set.revision.clone(),
+            previous_revision: self.applied.as_ref().map(|s| s.revision.clone()),
+            result: ReconcileResult::Refused,
+            diff,
+            findings: serde_json::to_value(findings).unwrap_or_default(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        if let Err(e) = self.shared.store.record_reconcile(&record).await {
+            warn!(error = %e, "reconcile not stored");
+            metrics.store_error(crate::metrics::StoreOperation::State);
+        }
+        metrics.reconcile_finished(started.elapsed().as_secs_f64());
+    }
+
     /// Reconciles with `set`.
     pub async fn apply(&mut self, set: Arc<ConfigSet>) -> Outcome {
         let started = Instant::now();
@@ -67,23 +103,8 @@ impl Controller {
                 error!(file = %f.file, line = f.line, column = f.column, code = f.code, "{}", f.human());
             }
             let errors = set.errors();
-            error!(revision = %set.short_revision(), errors, "config revision refused; the running revision stays");
-            metrics.config_reloaded(ReloadResult::Refused, SystemTime::now());
-            let record = ReconcileRecord {
-                id: 0,
-                at: now,
-                revision: set.revision.clone(),
-                previous_revision: self.applied.as_ref().map(|s| s.revision.clone()),
-                result: ReconcileResult::Refused,
-                diff: json!({}),
-                findings: serde_json::to_value(&set.findings).unwrap_or_default(),
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            if let Err(e) = self.shared.store.record_reconcile(&record).await {
-                warn!(error = %e, "reconcile not stored");
-                metrics.store_error(crate::metrics::StoreOperation::State);
-            }
-            metrics.reconcile_finished(started.elapsed().as_secs_f64());
+            self.refuse(&set, json!({}), &set.findings, now, started)
+                .await;
             return Outcome::Refused(errors);
         }
         let new = Snapshot::of(&set);
@@ -106,23 +127,8 @@ impl Controller {
             for f in &refusals {
                 error!(code = f.code, "{}", f.human());
             }
-            let running = self.revision().map_or("none", |r| &r[..12.min(r.len())]);
-            error!(revision = %set.short_revision(), running, "config revision refused; the running revision stays");
-            metrics.config_reloaded(ReloadResult::Refused, SystemTime::now());
-            let record = ReconcileRecord {
-                id: 0,
-                at: now,
-                revision: set.revision.clone(),
-                previous_revision: self.applied.as_ref().map(|s| s.revision.clone()),
-                result: ReconcileResult::Refused,
-                diff: json!({ "changes": changes }),
-                findings: serde_json::to_value(&refusals).unwrap_or_default(),
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            if let Err(e) = self.shared.store.record_reconcile(&record).await {
-                warn!(error = %e, "reconcile not stored");
-            }
-            metrics.reconcile_finished(started.elapsed().as_secs_f64());
+            self.refuse(&set, json!({ "changes": changes }), &refusals, now, started)
+                .await;
             return Outcome::Refused(refusals.len());
         }
         for change in &changes {
