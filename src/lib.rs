@@ -21,6 +21,11 @@ pub mod risk;
 pub mod runtime;
 pub mod store;
 
+/// The hash map of the trading core's hot paths (working orders, realized P&L, the
+/// simulated broker's indexes): foldhash with a fixed seed, much cheaper than the standard
+/// SipHash for short string keys. Keys are our own ids and names, not attacker-chosen.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
 /// Installs the process-wide TLS crypto provider (rustls with `ring`) used by every HTTPS
 /// and WSS client (brokers, market data, LLM providers). Idempotent; call it before
 /// building a client.

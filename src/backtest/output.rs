@@ -397,14 +397,26 @@ fn push_u64(b: &mut Vec<u8>, mut n: u64) {
     b.extend_from_slice(&tmp[i..]);
 }
 
-/// `n` with exactly `width` digits (zero-padded; `n < 10^width`).
-fn push_padded(b: &mut Vec<u8>, n: u64, width: usize) {
-    let start = b.len();
-    push_u64(b, n);
-    let len = b.len() - start;
-    if len < width {
-        b.splice(start..start, std::iter::repeat_n(b'0', width - len));
+/// `n` with exactly `width` digits (zero-padded; `n < 10^width`, `width` ≤ 20).
+fn push_padded(b: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut tmp = [b'0'; 20];
+    let mut i = tmp.len();
+    while n >= 100 {
+        let r = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
     }
+    if n >= 10 {
+        let r = n as usize * 2;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+    } else if n > 0 {
+        i -= 1;
+        tmp[i] = b'0' + n as u8;
+    }
+    let from = tmp.len() - width.clamp(tmp.len() - i, tmp.len());
+    b.extend_from_slice(&tmp[from..]);
 }
 
 fn push_u128(b: &mut Vec<u8>, n: u128) {
@@ -417,6 +429,17 @@ fn push_u128(b: &mut Vec<u8>, n: u128) {
     }
 }
 
+/// 10^0 … 10^19.
+const TEN_POW_U64: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
 fn pow10(n: u32) -> u128 {
     10u128.pow(n)
 }
@@ -425,6 +448,16 @@ fn pow10(n: u32) -> u128 {
 fn push_scaled(b: &mut Vec<u8>, q: u128, scale: u32) {
     if scale == 0 {
         push_u128(b, q);
+        return;
+    }
+    // The common case (an amount in USD with two or four decimals) in u64 arithmetic.
+    if scale <= 19
+        && let Ok(q) = u64::try_from(q)
+    {
+        let p = TEN_POW_U64[scale as usize];
+        push_u64(b, q / p);
+        b.push(b'.');
+        push_padded(b, q % p, scale as usize);
         return;
     }
     let p = pow10(scale);

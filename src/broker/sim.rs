@@ -88,7 +88,6 @@ use rust_decimal::Decimal;
 use rust_decimal::dec;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 mod shared;
 pub use shared::SharedSimBroker;
@@ -237,6 +236,17 @@ impl Book {
         self.mark_raw.and_then(bar_price).or(self.mark)
     }
 
+    /// Takes a bar's close (a price [`bar_price`] accepts) as the mark: converted now when
+    /// positions are open (their balances are read after every bar), kept raw otherwise.
+    fn set_mark(&mut self, close: f64) {
+        if self.positions.is_empty() {
+            self.mark_raw = Some(close);
+        } else if let Some(p) = bar_price(close) {
+            self.mark = Some(p);
+            self.mark_raw = None;
+        }
+    }
+
     fn position(&self, pipeline: &str) -> Decimal {
         self.positions
             .iter()
@@ -304,10 +314,10 @@ pub struct SimBroker {
     /// Every order, indexed by submission sequence.
     orders: Vec<SimOrder>,
     /// Client order id → index into `orders`.
-    ids: HashMap<String, usize>,
+    ids: crate::FastMap<String, usize>,
     books: Vec<Book>,
     /// Symbol → index into `books`.
-    symbols: HashMap<String, usize>,
+    symbols: crate::FastMap<String, usize>,
     rng: ChaCha8Rng,
     rng_seed: u64,
 }
@@ -327,9 +337,9 @@ impl SimBroker {
             commissions: Decimal::ZERO,
             fills: 0,
             orders: Vec::new(),
-            ids: HashMap::new(),
+            ids: crate::FastMap::default(),
             books: Vec::new(),
-            symbols: HashMap::new(),
+            symbols: crate::FastMap::default(),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             rng_seed: config.seed,
         }
@@ -519,7 +529,7 @@ impl SimBroker {
         let book = &mut self.books[b];
         if book.open.is_empty() {
             if in_price_range(bar.close) {
-                book.mark_raw = Some(bar.close);
+                book.set_mark(bar.close);
             }
             return Vec::new();
         }
@@ -540,7 +550,7 @@ impl SimBroker {
         let orders = &self.orders;
         let book = &mut self.books[b];
         book.open.retain(|&i| orders[i].state.status.is_open());
-        book.mark_raw = Some(bar.close);
+        book.set_mark(bar.close);
         events
     }
 

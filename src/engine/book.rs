@@ -6,7 +6,7 @@ use super::state::PositionView;
 use super::trades::TradeRecord;
 use crate::broker::{EntryOrder, Fill, OrderPurpose, PositionSide, Side, bracket_leg_id};
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// An open trade (stored by the daemon after every fill, so that a restart re-adopts it
 /// with its stop and targets).
@@ -193,7 +193,7 @@ impl<V> PairMap<V> {
 #[derive(Clone, Debug, Default)]
 pub struct Book {
     open: PairMap<OpenTrade>,
-    pending: HashMap<String, (EntryOrder, bool, String)>,
+    pending: crate::FastMap<String, (EntryOrder, bool, String)>,
     closed: Vec<TradeRecord>,
 }
 

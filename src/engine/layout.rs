@@ -12,7 +12,7 @@ pub struct Layout {
     pub frames: Vec<FrameLayout>,
     /// `(timeframe, identifier)` → slot, for bar fields, qualified indicator outputs and
     /// unambiguous short names.
-    names: HashMap<(Timeframe, String), u32>,
+    names: crate::FastMap<(Timeframe, String), u32>,
     /// Slot of `entry_price` (the position's average entry price, NaN when flat).
     pub entry_price: u32,
     /// Slot of `bars_held` (bars of the strategy timeframe since entry, NaN when flat).
@@ -41,7 +41,7 @@ impl Layout {
     /// history to keep.
     pub fn new(wanted: &BTreeMap<Timeframe, (Vec<IndicatorSpec>, usize)>) -> Layout {
         let mut frames = Vec::with_capacity(wanted.len());
-        let mut names = HashMap::new();
+        let mut names = crate::FastMap::default();
         let mut next: u32 = 0;
         for (tf, (specs, lookback)) in wanted {
             let base = next;

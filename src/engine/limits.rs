@@ -39,13 +39,19 @@ impl LimitState {
     /// Starts a new trading day when `day` is later than the current one: counters reset,
     /// the halt clears. `cumulative_pnl` is the pipeline's P&L since it started.
     pub fn roll(&mut self, day: NaiveDate, cumulative_pnl: Decimal) {
-        if self.day.is_none_or(|d| day > d) {
+        if self.starts_day(day) {
             self.day = Some(day);
             self.executions = 0;
             self.entries = 0;
             self.day_start_pnl = cumulative_pnl;
             self.halted = None;
         }
+    }
+
+    /// Whether `day` is later than the current trading day (so [`LimitState::roll`] starts
+    /// it).
+    pub fn starts_day(&self, day: NaiveDate) -> bool {
+        self.day.is_none_or(|d| day > d)
     }
 
     /// Whether another execution may start today; the reason when not.

@@ -236,8 +236,9 @@ impl PipelineRunner {
             } => {
                 let c = self.core.compiled();
                 let (mode, be) = (c.mode, c.trade.move_stop_to_breakeven);
-                if account
-                    .submit(&broker, mode, execution_id.as_deref(), order, be)
+                // Boxed: the submit future (store writes included) is large, and every bar's
+                // step would move it otherwise.
+                if Box::pin(account.submit(&broker, mode, execution_id.as_deref(), order, be))
                     .await
                     .is_ok()
                 {
@@ -263,7 +264,7 @@ impl PipelineRunner {
                 purpose,
                 reason,
             } => {
-                let results = account.flatten(&scope, purpose).await;
+                let results = Box::pin(account.flatten(&scope, purpose)).await;
                 self.stats.orders += results
                     .iter()
                     .filter(|r| r.status != super::account::CloseStatus::Failed)
@@ -415,10 +416,16 @@ impl PipelineRunner {
                         execution_id,
                     } => {
                         let is_entry = matches!(order, Submit::Entry(_));
-                        match account
-                            .submit(&broker, mode, execution_id.as_deref(), order, be)
-                            .instrument(span.clone())
-                            .await
+                        // Boxed, as above.
+                        match Box::pin(account.submit(
+                            &broker,
+                            mode,
+                            execution_id.as_deref(),
+                            order,
+                            be,
+                        ))
+                        .instrument(span.clone())
+                        .await
                         {
                             Ok(state) => {
                                 self.stats.orders += 1;

@@ -19,7 +19,7 @@ use crate::engine::state::PositionView;
 use crate::engine::trades::TradeRecord;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// The purposes of orders that close a whole position (a second one is not sent while one
 /// works).
@@ -75,11 +75,11 @@ pub struct FlattenPlan {
 #[derive(Debug, Default)]
 pub struct Ledger {
     book: Book,
-    orders: HashMap<String, WorkingOrder>,
+    orders: crate::FastMap<String, WorkingOrder>,
     /// Client order ids of the working orders by (pipeline, symbol).
     by_position: PairMap<Vec<String>>,
     halts: BTreeMap<String, Halt>,
-    realized: HashMap<String, Decimal>,
+    realized: crate::FastMap<String, Decimal>,
     day: Option<NaiveDate>,
     day_start_equity: BTreeMap<String, Decimal>,
     accounts: BTreeMap<String, AccountState>,
@@ -485,7 +485,13 @@ impl Ledger {
 
     /// Records what broker `broker` reports now.
     pub fn set_account(&mut self, broker: &str, account: Account, positions: Vec<Position>) {
-        let state = self.accounts.entry(broker.to_string()).or_default();
+        if !self.accounts.contains_key(broker) {
+            self.accounts
+                .insert(broker.to_string(), AccountState::default());
+        }
+        let Some(state) = self.accounts.get_mut(broker) else {
+            return;
+        };
         state.account = Some(account);
         state.positions = positions;
         if self.day.is_some() && !self.day_start_equity.contains_key(broker) {

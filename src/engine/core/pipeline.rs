@@ -468,8 +468,10 @@ impl PipelineCore {
             return;
         }
         let day = self.days.date(t - 1);
-        let pnl = self.pnl(ledger);
-        self.limits.roll(day, pnl);
+        if self.limits.starts_day(day) {
+            let pnl = self.pnl(ledger);
+            self.limits.roll(day, pnl);
+        }
         let strategy_tf = self.spec.compiled.strategy_timeframe;
         let mut fire = std::mem::take(&mut self.fire);
         let mut cont = std::mem::take(&mut self.cont);
@@ -546,14 +548,14 @@ impl PipelineCore {
     }
 
     fn timers(&mut self, t: i64, ledger: &Ledger, out: &mut Vec<Intent>) {
-        let name = self.spec.compiled.name.clone();
         if let Some(end) = self.next_flatten
             && end <= t
         {
             self.next_flatten = self.next_flatten_after(t);
-            if ledger.open_trade_count(&name) > 0 || ledger.working_count(&name) > 0 {
+            let name = self.spec.compiled.name.as_str();
+            if ledger.open_trade_count(name) > 0 || ledger.working_count(name) > 0 {
                 out.push(Intent::Flatten {
-                    scope: Scope::Pipeline(name.clone()),
+                    scope: Scope::Pipeline(name.to_string()),
                     purpose: OrderPurpose::EndOfWindow,
                     reason: "flatten_at_end: the trading window ended".into(),
                 });
@@ -727,19 +729,17 @@ impl PipelineCore {
         if self.failed.is_some() {
             return;
         }
-        let c = &self.spec.compiled;
-        let name = c.name.clone();
         let pnl = self.pnl(ledger);
-        let broker = c.broker.clone();
+        let c = &self.spec.compiled;
+        let (name, broker) = (c.name.as_str(), c.broker.as_deref());
         let base = *self.base_equity.get_or_insert_with(|| {
             broker
-                .as_deref()
                 .and_then(|b| ledger.account(b))
                 .map_or(Decimal::ZERO, |a| a.equity)
         });
         // A limit reached halts entries until the next day; the status says why.
         let _ = self.limits.update_pnl(&c.limits, pnl, base);
-        if let (Some(limit), Some(b)) = (c.risk.limits.daily_loss_usd, broker.as_deref())
+        if let (Some(limit), Some(b)) = (c.risk.limits.daily_loss_usd, broker)
             && let Some(day) = ledger.day()
             && self.risk_halted != Some(day)
             && c.mode != Mode::Validation
@@ -752,7 +752,7 @@ impl PipelineCore {
                     lost.round_dp(2)
                 );
                 out.push(Intent::Halt(Halt {
-                    scope: Scope::Pipeline(name.clone()),
+                    scope: Scope::Pipeline(name.to_string()),
                     reason: reason.clone(),
                     cause: HaltCause::RiskDailyLoss,
                     since: t,
@@ -760,7 +760,7 @@ impl PipelineCore {
                 }));
                 if c.risk.limits.daily_loss_action == DailyLossAction::Flatten {
                     out.push(Intent::Flatten {
-                        scope: Scope::Pipeline(name.clone()),
+                        scope: Scope::Pipeline(name.to_string()),
                         purpose: OrderPurpose::RiskFlatten,
                         reason,
                     });
@@ -769,7 +769,7 @@ impl PipelineCore {
         }
         if self.removal == Some(true) && self.unprotected(ledger) {
             out.push(Intent::Flatten {
-                scope: Scope::Pipeline(name),
+                scope: Scope::Pipeline(name.to_string()),
                 purpose: OrderPurpose::PipelineRemoved,
                 reason: "on_remove: close".into(),
             });

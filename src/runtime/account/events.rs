@@ -66,7 +66,7 @@ impl Account {
         // Follow-ups of follow-ups are bounded by the bracket (a handful of legs).
         for _ in 0..16 {
             let events: Vec<BrokerEvent> = {
-                let mut rx = slot.events.lock().await;
+                let mut rx = lock(&slot.events);
                 let Some(rx) = rx.as_mut() else {
                     return total;
                 };
@@ -167,7 +167,7 @@ impl Account {
                     state,
                 });
             }
-            match store.write_batch(&batch).await {
+            match Box::pin(store.write_batch(&batch)).await {
                 Ok(_) => {
                     for fill in &fills {
                         info!(pipeline = %fill.pipeline, symbol = %fill.symbol, side = fill.side.as_str(), quantity = %fill.quantity, price = %fill.price, purpose = fill.purpose.as_str(), "fill");

@@ -83,7 +83,7 @@ impl Account {
                 .iter()
                 .map(|(b, x)| OrderIntent::exit(b, None, x, now))
                 .collect();
-            match store.insert_intents(&intents).await {
+            match Box::pin(store.insert_intents(&intents)).await {
                 Ok(fresh) => {
                     for (k, f) in known.iter_mut().zip(fresh) {
                         *k = !f;
@@ -192,7 +192,7 @@ impl Account {
         }
         if let Some(store) = &self.store
             && !batch.is_empty()
-            && let Err(e) = store.write_batch(&batch).await
+            && let Err(e) = Box::pin(store.write_batch(&batch)).await
         {
             self.store_failed(StoreOperation::Order, &e);
         }
@@ -244,7 +244,7 @@ impl Account {
         let cleared = lock(&self.ledger).resume(scope);
         if let Some(store) = &self.store {
             for h in &cleared {
-                if let Err(e) = store.clear_halt(&h.scope).await {
+                if let Err(e) = Box::pin(store.clear_halt(&h.scope)).await {
                     self.store_failed(StoreOperation::Journal, &e);
                 }
             }
@@ -274,7 +274,7 @@ impl Account {
         let fresh = lock(&self.ledger).halt(halt.clone());
         if halt.until.is_none()
             && let Some(store) = &self.store
-            && let Err(e) = store.set_halt(&halt.scope, &halt.reason, halt.since).await
+            && let Err(e) = Box::pin(store.set_halt(&halt.scope, &halt.reason, halt.since)).await
         {
             self.store_failed(StoreOperation::Journal, &e);
         }
@@ -325,7 +325,7 @@ impl Account {
             reason: reason.to_string(),
             result,
         };
-        if let Err(e) = store.record_intervention(&intervention).await {
+        if let Err(e) = Box::pin(store.record_intervention(&intervention)).await {
             self.store_failed(StoreOperation::Journal, &e);
         }
     }

@@ -44,7 +44,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 struct Slot {
     broker: Arc<dyn Broker>,
-    events: tokio::sync::Mutex<Option<EventStream>>,
+    events: std::sync::Mutex<Option<EventStream>>,
 }
 
 /// How an [`Account`] records what happens.
@@ -97,7 +97,7 @@ impl Account {
                 broker.name().to_string(),
                 Slot {
                     broker,
-                    events: tokio::sync::Mutex::new(events),
+                    events: std::sync::Mutex::new(events),
                 },
             );
         }
@@ -261,7 +261,7 @@ impl Account {
                 .collect()
         };
         for (broker, point) in &points {
-            if let Err(e) = store.append_equity(broker, "default", point).await {
+            if let Err(e) = Box::pin(store.append_equity(broker, "default", point)).await {
                 self.store_failed(StoreOperation::Equity, &e);
             }
         }
@@ -314,7 +314,7 @@ impl Account {
         let now = self.now();
         for (name, slot) in &self.slots {
             if let Some(state) = slot.broker.snapshot()
-                && let Err(e) = store.save_broker_state(name, &*state, now).await
+                && let Err(e) = Box::pin(store.save_broker_state(name, &*state, now)).await
             {
                 self.store_failed(StoreOperation::State, &e);
             }

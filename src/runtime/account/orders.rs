@@ -72,7 +72,7 @@ impl Account {
         let side = order.side();
         if let Some(store) = &self.store {
             let intent = OrderIntent::for_submit(broker, execution_id, &order, now);
-            match store.insert_intent(&intent).await {
+            match Box::pin(store.insert_intent(&intent)).await {
                 Ok(true) => {}
                 Ok(false) => {
                     // Written before: a re-run of the same decision after a restart.
@@ -139,7 +139,8 @@ impl Account {
                     m.order_rejected(&pipeline, "broker");
                 }
                 if let Some(store) = &self.store
-                    && let Err(se) = store.mark_intent_failed(&id, &e.to_string(), now).await
+                    && let Err(se) =
+                        Box::pin(store.mark_intent_failed(&id, &e.to_string(), now)).await
                 {
                     self.store_failed(StoreOperation::Order, &se);
                 }
@@ -154,9 +155,13 @@ impl Account {
             return;
         };
         let snapshot = self.slots.get(broker).and_then(|s| s.broker.snapshot());
-        if let Err(e) = store
-            .record_intent_submitted(&state.client_order_id, state, snapshot.as_deref(), now)
-            .await
+        if let Err(e) = Box::pin(store.record_intent_submitted(
+            &state.client_order_id,
+            state,
+            snapshot.as_deref(),
+            now,
+        ))
+        .await
         {
             self.store_failed(StoreOperation::Order, &e);
         }
