@@ -318,7 +318,7 @@ async fn removing_with_close_flattens_what_filled() {
     assert!(rig.broker.positions().await.unwrap().is_empty());
     assert!(rig.broker.open_orders().await.unwrap().is_empty());
     assert!(rig.runner.finished(&rig.account));
-    let (trades, _) = rig.account.history();
+    let (trades, _) = rig.account.take_history();
     assert_eq!(
         trades.last().unwrap().exit_reason,
         OrderPurpose::PipelineRemoved

@@ -266,6 +266,8 @@ pub async fn run(
         },
     );
     account.refresh_all().await;
+    // One point per bar batch (plus timer steps); one symbol's bars are one batch each.
+    account.reserve_history(usize::try_from(total).unwrap_or(0) / symbols.len().max(1) + 16);
     let strategy_timeframe = spec.compiled.strategy_timeframe;
     let mut runner = PipelineRunner::new(
         spec,
@@ -310,7 +312,7 @@ pub async fn run(
     if let Some(progress) = options.progress {
         progress(bars, total);
     }
-    let (trades, equity) = account.history();
+    let (trades, equity) = account.take_history();
     let initial_equity = broker_settings.initial_balance;
     let performance = Performance::compute(&trades, &equity, initial_equity, tz);
     let stats = runner.stats().clone();

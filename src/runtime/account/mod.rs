@@ -267,14 +267,23 @@ impl Account {
         }
     }
 
-    /// The closed trades and equity points kept so far (with `keep_history`).
-    pub fn history(&self) -> (Vec<TradeRecord>, Vec<EquityPoint>) {
+    /// Takes the closed trades and equity points kept so far (with `keep_history`); the
+    /// history starts empty again.
+    pub fn take_history(&self) -> (Vec<TradeRecord>, Vec<EquityPoint>) {
         match &self.history {
             Some(h) => {
-                let h = lock(h);
-                (h.trades.clone(), h.equity.clone())
+                let mut h = lock(h);
+                (std::mem::take(&mut h.trades), std::mem::take(&mut h.equity))
             }
             None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Makes room for `points` more equity points in the history (a backtest knows how
+    /// many steps it will record), so that the curve is not copied as it grows.
+    pub fn reserve_history(&self, points: usize) {
+        if let Some(h) = &self.history {
+            lock(h).equity.reserve(points);
         }
     }
 
