@@ -123,13 +123,12 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
     };
     let mut bias: Option<BiasSignal> = None;
     let mut approved = None;
-    let now_utc = crate::engine::clock::utc(input.now);
     for node in p.nodes.iter() {
         let started = explain.then(Instant::now);
         let mut cost = Decimal::ZERO;
         // (output JSON, reasoning) for the record; Err = stop the execution.
         let result: Result<(Value, String), (ExecutionStatus, String)> = match &node.step {
-            Step::TimeGate(gate) => agents::gates::time(gate, now_utc)
+            Step::TimeGate(gate) => agents::gates::time(gate, crate::engine::clock::utc(input.now))
                 .map(|()| (json!({"passed": true}), String::new()))
                 .map_err(|r| (ExecutionStatus::Skipped, r)),
             Step::Condition(program) => agents::gates::condition(program, input.feed)
