@@ -429,17 +429,6 @@ fn push_u128(b: &mut Vec<u8>, n: u128) {
     }
 }
 
-/// 10^0 … 10^19.
-const TEN_POW_U64: [u64; 20] = {
-    let mut t = [1u64; 20];
-    let mut i = 1;
-    while i < 20 {
-        t[i] = t[i - 1] * 10;
-        i += 1;
-    }
-    t
-};
-
 fn pow10(n: u32) -> u128 {
     10u128.pow(n)
 }
@@ -450,14 +439,37 @@ fn push_scaled(b: &mut Vec<u8>, q: u128, scale: u32) {
         push_u128(b, q);
         return;
     }
-    // The common case (an amount in USD with two or four decimals) in u64 arithmetic.
+    // The common case (an amount in USD with two or four decimals) in u64 arithmetic,
+    // written right to left into one buffer and appended at once.
     if scale <= 19
-        && let Ok(q) = u64::try_from(q)
+        && let Ok(mut q) = u64::try_from(q)
     {
-        let p = TEN_POW_U64[scale as usize];
-        push_u64(b, q / p);
-        b.push(b'.');
-        push_padded(b, q % p, scale as usize);
+        let mut tmp = [b'0'; 41];
+        let mut i = tmp.len();
+        let mut left = scale as usize;
+        while left >= 2 {
+            let r = (q % 100) as usize * 2;
+            q /= 100;
+            i -= 2;
+            tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+            left -= 2;
+        }
+        if left == 1 {
+            i -= 1;
+            tmp[i] = b'0' + (q % 10) as u8;
+            q /= 10;
+        }
+        i -= 1;
+        tmp[i] = b'.';
+        loop {
+            i -= 1;
+            tmp[i] = b'0' + (q % 10) as u8;
+            q /= 10;
+            if q == 0 {
+                break;
+            }
+        }
+        b.extend_from_slice(&tmp[i..]);
         return;
     }
     let p = pow10(scale);
