@@ -509,3 +509,30 @@ fn failed_executions_are_summed_up_by_reason_not_logged_one_by_one() {
     );
     assert!(!stderr.contains("execution failed"), "{stderr}");
 }
+
+/// A bar that reaches both targets fills target 1, target 2 and cancels the stop in one
+/// go: the breakeven move that target 1 asked for has nothing left to move, which is not
+/// a warning (it used to log "the stop could not be moved" twice for the shipped
+/// breakout example).
+#[test]
+fn a_stop_cancelled_in_the_bar_of_target_1_is_not_moved_or_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ztraded"))
+        .args([
+            "backtest",
+            "examples/pipelines/breakout-long-short.yaml",
+            "--out",
+        ])
+        .arg(dir.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("could not be moved"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("target_2"),
+        "the run has trades closed by target 2:\n{stdout}"
+    );
+}

@@ -6,7 +6,7 @@ use crate::config::pipeline::Mode;
 use crate::metrics::StoreOperation;
 use crate::store::OrderIntent;
 use rust_decimal::Decimal;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Why a submission did not go through.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -207,6 +207,12 @@ impl Account {
         let Some(slot) = self.slots.get(broker) else {
             return;
         };
+        // A bar can fill target 1 and close the rest of the position (target 2, the stop)
+        // before the breakeven move is sent: a stop that no longer works is not moved.
+        if lock(&self.ledger).working_order(client_order_id).is_none() {
+            debug!(%client_order_id, "stop not moved to breakeven: it no longer works");
+            return;
+        }
         match slot
             .broker
             .replace_stop(client_order_id, price, quantity)
