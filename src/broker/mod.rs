@@ -112,6 +112,12 @@ pub trait Broker: Send + Sync {
     async fn account(&self) -> Result<Account, BrokerError>;
     /// Open positions (per pipeline where the broker knows them, see [`Position`]).
     async fn positions(&self) -> Result<Vec<Position>, BrokerError>;
+    /// Balances and open positions together, as of one instant where the broker allows it
+    /// (the simulated broker: one look at its state). The default asks
+    /// [`Broker::account`], then [`Broker::positions`].
+    async fn balances(&self) -> Result<(Account, Vec<Position>), BrokerError> {
+        Ok((self.account().await?, self.positions().await?))
+    }
     /// Orders that can still execute, in submission order.
     async fn open_orders(&self) -> Result<Vec<OrderState>, BrokerError>;
     /// An order by client order id, open or not (`None`: the broker never had it).

@@ -631,7 +631,9 @@ impl SimBroker {
                 })
             })
             .collect();
-        out.sort_by(|a, b| (&a.pipeline, &a.symbol).cmp(&(&b.pipeline, &b.symbol)));
+        if out.len() > 1 {
+            out.sort_by(|a, b| (&a.pipeline, &a.symbol).cmp(&(&b.pipeline, &b.symbol)));
+        }
         out
     }
 

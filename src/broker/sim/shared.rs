@@ -109,6 +109,11 @@ impl Broker for SharedSimBroker {
         Ok(self.lock()?.positions())
     }
 
+    async fn balances(&self) -> Result<(Account, Vec<Position>), BrokerError> {
+        let broker = self.lock()?;
+        Ok((broker.account(), broker.positions()))
+    }
+
     async fn open_orders(&self) -> Result<Vec<OrderState>, BrokerError> {
         Ok(self.lock()?.open_orders())
     }

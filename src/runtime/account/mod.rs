@@ -180,14 +180,13 @@ impl Account {
         let Some(slot) = self.slots.get(broker) else {
             return;
         };
-        let (account, positions) =
-            match (slot.broker.account().await, slot.broker.positions().await) {
-                (Ok(a), Ok(p)) => (a, p),
-                (Err(e), _) | (_, Err(e)) => {
-                    warn!(%broker, error = %e, "balances not refreshed");
-                    return;
-                }
-            };
+        let (account, positions) = match slot.broker.balances().await {
+            Ok(both) => both,
+            Err(e) => {
+                warn!(%broker, error = %e, "balances not refreshed");
+                return;
+            }
+        };
         if let Some(m) = &self.metrics {
             m.set_equity(account.equity);
         }
