@@ -377,27 +377,11 @@ const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 
 const TEN_POW_19: u64 = 10_000_000_000_000_000_000;
 
-fn push_u64(b: &mut Vec<u8>, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    while n >= 100 {
-        let r = (n % 100) as usize * 2;
-        n /= 100;
-        i -= 2;
-        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
-    }
-    if n >= 10 {
-        let r = n as usize * 2;
-        i -= 2;
-        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
-    } else {
-        i -= 1;
-        tmp[i] = b'0' + n as u8;
-    }
-    b.extend_from_slice(&tmp[i..]);
+fn push_u64(b: &mut Vec<u8>, n: u64) {
+    push_padded(b, n, 1);
 }
 
-/// `n` with exactly `width` digits (zero-padded; `n < 10^width`, `width` ≤ 20).
+/// `n` with at least `width` digits (zero-padded; `width` ≤ 20).
 fn push_padded(b: &mut Vec<u8>, mut n: u64, width: usize) {
     let mut tmp = [b'0'; 20];
     let mut i = tmp.len();
