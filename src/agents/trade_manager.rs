@@ -4,7 +4,7 @@
 
 use crate::broker::{EntryOrder, ExitOrder, OrderPurpose, OrderType, Submit, client_order_id};
 use crate::config::pipeline::{Mode, TradeManagerConfig};
-use crate::domain::{Action, StrategySignal, TradeAction};
+use crate::domain::{Action, StrategySignal, TradeAction, TradeOutcome};
 use crate::engine::state::PositionView;
 use crate::risk::RiskApproved;
 use rust_decimal::Decimal;
@@ -34,7 +34,7 @@ pub fn run(
     let text = |f: &dyn Fn() -> String| if explain { f() } else { String::new() };
     let none = |reasoning: String| Decision {
         action: TradeAction {
-            outcome: "none".into(),
+            outcome: TradeOutcome::None,
             client_order_id: None,
             purpose: None,
             quantity: Decimal::ZERO,
@@ -70,9 +70,9 @@ pub fn run(
             Decision {
                 action: TradeAction {
                     outcome: if recorded {
-                        "recorded".into()
+                        TradeOutcome::Recorded
                     } else {
-                        "closed".into()
+                        TradeOutcome::Closed
                     },
                     client_order_id: Some(id),
                     purpose: Some(OrderPurpose::ExitRule),
@@ -96,7 +96,7 @@ pub fn run(
             if pending_entry && !config.allow_pyramiding {
                 return Decision {
                     action: TradeAction {
-                        outcome: "rejected".into(),
+                        outcome: TradeOutcome::Rejected,
                         client_order_id: None,
                         purpose: Some(OrderPurpose::Entry),
                         quantity: Decimal::ZERO,
@@ -112,7 +112,7 @@ pub fn run(
             {
                 return Decision {
                     action: TradeAction {
-                        outcome: "rejected".into(),
+                        outcome: TradeOutcome::Rejected,
                         client_order_id: None,
                         purpose: Some(OrderPurpose::Entry),
                         quantity: Decimal::ZERO,
@@ -131,9 +131,9 @@ pub fn run(
             let recorded = mode == Mode::Validation;
             let action = TradeAction {
                 outcome: if recorded {
-                    "recorded".into()
+                    TradeOutcome::Recorded
                 } else {
-                    "submitted".into()
+                    TradeOutcome::Submitted
                 },
                 client_order_id: Some(o.client_order_id.clone()),
                 purpose: Some(OrderPurpose::Entry),

@@ -508,7 +508,18 @@ pub fn bar_price(value: f64) -> Option<Decimal> {
     if !in_price_range(value) {
         return None;
     }
-    Some(Decimal::new((value * 1e6).round() as i64, 6).normalize())
+    // Trailing zeros dropped in i64 arithmetic (what `Decimal::normalize` does, without its
+    // 96-bit divisions); zero has no sign.
+    let mut mantissa = (value * 1e6).round() as i64;
+    if mantissa == 0 {
+        return Some(Decimal::ZERO);
+    }
+    let mut scale = 6;
+    while scale > 0 && mantissa % 10 == 0 {
+        mantissa /= 10;
+        scale -= 1;
+    }
+    Some(Decimal::new(mantissa, scale))
 }
 
 /// Whether [`bar_price`] accepts `value` (finite, magnitude below 1e12), without converting.
@@ -519,6 +530,40 @@ pub(crate) fn in_price_range(value: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast trailing-zero strip gives exactly what `Decimal::normalize` gives: the same
+    /// value and the same scale (so the same text), for prices, volumes, zero and -0.
+    #[test]
+    fn bar_price_is_the_normalized_six_place_rounding() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            100.37,
+            0.000_000_4,
+            0.000_000_5,
+            1e11,
+            -1e11,
+            999_999.999_999_5,
+        ];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let magnitude = 10f64.powi((x % 16) as i32 - 4);
+            values.push(((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * magnitude);
+            values.push(((x % 1_000_000) as f64) / 100.0);
+        }
+        for v in values {
+            let want = Decimal::new((v * 1e6).round() as i64, 6).normalize();
+            let got = bar_price(v).unwrap();
+            assert_eq!(got, want, "{v}");
+            assert_eq!(got.to_string(), want.to_string(), "{v}");
+            assert_eq!(got.scale(), want.scale(), "{v}");
+        }
+    }
 
     #[test]
     fn purposes_serialize_as_their_names() {

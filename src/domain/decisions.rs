@@ -139,12 +139,27 @@ pub struct RiskDecision {
     pub position_risk_usd: Decimal,
 }
 
+/// What a `trade_manager` node did, serialized as its lowercase name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TradeOutcome {
+    /// An entry was sent.
+    Submitted,
+    /// An exit was sent.
+    Closed,
+    /// Validation mode: the order is recorded, not sent.
+    Recorded,
+    /// The plan was refused (the risk manager rejected it, or it was not complete).
+    Rejected,
+    /// Nothing to do.
+    None,
+}
+
 /// Output of a `trade_manager` node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TradeAction {
-    /// What was done: `submitted`, `closed`, `recorded` (validation mode), `rejected`,
-    /// `none`.
-    pub outcome: String,
+    /// What was done.
+    pub outcome: TradeOutcome,
     /// Client order id of the order sent (or that would have been sent).
     pub client_order_id: Option<String>,
     /// Why the order exists.

@@ -9,7 +9,7 @@ pub mod halt;
 pub mod scope;
 
 pub use decisions::{
-    Action, Bias, BiasSignal, RiskDecision, RiskRule, StrategySignal, TradeAction,
+    Action, Bias, BiasSignal, RiskDecision, RiskRule, StrategySignal, TradeAction, TradeOutcome,
 };
 pub use halt::{Halt, HaltCause};
 pub use scope::Scope;

@@ -3,7 +3,7 @@
 
 use crate::broker::PositionSide;
 pub use crate::domain::decisions::{
-    Action, Bias, BiasSignal, RiskDecision, RiskRule, StrategySignal, TradeAction,
+    Action, Bias, BiasSignal, RiskDecision, RiskRule, StrategySignal, TradeAction, TradeOutcome,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

@@ -230,7 +230,7 @@ impl Iterator for Timeline {
 
     fn next(&mut self) -> Option<BarBatch> {
         let end = self.peek_end()?;
-        let mut bars = Vec::new();
+        let mut bars = Vec::with_capacity(self.next.len());
         for (e, i) in self.hub.series.values().zip(self.next.iter_mut()) {
             if e.ends.get(*i) == Some(&end) {
                 bars.push(BarEvent {
