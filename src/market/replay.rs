@@ -919,6 +919,20 @@ impl RowParser<'_> {
     }
 }
 
+/// The number of the first blank (empty or whitespace) line that has a non-blank line
+/// after it; blank lines at the end are allowed.
+fn first_inner_blank_line(text: &str) -> Option<u64> {
+    let mut blank = None;
+    for (i, l) in text.split('\n').enumerate() {
+        if l.trim().is_empty() {
+            blank.get_or_insert(i as u64 + 1);
+        } else if blank.is_some() {
+            return blank;
+        }
+    }
+    None
+}
+
 /// `field.trim()`, without its cost for a field that starts and ends with a printable
 /// ASCII character (almost every field of a data file).
 fn trimmed(field: &str) -> &str {
@@ -960,14 +974,11 @@ fn parse_bytes(
     if text.trim().is_empty() {
         return Err(DataError::Empty { path: file() });
     }
-    let mut blank = None;
-    for (i, l) in text.split('\n').enumerate() {
-        if l.trim().is_empty() {
-            blank.get_or_insert(i as u64 + 1);
-        } else if let Some(line) = blank {
-            return Err(DataError::BlankLine { path: file(), line });
-        }
-    }
+    // A blank line with data after it is an error, whatever else the file holds; the fast
+    // reader below checks it as it goes, and again over the whole text before it reports
+    // another error.
+    let blank_line =
+        || first_inner_blank_line(text).map(|line| DataError::BlankLine { path: file(), line });
 
     let mut parser = RowParser {
         path,
@@ -977,13 +988,12 @@ fn parse_bytes(
         // One row per line: an estimate from the first line's length avoids regrowing.
         rows: Vec::with_capacity(estimated_rows(text)),
     };
-    let lone_cr = text.contains('\r')
-        && text
-            .as_bytes()
-            .iter()
-            .enumerate()
-            .any(|(i, &c)| c == b'\r' && text.as_bytes().get(i + 1) != Some(&b'\n'));
-    if text.contains('"') || lone_cr {
+    let lone_cr = memchr::memchr_iter(b'\r', text.as_bytes())
+        .any(|i| text.as_bytes().get(i + 1) != Some(&b'\n'));
+    if memchr::memchr(b'"', text.as_bytes()).is_some() || lone_cr {
+        if let Some(e) = blank_line() {
+            return Err(e);
+        }
         // Quoted fields or old Mac line ends: the csv crate's reader.
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
@@ -1009,6 +1019,7 @@ fn parse_bytes(
         let mut line = 1u64;
         let mut line_start = 0usize;
         let mut field_start = 0usize;
+        let mut blank: Option<u64> = None;
         // A newline at `$i` ends a line; so does the end of the text (one code path for
         // every line).
         macro_rules! end_line {
@@ -1019,11 +1030,17 @@ fn parse_bytes(
                 } else {
                     i
                 };
-                if end > line_start {
+                if text.get(line_start..end).unwrap_or("").trim().is_empty() {
+                    blank.get_or_insert(line);
+                } else if let Some(line) = blank {
+                    return Err(DataError::BlankLine { path: file(), line });
+                } else {
                     fields.push(trimmed(
                         text.get(field_start..end.max(field_start)).unwrap_or(""),
                     ));
-                    parser.record(line, &fields)?;
+                    if let Err(e) = parser.record(line, &fields) {
+                        return Err(blank_line().unwrap_or(e));
+                    }
                 }
                 fields.clear();
                 line += 1;
@@ -1046,7 +1063,7 @@ fn parse_bytes(
         }
         end_line!(bytes.len());
         // (The last line's bookkeeping is not read again.)
-        let _ = (line, line_start, field_start);
+        let _ = (line, line_start, field_start, blank);
     }
     if parser.layout.is_none() {
         return Err(DataError::Empty { path: file() });
@@ -1627,6 +1644,29 @@ mod tests {
     fn trailing_blank_lines_are_allowed() {
         let csv = "Date,Open,High,Low,Close,Volume\n2012-01-03,1,1,1,1,1\n\n\r\n";
         assert_eq!(parse(csv, &ny()).unwrap().0.bars.len(), 1);
+    }
+
+    /// A blank line with data after it is reported at its line, before any other error of
+    /// the file (one before it or after it), with and without quoted fields.
+    #[test]
+    fn an_inner_blank_line_is_the_error_reported() {
+        let head = "Date,Open,High,Low,Close,Volume\n";
+        for (body, line) in [
+            ("2012-01-03,1,1,1,1,1\n\n2012-01-04,1,1,1,1,1\n", 3),
+            ("2012-01-03,1,1,1,1,1\n  \r\n2012-01-04,1,1,1,1,1\n", 3),
+            (
+                "2012-01-03,x,1,1,1,1\n2012-01-04,1,1,1,1,1\n\n2012-01-05,1,1,1,1,1",
+                4,
+            ),
+            ("2012-01-03,1,1,1,1,1\n\n2012-01-04,x,1,1,1,1\n", 3),
+            ("2012-01-03,\"1\",1,1,1,1\n\n2012-01-04,1,1,1,1,1\n", 3),
+        ] {
+            let e = parse(&format!("{head}{body}"), &ny()).unwrap_err();
+            assert!(
+                matches!(e, DataError::BlankLine { line: l, .. } if l == line),
+                "{body:?}: {e}"
+            );
+        }
     }
 
     #[test]
