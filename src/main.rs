@@ -263,17 +263,22 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 /// freed and allocated again within a second are not faulted in twice (a 500,000-bar
 /// backtest takes 46,000 page faults instead of 78,000). `MIMALLOC_PURGE_DELAY`
 /// (milliseconds) still wins.
-fn purge_freed_memory_at_once() {
+fn set_purge_delay(milliseconds: std::ffi::c_long) {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets a process-wide integer option; mimalloc reads options atomically.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, milliseconds) };
     }
 }
 
+/// mimalloc's default `purge_delay`, milliseconds (`options.c`).
+const DEFAULT_PURGE_DELAY: std::ffi::c_long = 1000;
+
 fn main() -> ExitCode {
+    // Before the first allocation of any size: the daemon's setting.
+    set_purge_delay(0);
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Run { .. }) {
-        purge_freed_memory_at_once();
+    if !matches!(cli.command, Command::Run { .. }) {
+        set_purge_delay(DEFAULT_PURGE_DELAY);
     }
     // Not locked: the daemon's log writer takes the stderr lock on other threads.
     let mut out = std::io::stdout();
