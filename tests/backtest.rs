@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::str::FromStr;
 
-fn backtest(pipeline: &str, out: &Path, extra: &[&str]) -> String {
+/// Runs `ztraded backtest PIPELINE --out OUT EXTRA...` from the repository root and
+/// answers (stdout, stderr), failing the test when it does not exit 0.
+fn backtest_with_logs(pipeline: &str, out: &Path, extra: &[&str]) -> (String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_ztraded"))
         .arg("backtest")
         .arg(pipeline)
@@ -18,7 +20,14 @@ fn backtest(pipeline: &str, out: &Path, extra: &[&str]) -> String {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
+    (
+        String::from_utf8(o.stdout).unwrap(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn backtest(pipeline: &str, out: &Path, extra: &[&str]) -> String {
+    backtest_with_logs(pipeline, out, extra).0
 }
 
 #[test]
@@ -482,22 +491,10 @@ fn minute_data_with_a_daily_strategy_writes_one_equity_row_per_day() {
 #[test]
 fn failed_executions_are_summed_up_by_reason_not_logged_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_ztraded"))
-        .args([
-            "backtest",
-            "examples/pipelines/llm-swing.yaml",
-            "--from",
-            "2015-01-01",
-        ])
-        .args(["--to", "2015-12-31", "--out"])
-        .arg(dir.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
+    let (stdout, stderr) = backtest_with_logs(
+        "examples/pipelines/llm-swing.yaml",
+        dir.path(),
+        &["--from", "2015-01-01", "--to", "2015-12-31"],
     );
     let line = stdout
         .lines()
@@ -517,20 +514,12 @@ fn failed_executions_are_summed_up_by_reason_not_logged_one_by_one() {
 #[test]
 fn a_stop_cancelled_in_the_bar_of_target_1_is_not_moved_or_warned_about() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_ztraded"))
-        .args([
-            "backtest",
-            "examples/pipelines/breakout-long-short.yaml",
-            "--out",
-        ])
-        .arg(dir.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let (stdout, stderr) = backtest_with_logs(
+        "examples/pipelines/breakout-long-short.yaml",
+        dir.path(),
+        &[],
+    );
     assert!(!stderr.contains("could not be moved"), "{stderr}");
-    let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("target_2"),
         "the run has trades closed by target 2:\n{stdout}"
