@@ -72,21 +72,38 @@ impl Controller {
             .count();
         error!(revision = %set.short_revision(), running, errors, "config revision refused; the running revision stays");
         metrics.config_reloaded(ReloadResult::Refused, SystemTime::now());
+        self.store_reconcile(set, ReconcileResult::Refused, diff, findings, now, started)
+            .await;
+        metrics.reconcile_finished(started.elapsed().as_secs_f64());
+    }
+
+    /// Stores the reconcile record of `set` (against the running revision); a store error
+    /// is logged and counted, and changes nothing else.
+    async fn store_reconcile(
+        &self,
+        set: &ConfigSet,
+        result: ReconcileResult,
+        diff: serde_json::Value,
+        findings: &[crate::config::Finding],
+        now: i64,
+        started: Instant,
+    ) {
         let record = ReconcileRecord {
             id: 0,
             at: now,
             revision: set.revision.clone(),
             previous_revision: self.applied.as_ref().map(|s| s.revision.clone()),
-            result: ReconcileResult::Refused,
+            result,
             diff,
             findings: serde_json::to_value(findings).unwrap_or_default(),
             duration_ms: started.elapsed().as_millis() as u64,
         };
         if let Err(e) = self.shared.store.record_reconcile(&record).await {
             warn!(error = %e, "reconcile not stored");
-            metrics.store_error(crate::metrics::StoreOperation::State);
+            self.shared
+                .metrics
+                .store_error(crate::metrics::StoreOperation::State);
         }
-        metrics.reconcile_finished(started.elapsed().as_secs_f64());
     }
 
     /// Reconciles with `set`.
@@ -146,20 +163,15 @@ impl Controller {
         );
         metrics.config_reloaded(ReloadResult::Applied, SystemTime::now());
         metrics.set_config_revision(&set.revision);
-        let record = ReconcileRecord {
-            id: 0,
-            at: now,
-            revision: set.revision.clone(),
-            previous_revision: self.applied.as_ref().map(|s| s.revision.clone()),
-            result: ReconcileResult::Applied,
-            diff: json!({ "changes": changes, "state": new }),
-            findings: serde_json::to_value(&set.findings).unwrap_or_default(),
-            duration_ms: started.elapsed().as_millis() as u64,
-        };
-        if let Err(e) = self.shared.store.record_reconcile(&record).await {
-            warn!(error = %e, "reconcile not stored");
-            metrics.store_error(crate::metrics::StoreOperation::State);
-        }
+        self.store_reconcile(
+            &set,
+            ReconcileResult::Applied,
+            json!({ "changes": changes, "state": new }),
+            &set.findings,
+            now,
+            started,
+        )
+        .await;
         if let Err(e) = self
             .shared
             .store
