@@ -381,10 +381,10 @@ fn push_u64(b: &mut Vec<u8>, n: u64) {
     push_padded(b, n, 1);
 }
 
-/// `n` with at least `width` digits (zero-padded; `width` ≤ 20).
-fn push_padded(b: &mut Vec<u8>, mut n: u64, width: usize) {
-    let mut tmp = [b'0'; 20];
-    let mut i = tmp.len();
+/// Writes `n` with at least `width` digits (zero-padded) into `tmp`, right-aligned to end
+/// at `end`, and answers where the digits start. `tmp[..end]` holds `b'0'`s and has room.
+fn digits_into(tmp: &mut [u8], end: usize, mut n: u64, width: usize) -> usize {
+    let mut i = end;
     while n >= 100 {
         let r = (n % 100) as usize * 2;
         n /= 100;
@@ -399,7 +399,13 @@ fn push_padded(b: &mut Vec<u8>, mut n: u64, width: usize) {
         i -= 1;
         tmp[i] = b'0' + n as u8;
     }
-    let from = tmp.len() - width.clamp(tmp.len() - i, tmp.len());
+    i.min(end - width)
+}
+
+/// `n` with at least `width` digits (zero-padded; `width` ≤ 20).
+fn push_padded(b: &mut Vec<u8>, n: u64, width: usize) {
+    let mut tmp = [b'0'; 20];
+    let from = digits_into(&mut tmp, 20, n, width);
     b.extend_from_slice(&tmp[from..]);
 }
 
@@ -426,34 +432,14 @@ fn push_scaled(b: &mut Vec<u8>, q: u128, scale: u32) {
     // The common case (an amount in USD with two or four decimals) in u64 arithmetic,
     // written right to left into one buffer and appended at once.
     if scale <= 19
-        && let Ok(mut q) = u64::try_from(q)
+        && let Ok(q) = u64::try_from(q)
     {
+        let p = 10u64.pow(scale);
         let mut tmp = [b'0'; 41];
-        let mut i = tmp.len();
-        let mut left = scale as usize;
-        while left >= 2 {
-            let r = (q % 100) as usize * 2;
-            q /= 100;
-            i -= 2;
-            tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
-            left -= 2;
-        }
-        if left == 1 {
-            i -= 1;
-            tmp[i] = b'0' + (q % 10) as u8;
-            q /= 10;
-        }
-        i -= 1;
-        tmp[i] = b'.';
-        loop {
-            i -= 1;
-            tmp[i] = b'0' + (q % 10) as u8;
-            q /= 10;
-            if q == 0 {
-                break;
-            }
-        }
-        b.extend_from_slice(&tmp[i..]);
+        let dot = digits_into(&mut tmp, 41, q % p, scale as usize) - 1;
+        tmp[dot] = b'.';
+        let from = digits_into(&mut tmp, dot, q / p, 1);
+        b.extend_from_slice(&tmp[from..]);
         return;
     }
     let p = pow10(scale);
