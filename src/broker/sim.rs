@@ -631,9 +631,7 @@ impl SimBroker {
                 })
             })
             .collect();
-        if out.len() > 1 {
-            out.sort_by(|a, b| (&a.pipeline, &a.symbol).cmp(&(&b.pipeline, &b.symbol)));
-        }
+        out.sort_by(|a, b| (&a.pipeline, &a.symbol).cmp(&(&b.pipeline, &b.symbol)));
         out
     }
 

@@ -944,10 +944,11 @@ fn trimmed(field: &str) -> &str {
 
 /// Lines in `text` (a vectorized count of its newlines, a few milliseconds for a 30 MB
 /// file): the row vector is allocated once, never copied as it grows.
-fn estimated_rows(text: &str) -> usize {
+fn line_count(text: &str) -> usize {
     memchr::memchr_iter(b'\n', text.as_bytes()).count() + 1
 }
 
+/// Parses a whole file's bytes; `path` names the file in messages and gives the symbol.
 fn parse_bytes(
     bytes: &[u8],
     path: &Path,
@@ -985,8 +986,8 @@ fn parse_bytes(
         layout: None,
         kind: None,
         warnings: Vec::new(),
-        // One row per line: an estimate from the first line's length avoids regrowing.
-        rows: Vec::with_capacity(estimated_rows(text)),
+        // At most one row per line.
+        rows: Vec::with_capacity(line_count(text)),
     };
     let lone_cr = memchr::memchr_iter(b'\r', text.as_bytes())
         .any(|i| text.as_bytes().get(i + 1) != Some(&b'\n'));

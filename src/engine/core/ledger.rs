@@ -485,15 +485,16 @@ impl Ledger {
 
     /// Records what broker `broker` reports now.
     pub fn set_account(&mut self, broker: &str, account: Account, positions: Vec<Position>) {
-        if !self.accounts.contains_key(broker) {
-            self.accounts
-                .insert(broker.to_string(), AccountState::default());
-        }
-        let Some(state) = self.accounts.get_mut(broker) else {
-            return;
+        let state = AccountState {
+            account: Some(account),
+            positions,
         };
-        state.account = Some(account);
-        state.positions = positions;
+        match self.accounts.get_mut(broker) {
+            Some(known) => *known = state,
+            None => {
+                self.accounts.insert(broker.to_string(), state);
+            }
+        }
         if self.day.is_some() && !self.day_start_equity.contains_key(broker) {
             self.day_start_equity
                 .insert(broker.to_string(), account.equity);
