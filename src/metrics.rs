@@ -66,6 +66,9 @@ pub const POSITIONS_OPEN: &str = "ztraded_positions_open";
 pub const REALIZED_PNL_DOLLARS: &str = "ztraded_realized_pnl_dollars";
 /// `ztraded_equity_dollars`: account equity in USD.
 pub const EQUITY_DOLLARS: &str = "ztraded_equity_dollars";
+/// `ztraded_broker_drift_positions{broker}`: positions at the broker that no pipeline owns,
+/// as of the last broker reconciliation.
+pub const BROKER_DRIFT_POSITIONS: &str = "ztraded_broker_drift_positions";
 /// `ztraded_emergency_closes_total{scope}`: emergency closes by [`ScopeKind`].
 pub const EMERGENCY_CLOSES_TOTAL: &str = "ztraded_emergency_closes_total";
 /// `ztraded_halts{scope}`: latched halts by [`ScopeKind`].
@@ -79,7 +82,7 @@ pub const MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS: &str =
     "ztraded_market_data_last_bar_timestamp_seconds";
 
 /// Every metric family name, in the order above. Tests check that each one is rendered.
-pub const ALL_NAMES: [&str; 18] = [
+pub const ALL_NAMES: [&str; 19] = [
     BUILD_INFO,
     CONFIG_RELOADS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
@@ -95,6 +98,7 @@ pub const ALL_NAMES: [&str; 18] = [
     REALIZED_PNL_DOLLARS,
     EQUITY_DOLLARS,
     EMERGENCY_CLOSES_TOTAL,
+    BROKER_DRIFT_POSITIONS,
     HALTS,
     STORE_ERRORS_TOTAL,
     MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS,
@@ -311,6 +315,7 @@ pub struct Metrics {
     halts: IntGaugeVec,
     store_errors: IntCounterVec,
     last_bar: prometheus::GaugeVec,
+    drift: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -717,7 +722,20 @@ impl Metrics {
                 &["symbol", "timeframe"],
             ),
         )?;
+        let drift = register(
+            &r,
+            BROKER_DRIFT_POSITIONS,
+            IntGaugeVec::new(
+                Opts::new(
+                    BROKER_DRIFT_POSITIONS,
+                    "Positions at the broker that no pipeline owns (drift: reported, never \
+                     touched), by broker, as of the last broker reconciliation.",
+                ),
+                &["broker"],
+            ),
+        )?;
         let m = Metrics {
+            drift,
             registry: r,
             store_errors,
             last_bar,
@@ -837,6 +855,13 @@ impl Metrics {
     pub fn set_realized_pnl(&self, pipeline: &str, usd: Decimal) {
         self.per_pipeline
             .with(pipeline, |s| s.realized_pnl = dollars(usd));
+    }
+
+    /// Sets the number of positions at `broker` that no pipeline owns.
+    pub fn set_drift_positions(&self, broker: &str, count: usize) {
+        self.drift
+            .with_label_values(&[broker])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Sets the account equity, in USD.

@@ -254,6 +254,7 @@ pub async fn run(
         &BrokerSettings::Simulated(broker_settings.clone()),
         Arc::new(move || broker_clock.now().timestamp()),
         None,
+        Vec::new(),
     )
     .map_err(|e| BacktestError::Unsupported(e.to_string()))?;
     let account = Account::new(

@@ -35,6 +35,11 @@ pub enum BrokerError {
     /// ([`Broker::order`]) before doing anything else; never submit it again blindly.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The broker refused our credentials (Alpaca: HTTP 401). Nothing executed; nothing
+    /// will until the keys are fixed and the daemon restarted: the pipelines on this
+    /// broker fail with the reason.
+    #[error("{0}")]
+    Unauthorized(String),
     /// This build cannot connect to this kind of broker.
     #[error("{0}")]
     Unsupported(String),
@@ -51,6 +56,10 @@ pub struct Capabilities {
     /// The broker closes every position and cancels every open order of the account in one
     /// request ([`Broker::close_all`]); the emergency close with scope `all` uses it.
     pub bulk_close: bool,
+    /// The broker's events arrive on their own (a real broker's order stream), not only in
+    /// answer to [`Broker::on_bar`]: the daemon books them as they arrive. The simulated
+    /// broker's events follow from the bars it is given, and are booked with them.
+    pub streams: bool,
 }
 
 /// One symbol's answer to [`Broker::close_all`].
@@ -167,15 +176,19 @@ pub type Now = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Builds the broker of setting `[brokers.<name>]`. A simulated broker continues from
 /// `saved` (its [`Broker::snapshot`] from the store) when given and readable; it takes its
-/// submission times from `now`.
+/// submission times from `now`. An Alpaca broker reads its keys from the environment
+/// variables the settings name and knows the store's orders of this broker (`known`: which
+/// pipeline owns which order and position).
 ///
 /// # Errors
-/// [`BrokerError::Unsupported`] for a kind this build does not connect.
+/// [`BrokerError::Unsupported`] for a kind this build does not connect, or an Alpaca key
+/// variable that is not set.
 pub fn connect(
     name: &str,
     settings: &BrokerSettings,
     now: Now,
     saved: Option<serde_json::Value>,
+    known: Vec<OrderState>,
 ) -> Result<Arc<dyn Broker>, BrokerError> {
     match settings {
         BrokerSettings::Simulated(config) => {
@@ -192,6 +205,7 @@ pub fn connect(
             };
             Ok(Arc::new(sim::SharedSimBroker::new(broker, now)))
         }
+        BrokerSettings::Alpaca(config) => alpaca::connect_alpaca(name, config, known),
         other => Err(BrokerError::Unsupported(format!(
             "broker {name}: {} accounts are not connected by this build; run the pipelines that use it in simulation or validation mode",
             other.kind()

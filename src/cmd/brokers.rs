@@ -185,7 +185,7 @@ async fn check(name: &str, settings: &BrokerSettings, store: Option<&Store>) -> 
                 None => None,
             };
             let now: crate::broker::Now = Arc::new(|| chrono::Utc::now().timestamp());
-            match crate::broker::connect(name, settings, now, saved) {
+            match crate::broker::connect(name, settings, now, saved, Vec::new()) {
                 Ok(b) => read(&mut c, b.as_ref()).await,
                 Err(e) => c.error = Some(e.to_string()),
             }

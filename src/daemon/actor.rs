@@ -69,6 +69,9 @@ pub struct Shared {
     pub tz: chrono_tz::Tz,
     /// The actors, their symbols and their next timers.
     pub registry: Arc<Registry>,
+    /// The live market loop, which warms up symbols before their pipelines start (`None`
+    /// in replay: the replay data holds every bar).
+    pub live: Option<super::live::LiveMarket>,
 }
 
 impl Shared {

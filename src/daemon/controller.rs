@@ -148,6 +148,9 @@ impl Controller {
                 .await;
             return Outcome::Refused(refusals.len());
         }
+        if let Some(live) = self.shared.live.clone() {
+            live.prepare(self.data_needs(&changes, &set)).await;
+        }
         for change in &changes {
             self.apply_change(change, &set).await;
         }
@@ -185,6 +188,39 @@ impl Controller {
         self.reap();
         metrics.reconcile_finished(started.elapsed().as_secs_f64());
         Outcome::Applied(changes)
+    }
+
+    /// What the pipelines `changes` start or change read of the market, per symbol (the
+    /// finest and coarsest timeframes and the longest lookback over them).
+    fn data_needs(
+        &self,
+        changes: &[Change],
+        set: &ConfigSet,
+    ) -> BTreeMap<String, crate::engine::core::DataNeed> {
+        let mut needs: BTreeMap<String, crate::engine::core::DataNeed> = BTreeMap::new();
+        for change in changes {
+            if !matches!(
+                change.kind,
+                ChangeKind::Added | ChangeKind::Enabled | ChangeKind::Changed
+            ) {
+                continue;
+            }
+            let Ok(spec) = self.actor_config(&change.pipeline, set) else {
+                continue;
+            };
+            let need = spec.data_need();
+            for symbol in &spec.symbols {
+                needs
+                    .entry(symbol.clone())
+                    .and_modify(|n| {
+                        n.finest = n.finest.min(need.finest);
+                        n.coarsest = n.coarsest.max(need.coarsest);
+                        n.lookback = n.lookback.max(need.lookback);
+                    })
+                    .or_insert(need);
+            }
+        }
+        needs
     }
 
     fn actor_config(&self, name: &str, set: &ConfigSet) -> Result<PipelineSpec, String> {

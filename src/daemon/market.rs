@@ -84,37 +84,7 @@ impl MarketLoop {
     }
 
     async fn step(&self, t: i64, batch: Option<Arc<BarBatch>>) {
-        let symbols: Vec<&str> = match &batch {
-            Some(b) => {
-                self.account.on_bars(b, self.tz).await;
-                if let Some(m) = self.account.metrics() {
-                    for e in &b.bars {
-                        m.set_last_bar(&e.symbol, e.timeframe.as_str(), b.end);
-                    }
-                }
-                b.bars.iter().map(|e| &*e.symbol).collect()
-            }
-            None => {
-                self.account.roll_day(t, self.tz);
-                Vec::new()
-            }
-        };
-        for (name, tx) in self.registry.due(t, &symbols) {
-            let (done, answer) = oneshot::channel();
-            let message = Message::Step {
-                t,
-                batch: batch.clone(),
-                done,
-            };
-            if tx.send(message).await.is_err() {
-                continue;
-            }
-            match answer.await {
-                Ok(wake) => self.registry.set_wake(&name, wake),
-                Err(_) => self.registry.set_wake(&name, None),
-            }
-        }
-        self.account.record_equity(t).await;
+        deliver(&self.account, &self.registry, self.tz, t, batch).await;
         if let Some(store) = self.account.store()
             && let Err(e) = store
                 .set_state(REPLAY_CURSOR_KEY, &serde_json::json!(t), t)
@@ -126,4 +96,48 @@ impl MarketLoop {
             }
         }
     }
+}
+
+/// One step of the market at instant `t` (Unix seconds), replay and live alike: the brokers
+/// get the bars that closed then (`batch`), each concerned pipeline takes the step in name
+/// order, one after the other, each finishing its executions and orders before the next
+/// starts; then equity is recorded.
+pub async fn deliver(
+    account: &Account,
+    registry: &Registry,
+    tz: chrono_tz::Tz,
+    t: i64,
+    batch: Option<Arc<BarBatch>>,
+) {
+    let symbols: Vec<&str> = match &batch {
+        Some(b) => {
+            account.on_bars(b, tz).await;
+            if let Some(m) = account.metrics() {
+                for e in &b.bars {
+                    m.set_last_bar(&e.symbol, e.timeframe.as_str(), b.end);
+                }
+            }
+            b.bars.iter().map(|e| &*e.symbol).collect()
+        }
+        None => {
+            account.roll_day(t, tz);
+            Vec::new()
+        }
+    };
+    for (name, tx) in registry.due(t, &symbols) {
+        let (done, answer) = oneshot::channel();
+        let message = Message::Step {
+            t,
+            batch: batch.clone(),
+            done,
+        };
+        if tx.send(message).await.is_err() {
+            continue;
+        }
+        match answer.await {
+            Ok(wake) => registry.set_wake(&name, wake),
+            Err(_) => registry.set_wake(&name, None),
+        }
+    }
+    account.record_equity(t).await;
 }

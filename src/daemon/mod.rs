@@ -12,13 +12,14 @@
 pub mod actor;
 pub mod control;
 pub mod controller;
+pub mod live;
 pub mod market;
 pub mod registry;
 
 use crate::config::load::{ConfigSet, load_dir_with_env, load_settings_of, process_env};
 use crate::config::semantic::{StartPoint, parse_start};
 use crate::config::settings::MarketDataSource;
-use crate::engine::clock::{Clock, ReplayClock};
+use crate::engine::clock::{Clock, ReplayClock, WallClock};
 use crate::http::{HttpState, Readiness};
 use crate::market::replay::ReplayOptions;
 use crate::metrics::Metrics;
@@ -103,50 +104,26 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         .timezone
         .parse()
         .unwrap_or(chrono_tz::America::New_York);
-    if settings.market_data.source != MarketDataSource::Replay {
-        return Err(DaemonError::MarketData(format!(
-            "market data source {:?} is not connected by this daemon build; use source = \"replay\"",
-            settings.market_data.source
-        )));
-    }
     if !settings.bus.url.starts_with("memory://") {
         warn!(bus = %settings.bus.url, "this version keeps signals and work in process; the shared bus is not used");
     }
-    let data_dir = dir.join(&settings.market_data.path);
-    let hub = Arc::new(
-        ReplayHub::load(
-            &data_dir,
-            &ReplayOptions {
-                timezone: tz,
-                stamp: settings.market_data.timestamps,
-            },
-        )
-        .map_err(|e| DaemonError::MarketData(e.to_string()))?,
-    );
-    let configured_start = match settings.market_data.start.as_deref().and_then(parse_start) {
-        Some(StartPoint::Date(d)) => {
-            Some(crate::market::timeframe::local_midnight(tz, d).timestamp())
+    // Live data (Alpaca) on the wall clock, or the replay data on the simulated clock.
+    let live_data = match settings.market_data.source {
+        MarketDataSource::Replay => None,
+        MarketDataSource::Alpaca => Some(alpaca_data(&settings)?),
+        other => {
+            return Err(DaemonError::MarketData(format!(
+                "market data source {other:?} is not connected by this daemon build; use source = \"replay\" or \"alpaca\""
+            )));
         }
-        Some(StartPoint::Time(t)) => Some(t.timestamp()),
-        None => None,
     };
-    let cursor = store
-        .get_state(REPLAY_CURSOR_KEY)
-        .await?
-        .and_then(|v| v.as_i64());
-    let start = match (cursor, configured_start) {
-        (Some(c), Some(s)) => c.max(s),
-        (Some(c), None) => c,
-        (None, Some(s)) => s,
-        (None, None) => hub.first_end().unwrap_or(0),
+    let (clock, replay): (Arc<dyn Clock>, Option<Replay>) = match &live_data {
+        Some(_) => (Arc::new(WallClock), None),
+        None => {
+            let replay = replay_setup(&dir, &settings, tz, &store).await?;
+            (Arc::clone(&replay.clock) as Arc<dyn Clock>, Some(replay))
+        }
     };
-    if cursor.is_some() {
-        info!(at = %crate::engine::clock::utc(start), "replay resumes where the last run stopped");
-    }
-    let clock = Arc::new(ReplayClock::new(
-        crate::engine::clock::utc(start),
-        settings.market_data.speed,
-    ));
     // Brokers and the ledger. A broker this build cannot connect fails its pipelines (with
     // the reason); the others run.
     let mut brokers = Vec::new();
@@ -155,7 +132,17 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         let saved = store.load_broker_state(name).await?.map(|s| s.state);
         let broker_clock = Arc::clone(&clock);
         let now: crate::broker::Now = Arc::new(move || broker_clock.now().timestamp());
-        match crate::broker::connect(name, b, now, saved) {
+        // A real broker learns which of its orders are ours (and whose) from the store.
+        let known = match b {
+            crate::config::settings::BrokerSettings::Simulated(_) => Vec::new(),
+            _ => store
+                .orders_of_broker(name)
+                .await?
+                .into_iter()
+                .map(|o| o.state)
+                .collect(),
+        };
+        match crate::broker::connect(name, b, now, saved, known) {
             Ok(broker) => brokers.push(broker),
             Err(e) => {
                 warn!(broker = %name, reason = %e, "broker not connected; the pipelines that use it fail");
@@ -163,12 +150,12 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
             }
         }
     }
-    let mut account = Account::new(
+    let account = Account::new(
         brokers,
         AccountOptions {
             store: Some(store.clone()),
             metrics: Some(Arc::clone(&metrics)),
-            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            clock: Arc::clone(&clock),
             keep_history: false,
         },
     );
@@ -177,6 +164,21 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     }
     account.recover().await?;
     let account = Arc::new(account);
+    // Real brokers: their order events are booked as they arrive, and they are reconciled
+    // now and every `broker_interval`.
+    let event_tasks = account.watch_events();
+    let streaming: Vec<String> = account
+        .broker_names()
+        .into_iter()
+        .filter(|n| {
+            account
+                .broker(n)
+                .is_some_and(|b| b.capabilities().streams)
+        })
+        .collect();
+    for name in &streaming {
+        account.reconcile_broker(name).await;
+    }
     let registry = Arc::new(Registry::default());
     // HTTP.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -203,12 +205,36 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
             error!(error = %e, "http server failed");
         }
     });
+    // The live market loop (it warms up symbols before their pipelines start).
+    let (history, live, live_task): (
+        Arc<dyn crate::engine::core::History>,
+        Option<live::LiveMarket>,
+        Option<tokio::task::JoinHandle<()>>,
+    ) = match (&replay, live_data) {
+        (Some(r), _) => (Arc::clone(&r.hub) as _, None, None),
+        (None, Some(data)) => {
+            let hub = Arc::new(crate::runtime::LiveHub::new(tz));
+            let calendar = alpaca_calendar(&data).await;
+            let (handle, task) = live::LiveLoop {
+                data,
+                hub: Arc::clone(&hub),
+                account: Arc::clone(&account),
+                registry: Arc::clone(&registry),
+                calendar,
+                tz,
+            }
+            .spawn(shutdown_rx.clone());
+            (hub as _, Some(handle), Some(task))
+        }
+        (None, None) => unreachable!("replay or live data"),
+    };
     // Actors and the reconciler.
     let shared = Arc::new(Shared {
+        live,
         account: Arc::clone(&account),
         store: store.clone(),
         metrics: Arc::clone(&metrics),
-        history: Arc::clone(&hub) as Arc<dyn crate::engine::core::History>,
+        history,
         statuses: std::sync::Mutex::new(Default::default()),
         llm: Arc::new(crate::agents::NoLlm),
         tz,
@@ -252,18 +278,49 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     watcher.release(&initial);
     let resync = watcher.resync_handle();
     // Market loop.
-    let market = tokio::spawn(
-        market::MarketLoop {
-            hub: Arc::clone(&hub),
-            account: Arc::clone(&account),
-            registry: Arc::clone(&registry),
-            clock: Arc::clone(&clock),
-            tz,
-            start,
+    let market = match (replay, live_task) {
+        (Some(r), _) => {
+            info!(dir = %dir.display(), listen = %settings.http.listen, speed = settings.market_data.speed, start = %crate::engine::clock::utc(r.start), "ztraded running");
+            tokio::spawn(
+                market::MarketLoop {
+                    hub: r.hub,
+                    account: Arc::clone(&account),
+                    registry: Arc::clone(&registry),
+                    clock: r.clock,
+                    tz,
+                    start: r.start,
+                }
+                .run(shutdown_rx.clone()),
+            )
         }
-        .run(shutdown_rx.clone()),
-    );
-    info!(dir = %dir.display(), listen = %settings.http.listen, speed = settings.market_data.speed, start = %crate::engine::clock::utc(start), "ztraded running");
+        (None, Some(task)) => {
+            info!(dir = %dir.display(), listen = %settings.http.listen, source = ?settings.market_data.source, "ztraded running on live market data");
+            task
+        }
+        (None, None) => unreachable!("replay or live data"),
+    };
+    // Broker reconciliation every `broker_interval`.
+    let reconciler = {
+        let account = Arc::clone(&account);
+        let interval = settings.reconcile.broker_interval.0.max(Duration::from_secs(1));
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            if streaming.is_empty() {
+                return;
+            }
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            loop {
+                tokio::select! {
+                    _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                    _ = tick.tick() => {
+                        for name in &streaming {
+                            account.reconcile_broker(name).await;
+                        }
+                    }
+                }
+            }
+        })
+    };
     // Signals.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| DaemonError::Http(e.to_string()))?;
@@ -292,7 +349,11 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     let _ = shutdown_tx.send(true);
     watcher.stop().await;
     let _ = market.await;
+    let _ = reconciler.await;
     controller.stop_all(SHUTDOWN_GRACE).await;
+    for t in event_tasks {
+        t.abort();
+    }
     match store.mark_running_interrupted().await {
         Ok(n) if n > 0 => warn!(count = n, "executions interrupted by the shutdown"),
         Ok(_) => {}
@@ -306,6 +367,110 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The replay: its data, its simulated clock and where it starts.
+struct Replay {
+    hub: Arc<ReplayHub>,
+    clock: Arc<ReplayClock>,
+    start: i64,
+}
+
+/// Loads the replay data and sets the simulated clock where the replay starts: the later of
+/// `[market_data] start` and where the last run stopped (the stored cursor), else the first
+/// bar.
+async fn replay_setup(
+    dir: &Path,
+    settings: &crate::config::settings::Settings,
+    tz: chrono_tz::Tz,
+    store: &Store,
+) -> Result<Replay, DaemonError> {
+    let data_dir = dir.join(&settings.market_data.path);
+    let hub = Arc::new(
+        ReplayHub::load(
+            &data_dir,
+            &ReplayOptions {
+                timezone: tz,
+                stamp: settings.market_data.timestamps,
+            },
+        )
+        .map_err(|e| DaemonError::MarketData(e.to_string()))?,
+    );
+    let configured_start = match settings.market_data.start.as_deref().and_then(parse_start) {
+        Some(StartPoint::Date(d)) => {
+            Some(crate::market::timeframe::local_midnight(tz, d).timestamp())
+        }
+        Some(StartPoint::Time(t)) => Some(t.timestamp()),
+        None => None,
+    };
+    let cursor = store
+        .get_state(REPLAY_CURSOR_KEY)
+        .await?
+        .and_then(|v| v.as_i64());
+    let start = match (cursor, configured_start) {
+        (Some(c), Some(s)) => c.max(s),
+        (Some(c), None) => c,
+        (None, Some(s)) => s,
+        (None, None) => hub.first_end().unwrap_or(0),
+    };
+    if cursor.is_some() {
+        info!(at = %crate::engine::clock::utc(start), "replay resumes where the last run stopped");
+    }
+    let clock = Arc::new(ReplayClock::new(
+        crate::engine::clock::utc(start),
+        settings.market_data.speed,
+    ));
+    Ok(Replay { hub, clock, start })
+}
+
+/// The Alpaca market data client of `[market_data] broker`, with the keys from the
+/// environment.
+fn alpaca_data(
+    settings: &crate::config::settings::Settings,
+) -> Result<crate::market::alpaca::AlpacaData, DaemonError> {
+    let Some(name) = settings.market_data.broker.as_deref() else {
+        return Err(DaemonError::MarketData(
+            "[market_data] source = \"alpaca\" needs broker = \"<name>\" naming an [brokers.<name>] of kind alpaca".into(),
+        ));
+    };
+    match settings.brokers.get(name) {
+        Some(crate::config::settings::BrokerSettings::Alpaca(a)) => {
+            crate::market::alpaca::AlpacaData::from_env(name, a)
+                .map_err(|e| DaemonError::MarketData(e.to_string()))
+        }
+        _ => Err(DaemonError::MarketData(format!(
+            "[market_data] broker = \"{name}\" is not an [brokers.{name}] of kind alpaca"
+        ))),
+    }
+}
+
+/// Alpaca's trading calendar from a week ago to three months ahead (half days and
+/// unscheduled closures), its differences from our NYSE calendar logged; our calendar when
+/// it cannot be read. Also logs Alpaca's market clock.
+async fn alpaca_calendar(
+    data: &crate::market::alpaca::AlpacaData,
+) -> Arc<dyn crate::market::live::SessionCalendar> {
+    match data.clock().await {
+        Ok(c) => info!(is_open = c.is_open, next_open = %c.next_open, next_close = %c.next_close, "alpaca market clock"),
+        Err(e) => warn!(error = %e, "alpaca market clock not read"),
+    }
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (
+        today - chrono::Duration::days(7),
+        today + chrono::Duration::days(90),
+    );
+    match data.calendar(from, to).await {
+        Ok(c) => {
+            for d in c.differences(&crate::market::calendar::UsEquityCalendar) {
+                warn!(difference = %d, "alpaca's calendar differs from the NYSE calendar; alpaca's is used for its accounts");
+            }
+            Arc::new(c)
+        }
+        Err(e) => {
+            warn!(error = %e, "alpaca calendar not read; sessions follow the NYSE calendar");
+            Arc::new(crate::market::calendar::UsEquityCalendar)
+        }
+    }
 }
 
 /// The revision the last run applied, rebuilt from the files kept in the store (under

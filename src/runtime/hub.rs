@@ -150,6 +150,18 @@ impl ReplayHub {
             .collect()
     }
 
+    /// `symbol`'s bars that closed at or before `until` (Unix seconds), with their period
+    /// ends (empty for an unknown symbol).
+    pub fn bars_until(&self, symbol: &str, until: i64) -> (&[Bar], &[i64]) {
+        match self.series.get(symbol) {
+            Some(e) => {
+                let n = e.ends.partition_point(|x| *x <= until);
+                (&e.series.bars[..n], &e.ends[..n])
+            }
+            None => (&[], &[]),
+        }
+    }
+
     /// The batches that close after `after`, in time order.
     pub fn batches_after(self: &Arc<Self>, after: i64) -> Timeline {
         let next = self
@@ -169,14 +181,14 @@ impl History for ReplayHub {
         self.series.get(symbol).map(|e| e.series.timeframe)
     }
 
-    fn bars_until(&self, symbol: &str, until: i64) -> (&[Bar], &[i64]) {
-        match self.series.get(symbol) {
-            Some(e) => {
-                let n = e.ends.partition_point(|x| *x <= until);
-                (&e.series.bars[..n], &e.ends[..n])
-            }
-            None => (&[], &[]),
-        }
+    fn recent_bars(&self, symbol: &str, until: i64, n: usize) -> Vec<(Bar, i64)> {
+        let (bars, ends) = self.bars_until(symbol, until);
+        let from = bars.len().saturating_sub(n);
+        bars[from..]
+            .iter()
+            .cloned()
+            .zip(ends[from..].iter().copied())
+            .collect()
     }
 
     fn daily_closes(&self, symbol: &str, until: i64, n: usize) -> Vec<f64> {

@@ -5,9 +5,11 @@
 
 pub mod account;
 pub mod hub;
+pub mod live;
 pub mod runner;
 pub mod spec;
 
 pub use account::{Account, AccountOptions};
 pub use hub::ReplayHub;
+pub use live::LiveHub;
 pub use runner::{PipelineRunner, RunStats};

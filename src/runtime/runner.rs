@@ -122,7 +122,7 @@ impl PipelineRunner {
         {
             let reason = account
                 .unavailable(&b)
-                .map_or_else(|| format!("broker {b} is not configured"), str::to_string);
+                .unwrap_or_else(|| format!("broker {b} is not configured"));
             core.fail(reason);
         }
     }
@@ -161,6 +161,10 @@ impl PipelineRunner {
     /// A step at `t` with the bars that closed then (already processed by the account's
     /// brokers): see [`PipelineCore::step`].
     pub async fn step(&mut self, t: i64, bars: &[BarEvent], account: &Account) {
+        // A broker that refused our keys since the start fails its pipelines.
+        if account.any_unavailable() && self.core.failed().is_none() {
+            Self::check_broker(&mut self.core, account);
+        }
         {
             let mut ledger = account.ledger();
             self.core.step(t, bars, &mut ledger, &mut self.intents);

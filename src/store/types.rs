@@ -237,6 +237,12 @@ pub enum InterventionKind {
     RiskHalt,
     /// A pipeline was removed or disabled and its `on_remove` ran.
     PipelineRemoved,
+    /// The broker reconciliation found an open position of ours without a working stop and
+    /// placed one.
+    StopReplaced,
+    /// The broker reconciliation found positions or orders at the broker that no pipeline
+    /// owns (reported, never touched).
+    BrokerDrift,
 }
 
 impl InterventionKind {
@@ -249,6 +255,8 @@ impl InterventionKind {
             InterventionKind::Budget => "budget",
             InterventionKind::RiskHalt => "risk_halt",
             InterventionKind::PipelineRemoved => "pipeline_removed",
+            InterventionKind::StopReplaced => "stop_replaced",
+            InterventionKind::BrokerDrift => "broker_drift",
         }
     }
 }

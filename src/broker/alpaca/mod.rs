@@ -559,7 +559,7 @@ impl Inner {
 
     fn unavailable(&self, e: &AlpacaError) -> BrokerError {
         if e.is_auth() {
-            BrokerError::Unavailable(self.auth_message(e))
+            BrokerError::Unauthorized(self.auth_message(e))
         } else {
             BrokerError::Unavailable(format!("broker {}: {e}", self.name))
         }
@@ -1031,6 +1031,7 @@ impl Broker for AlpacaBroker {
         Capabilities {
             brackets: true,
             bulk_close: true,
+            streams: true,
         }
     }
 

@@ -10,7 +10,7 @@ pub mod ledger;
 pub mod pipeline;
 
 pub use ledger::{Applied, FlattenPlan, Ledger, WorkingOrder};
-pub use pipeline::{CoreCommand, PipelineCore, PipelineSpec, SignalOutcome, Status};
+pub use pipeline::{CoreCommand, DataNeed, PipelineCore, PipelineSpec, SignalOutcome, Status};
 
 use crate::broker::{OrderPurpose, Submit};
 use crate::domain::{Halt, Scope};
@@ -144,9 +144,10 @@ pub struct BarBatch {
 pub trait History: Send + Sync {
     /// The timeframe of `symbol`'s data, `None` when there is no data for it.
     fn timeframe(&self, symbol: &str) -> Option<Timeframe>;
-    /// `symbol`'s bars that closed at or before `until` (Unix seconds), with their period
-    /// ends.
-    fn bars_until(&self, symbol: &str, until: i64) -> (&[Bar], &[i64]);
+    /// The last `n` of `symbol`'s bars that closed at or before `until` (Unix seconds), in
+    /// time order, each with its period end (Unix seconds). Owned: a live source keeps its
+    /// bars behind a lock.
+    fn recent_bars(&self, symbol: &str, until: i64, n: usize) -> Vec<(Bar, i64)>;
     /// The last `n` daily closes of `symbol` at or before `until` (the close of each local
     /// trading day, for daily and intraday data alike).
     fn daily_closes(&self, symbol: &str, until: i64, n: usize) -> Vec<f64>;

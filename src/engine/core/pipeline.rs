@@ -73,6 +73,42 @@ pub struct PipelineSpec {
     pub picker: Option<(CompiledScanner, u32)>,
 }
 
+/// What a pipeline needs of a live source for each of its symbols: bars of the finest
+/// timeframe it reads (the data timeframe), going back far enough to warm up its
+/// indicators on its coarsest timeframe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataNeed {
+    /// The finest timeframe read (layout frames, trigger, stock picker).
+    pub finest: Timeframe,
+    /// The coarsest timeframe read.
+    pub coarsest: Timeframe,
+    /// Bars of the coarsest timeframe the indicators need (the configured lookback).
+    pub lookback: usize,
+}
+
+impl PipelineSpec {
+    /// See [`DataNeed`].
+    pub fn data_need(&self) -> DataNeed {
+        let c = &self.compiled;
+        let mut frames: Vec<Timeframe> = c.layout.frames.iter().map(|f| f.timeframe).collect();
+        if let Some(b) = &c.trigger.bar_close {
+            frames.push(b.timeframe);
+        }
+        if let Some(tf) = c.strategy_timeframe {
+            frames.push(tf);
+        }
+        if let Some((scanner, _)) = &self.picker {
+            frames.extend(scanner.layout.frames.iter().map(|f| f.timeframe));
+            frames.push(scanner.timeframe);
+        }
+        DataNeed {
+            finest: frames.iter().copied().min().unwrap_or(Timeframe::D1),
+            coarsest: frames.iter().copied().max().unwrap_or(Timeframe::D1),
+            lookback: c.warmup_bars,
+        }
+    }
+}
+
 /// A pipeline's status, as `ztraded_pipelines{state}` counts them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -304,7 +340,6 @@ impl PipelineCore {
                     continue;
                 }
             };
-            let (bars, ends) = history.bars_until(symbol, now);
             // Enough history for the indicators: the configured lookback of the coarsest
             // timeframe, counted in data bars.
             let coarsest = c
@@ -316,15 +351,15 @@ impl PipelineCore {
                 .unwrap_or(tf.nominal_seconds());
             let ratio = (coarsest / tf.nominal_seconds()).max(1) as usize;
             let want = c.warmup_bars.saturating_mul(ratio).saturating_add(ratio);
-            let from = bars.len().saturating_sub(want);
+            let recent = history.recent_bars(symbol, now, want);
             let mut feed = feed;
-            for (bar, end) in bars[from..].iter().zip(&ends[from..]) {
+            for (bar, end) in &recent {
                 feed.advance_to(*end);
                 feed.push(bar, *end);
             }
             let scan = self.spec.picker.as_ref().and_then(|(scanner, _)| {
                 let mut scan = SymbolFeed::new(symbol, tf, self.tz, &scanner.layout).ok()?;
-                for (bar, end) in bars[from..].iter().zip(&ends[from..]) {
+                for (bar, end) in &recent {
                     scan.advance_to(*end);
                     scan.push(bar, *end);
                 }

@@ -48,6 +48,41 @@ impl Account {
         lock(&self.ledger).roll_day(day);
     }
 
+    /// Books the events of each broker whose events arrive on their own
+    /// ([`crate::broker::Capabilities::streams`]: Alpaca, IBKR) as they arrive: one task per
+    /// such broker waits on its stream and books what came (with what follows from it)
+    /// under the order lock, so fills are recorded within milliseconds of the broker's
+    /// message. The simulated broker's events stay booked with the bars that cause them.
+    pub fn watch_events(self: &std::sync::Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for (name, slot) in &self.slots {
+            if !slot.broker.capabilities().streams {
+                continue;
+            }
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let Some(mut source) = lock(&slot.events).replace(rx) else {
+                continue;
+            };
+            let account = std::sync::Arc::clone(self);
+            let name = name.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(first) = source.recv().await {
+                    if tx.send(first).is_err() {
+                        return;
+                    }
+                    while let Ok(more) = source.try_recv() {
+                        if tx.send(more).is_err() {
+                            return;
+                        }
+                    }
+                    account.pump(&name).await;
+                }
+                warn!(broker = %name, "the broker's event stream ended");
+            }));
+        }
+        tasks
+    }
+
     /// Books whatever `broker` reported since the last call (the daemon calls it when a
     /// real broker's stream has events).
     pub async fn pump(&self, broker: &str) {

@@ -17,9 +17,11 @@
 mod events;
 mod flatten;
 mod orders;
+mod reconcile;
 mod recovery;
 
 pub use flatten::{CloseResult, CloseStatus};
+pub use reconcile::BrokerReconcile;
 
 use crate::agents::dag::AccountSource;
 use crate::broker::{Broker, EventStream, Position};
@@ -70,8 +72,13 @@ pub struct Account {
     /// order of events.
     order_lock: tokio::sync::Mutex<()>,
     history: Option<Mutex<History>>,
-    /// Brokers of the settings this build could not connect, with the reason.
-    unavailable: BTreeMap<String, String>,
+    /// Brokers of the settings this build could not connect, or that refused our keys
+    /// since, with the reason.
+    unavailable: Mutex<BTreeMap<String, String>>,
+    /// The drift each broker showed at its last reconciliation (positions, orders).
+    drift: Mutex<BTreeMap<String, (Vec<String>, Vec<String>)>>,
+    /// Whether `unavailable` has an entry (read at every step).
+    any_unavailable: std::sync::atomic::AtomicBool,
     /// Pipelines the positions gauge has reported.
     position_pipelines: Mutex<BTreeSet<String>>,
     /// Local trading days of the market time zone, cached (asked at every step).
@@ -109,7 +116,9 @@ impl Account {
             clock: options.clock,
             order_lock: tokio::sync::Mutex::new(()),
             history: options.keep_history.then(|| Mutex::new(History::default())),
-            unavailable: BTreeMap::new(),
+            unavailable: Mutex::new(BTreeMap::new()),
+            any_unavailable: std::sync::atomic::AtomicBool::new(false),
+            drift: Mutex::new(BTreeMap::new()),
             days: Mutex::new(None),
             position_pipelines: Mutex::new(BTreeSet::new()),
         }
@@ -130,20 +139,32 @@ impl Account {
         self.slots.keys().cloned().collect()
     }
 
-    /// Records that broker `name` of the settings could not be connected, and why (its
-    /// pipelines fail with the reason; the others run).
-    pub fn set_unavailable(&mut self, name: &str, reason: String) {
-        self.unavailable.insert(name.to_string(), reason);
+    /// Records that broker `name` of the settings could not be connected, or refused our
+    /// keys (HTTP 401), and why: its pipelines fail with the reason at their next step; the
+    /// others run.
+    pub fn set_unavailable(&self, name: &str, reason: String) {
+        lock(&self.unavailable).insert(name.to_string(), reason);
+        self.any_unavailable
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Why broker `name` is not connected, if it is a configured broker that is not.
-    pub fn unavailable(&self, name: &str) -> Option<&str> {
-        self.unavailable.get(name).map(String::as_str)
+    /// Why broker `name` is not usable, if it is a configured broker that is not.
+    pub fn unavailable(&self, name: &str) -> Option<String> {
+        if !self.any_unavailable() {
+            return None;
+        }
+        lock(&self.unavailable).get(name).cloned()
     }
 
-    /// Whether the account has a broker of this name.
+    /// Whether some configured broker is not usable (see [`Account::set_unavailable`]).
+    pub fn any_unavailable(&self) -> bool {
+        self.any_unavailable
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether the account has a usable broker of this name.
     pub fn has_broker(&self, name: &str) -> bool {
-        self.slots.contains_key(name)
+        self.slots.contains_key(name) && self.unavailable(name).is_none()
     }
 
     /// The store, when there is one.
@@ -166,6 +187,17 @@ impl Account {
         self.clock.now().timestamp()
     }
 
+    /// Takes note of a broker error: credentials refused make the broker unusable (its
+    /// pipelines fail with the reason, logged once).
+    pub(crate) fn broker_failed(&self, broker: &str, error: &crate::broker::BrokerError) {
+        if let crate::broker::BrokerError::Unauthorized(reason) = error
+            && self.unavailable(broker).is_none()
+        {
+            tracing::error!(%broker, %reason, "the broker refused our credentials: its pipelines fail; the others keep running");
+            self.set_unavailable(broker, reason.clone());
+        }
+    }
+
     /// Logs and counts a failed store operation.
     fn store_failed(&self, operation: StoreOperation, error: &dyn std::fmt::Display) {
         warn!(operation = operation.as_str(), %error, "store operation failed");
@@ -183,6 +215,7 @@ impl Account {
         let (account, positions) = match slot.broker.balances().await {
             Ok(both) => both,
             Err(e) => {
+                self.broker_failed(broker, &e);
                 warn!(%broker, error = %e, "balances not refreshed");
                 return;
             }

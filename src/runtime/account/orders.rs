@@ -134,6 +134,7 @@ impl Account {
                 }
             }
             Err(e) => {
+                self.broker_failed(broker, &e);
                 lock(&self.ledger).drop_entry(&id);
                 if let Some(m) = &self.metrics {
                     m.order_rejected(&pipeline, "broker");

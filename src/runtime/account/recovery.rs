@@ -105,6 +105,11 @@ impl Account {
                 }
             }
             for ((pipeline, symbol), (broker, p)) in &positions {
+                if pipeline.is_empty() {
+                    // No pipeline owns it (a position opened by hand): drift, reported by
+                    // the broker reconciliation, never touched.
+                    continue;
+                }
                 if ledger.trade(pipeline, symbol).is_none() {
                     warn!(%pipeline, %symbol, quantity = %p.quantity, "the broker holds a position the store did not know; adopted without stop or targets");
                     ledger.adopt(OpenTrade::adopted(

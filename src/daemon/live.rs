@@ -1,0 +1,377 @@
+//! The daemon's market loop on live data (`[market_data] source = "alpaca"`): Alpaca's
+//! minute bars, aggregated to each symbol's data timeframe, delivered to the brokers and
+//! then to the pipelines they concern — the same step as the replay's
+//! ([`super::market::deliver`]), on the wall clock.
+//!
+//! # Symbols and warm-up
+//!
+//! Before the reconciler starts or changes pipelines it asks the loop to
+//! [`LiveMarket::prepare`] their symbols. A new symbol is subscribed on the stream first,
+//! then its history is read over REST (the multi-symbol bars endpoint, split-adjusted): bars
+//! of its *data timeframe* — the finest timeframe its pipelines read — reaching back over the
+//! lookback of their coarsest timeframe, the minutes of the period in progress (so that its
+//! bar is complete when it closes), and about a year of daily closes for the correlation
+//! rule. Minutes from the stream complete the following bars; every bar reaches the pipelines
+//! once and in order. A symbol no running pipeline reads any more is unsubscribed.
+//!
+//! A symbol's data timeframe is set when it is first subscribed. A pipeline added later
+//! that reads a finer timeframe of the same symbol fails with a reason naming both; it runs
+//! after a restart of the daemon (which subscribes at the finest timeframe).
+//!
+//! # Bars
+//!
+//! Minute bars that arrive within [`BATCH_WINDOW`] of each other are one step (the stream
+//! sends a minute's bars of every symbol together). A coarse bar is complete when the minute
+//! that ends its period arrives, or at its period end (or the session close) when no such
+//! minute comes ([`LiveBars::flush_until`]). Each bar's instant is its period end, or the
+//! moment it was completed when that is earlier (a daily bar at the session close).
+
+use super::registry::Registry;
+use crate::engine::core::{BarBatch, BarEvent, DataNeed};
+use crate::market::alpaca::{AlpacaData, LiveEvent, StreamStatus};
+use crate::market::live::{LiveBars, SessionCalendar};
+use crate::market::{Bar, Timeframe};
+use crate::runtime::{Account, LiveHub};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+/// Minute bars arriving within this of the first one are delivered as one step.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(250);
+
+/// Regular-session seconds of a US stock trading day (09:30–16:00).
+const SESSION_SECONDS: i64 = 23_400;
+
+/// A request to prepare symbols (see the module documentation).
+#[derive(Debug)]
+struct Prepare {
+    needs: BTreeMap<String, DataNeed>,
+    done: oneshot::Sender<()>,
+}
+
+/// The reconciler's handle on the live market loop.
+#[derive(Clone, Debug)]
+pub struct LiveMarket {
+    tx: mpsc::Sender<Prepare>,
+}
+
+impl LiveMarket {
+    /// Subscribes and warms up `needs` (symbol → what its pipelines read) before their
+    /// pipelines start; returns when the history is loaded (or failed, which is logged:
+    /// the pipelines then fail with "no market data").
+    pub async fn prepare(&self, needs: BTreeMap<String, DataNeed>) {
+        let (done, answer) = oneshot::channel();
+        if self.tx.send(Prepare { needs, done }).await.is_ok() {
+            let _ = answer.await;
+        }
+    }
+}
+
+/// What the live loop works with.
+pub struct LiveLoop {
+    /// Alpaca's market data (REST and streams).
+    pub data: AlpacaData,
+    /// The bars kept for the pipelines.
+    pub hub: Arc<LiveHub>,
+    /// The account (brokers, ledger, store, metrics).
+    pub account: Arc<Account>,
+    /// The running pipelines.
+    pub registry: Arc<Registry>,
+    /// Sessions of US stocks (Alpaca's calendar where it was read).
+    pub calendar: Arc<dyn SessionCalendar>,
+    /// The market time zone.
+    pub tz: chrono_tz::Tz,
+}
+
+/// The span of calendar time (seconds) that holds `bars` bars of `timeframe` for a stock
+/// (regular sessions, five days a week, with room for holidays) or a crypto pair (around the
+/// clock).
+fn span_seconds(timeframe: Timeframe, bars: usize, crypto: bool) -> i64 {
+    let bars = bars as i64;
+    let nominal = timeframe.nominal_seconds();
+    if crypto {
+        return bars.saturating_mul(nominal) + 86_400;
+    }
+    let days = if timeframe.is_intraday() {
+        // Trading days that hold the bars, then calendar days (7/5) plus holidays.
+        (bars.saturating_mul(nominal) + SESSION_SECONDS - 1) / SESSION_SECONDS
+    } else {
+        bars.saturating_mul(nominal / 86_400).max(bars)
+    };
+    let calendar_days = if timeframe <= Timeframe::D1 {
+        days * 7 / 5 + 5
+    } else {
+        days + 7
+    };
+    calendar_days.saturating_mul(86_400)
+}
+
+impl LiveLoop {
+    /// Starts the loop; answers the reconciler's handle and the task.
+    pub fn spawn(
+        self,
+        shutdown: watch::Receiver<bool>,
+    ) -> (LiveMarket, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(16);
+        let task = tokio::spawn(self.run(rx, shutdown));
+        (LiveMarket { tx }, task)
+    }
+
+    async fn run(self, mut requests: mpsc::Receiver<Prepare>, mut shutdown: watch::Receiver<bool>) {
+        let (symbols_tx, symbols_rx) = watch::channel(BTreeSet::<String>::new());
+        let mut events = self.data.stream(symbols_rx);
+        let mut live = LiveBars::new(self.tz).with_calendar(Arc::clone(&self.calendar));
+        let mut requests_open = true;
+        let mut events_open = true;
+        loop {
+            let notified = self.registry.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Utc::now();
+            let wake = self.registry.next_wake();
+            let deadline = live.next_deadline().map(|d| d.timestamp());
+            let next = match (wake, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sleep = next.map_or(Duration::from_secs(3600), |t| {
+                Duration::from_millis(((t - now.timestamp()).max(0) as u64).saturating_mul(1000))
+            });
+            tokio::select! {
+                biased;
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+                request = requests.recv(), if requests_open => match request {
+                    Some(p) => {
+                        self.prepare(p.needs, &mut live, &symbols_tx).await;
+                        let _ = p.done.send(());
+                    }
+                    None => requests_open = false,
+                },
+                event = events.recv(), if events_open => match event {
+                    Some(first) => {
+                        let mut minutes = Vec::new();
+                        self.take(first, &mut minutes);
+                        let window = tokio::time::sleep(BATCH_WINDOW);
+                        tokio::pin!(window);
+                        loop {
+                            tokio::select! {
+                                _ = &mut window => break,
+                                more = events.recv() => match more {
+                                    Some(e) => self.take(e, &mut minutes),
+                                    None => { events_open = false; break; }
+                                },
+                            }
+                        }
+                        let now = Utc::now();
+                        let mut done = Vec::new();
+                        for (symbol, bar) in minutes {
+                            for (tf, b) in live.push(&symbol, &bar) {
+                                done.push((symbol.clone(), tf, b));
+                            }
+                        }
+                        done.extend(live.flush_until(now));
+                        self.deliver(done, now).await;
+                    }
+                    None => {
+                        error!("the market data streams stopped: no more live bars");
+                        events_open = false;
+                    }
+                },
+                _ = tokio::time::sleep(sleep) => {
+                    let now = Utc::now();
+                    let done = live.flush_until(now);
+                    self.deliver(done, now).await;
+                    let t = now.timestamp();
+                    if self.registry.next_wake().is_some_and(|w| w <= t) {
+                        super::market::deliver(&self.account, &self.registry, self.tz, t, None).await;
+                    }
+                }
+                _ = &mut notified => continue,
+            }
+        }
+    }
+
+    fn take(&self, event: LiveEvent, minutes: &mut Vec<(String, Bar)>) {
+        match event {
+            LiveEvent::Bar { symbol, bar } => minutes.push((symbol, bar)),
+            LiveEvent::Status(s) => match &s {
+                StreamStatus::Connected { .. } | StreamStatus::Subscribed { .. } => {
+                    info!(status = ?s, "market data stream")
+                }
+                StreamStatus::AuthFailed { .. } | StreamStatus::Error { .. } => {
+                    error!(status = ?s, "market data stream")
+                }
+                _ => warn!(status = ?s, "market data stream"),
+            },
+        }
+    }
+
+    /// Keeps the completed bars of each symbol's data timeframe in the hub and steps the
+    /// pipelines with them, one step per instant in time order.
+    async fn deliver(&self, done: Vec<(String, Timeframe, Bar)>, now: DateTime<Utc>) {
+        let now = now.timestamp();
+        let mut batches: BTreeMap<i64, Vec<BarEvent>> = BTreeMap::new();
+        for (symbol, tf, bar) in done {
+            if self.hub.timeframe_of(&symbol) != Some(tf) {
+                continue;
+            }
+            let end = self.hub.period_end(tf, bar.ts).min(now);
+            if self.hub.push(&symbol, bar, end) {
+                batches.entry(end).or_default().push(BarEvent {
+                    symbol: Arc::from(symbol.as_str()),
+                    bar,
+                    timeframe: tf,
+                });
+            }
+        }
+        for (end, mut bars) in batches {
+            bars.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+            let batch = Arc::new(BarBatch { end, bars });
+            super::market::deliver(&self.account, &self.registry, self.tz, end, Some(batch)).await;
+        }
+    }
+
+    /// Subscribes and loads the symbols of `needs` not loaded yet; unsubscribes the symbols
+    /// no running pipeline reads any more.
+    async fn prepare(
+        &self,
+        needs: BTreeMap<String, DataNeed>,
+        live: &mut LiveBars,
+        symbols: &watch::Sender<BTreeSet<String>>,
+    ) {
+        let now = Utc::now();
+        // Symbols to load, by data timeframe.
+        let mut load: BTreeMap<Timeframe, Vec<(String, DataNeed)>> = BTreeMap::new();
+        for (symbol, need) in &needs {
+            match self.hub.timeframe_of(symbol) {
+                Some(tf) if tf <= need.finest => {}
+                Some(tf) => warn!(
+                    %symbol, streamed = tf.as_str(), wanted = need.finest.as_str(),
+                    "a pipeline reads a finer timeframe than the symbol is streamed in; it runs after a restart of the daemon"
+                ),
+                None => load.entry(need.finest).or_default().push((symbol.clone(), *need)),
+            }
+        }
+        // Unsubscribe what nothing reads any more.
+        let mut keep: BTreeSet<String> = self.registry.symbols().into_iter().collect();
+        keep.extend(needs.keys().cloned());
+        for (symbol, _) in self.hub.symbols() {
+            if !keep.contains(&symbol) {
+                info!(%symbol, "no running pipeline reads it any more: unsubscribed");
+                self.hub.forget(&symbol);
+                live.want(&symbol, &[]);
+            }
+        }
+        // Subscribe first, then read the history: no minute falls between the two.
+        for (tf, list) in &load {
+            for (symbol, _) in list {
+                live.want(symbol, &[*tf]);
+            }
+        }
+        let subscribed: BTreeSet<String> = self
+            .hub
+            .symbols()
+            .into_iter()
+            .map(|(s, _)| s)
+            .chain(load.values().flatten().map(|(s, _)| s.clone()))
+            .collect();
+        symbols.send_replace(subscribed);
+        for (tf, list) in load {
+            let names: Vec<String> = list.iter().map(|(s, _)| s.clone()).collect();
+            let span = list
+                .iter()
+                .map(|(s, n)| {
+                    let crypto = crate::market::alpaca::is_crypto(s);
+                    let bars = n.lookback.saturating_add(1);
+                    span_seconds(n.coarsest, bars, crypto)
+                })
+                .max()
+                .unwrap_or(86_400);
+            let start = now - ChronoDuration::seconds(span);
+            let started = std::time::Instant::now();
+            let bars = match self.data.bars(&names, tf, start, now).await {
+                Ok(b) => b,
+                Err(e) => {
+                    error!(symbols = ?names, timeframe = tf.as_str(), error = %e, "warm-up bars not read: the pipelines on these symbols fail with no market data");
+                    for s in &names {
+                        live.want(s, &[]);
+                    }
+                    continue;
+                }
+            };
+            // The minutes of the period in progress, so that its bar is whole when it closes.
+            let mut minutes = BTreeMap::new();
+            if tf != Timeframe::M1 {
+                let from = tf.period_start(now, self.tz);
+                match self.data.bars(&names, Timeframe::M1, from, now).await {
+                    Ok(m) => minutes = m,
+                    Err(e) => {
+                        warn!(symbols = ?names, error = %e, "minutes of the period in progress not read: its bar is skipped")
+                    }
+                }
+                for s in &names {
+                    live.covered_from(s, from);
+                }
+            }
+            let mut daily = BTreeMap::new();
+            if tf.is_intraday() {
+                let from = now - ChronoDuration::days(460);
+                match self.data.bars(&names, Timeframe::D1, from, now).await {
+                    Ok(d) => daily = d,
+                    Err(e) => {
+                        warn!(symbols = ?names, error = %e, "daily closes not read: the correlation rule sees intraday ones only")
+                    }
+                }
+            }
+            for (symbol, need) in &list {
+                let history = bars.get(symbol).cloned().unwrap_or_default();
+                let coarsest = need.coarsest.nominal_seconds();
+                let ratio = (coarsest / tf.nominal_seconds()).max(1) as usize;
+                let keep = need.lookback.saturating_mul(ratio).saturating_add(ratio);
+                let count = history.len();
+                self.hub.load(
+                    symbol,
+                    tf,
+                    history,
+                    daily.remove(symbol).unwrap_or_default(),
+                    keep,
+                    now.timestamp(),
+                );
+                let t = now.timestamp();
+                for m in minutes.remove(symbol).unwrap_or_default() {
+                    if m.ts + 60 <= t {
+                        // Completes nothing: the period is still in progress.
+                        let _ = live.push(symbol, &m);
+                    }
+                }
+                info!(%symbol, timeframe = tf.as_str(), bars = count, kept = self.hub.len(symbol), ms = started.elapsed().as_millis() as u64, "live market data subscribed and warmed up");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_hold_the_bars_asked_for() {
+        // 300 daily bars of a stock: ~420 calendar days.
+        let d = span_seconds(Timeframe::D1, 300, false) / 86_400;
+        assert!((420..=440).contains(&d), "{d}");
+        // 300 five-minute bars: 300 × 300 s = 25 hours of sessions, four trading days.
+        let m = span_seconds(Timeframe::M5, 300, false) / 86_400;
+        assert!((9..=12).contains(&m), "{m}");
+        // Crypto trades around the clock.
+        assert_eq!(
+            span_seconds(Timeframe::H1, 24, true),
+            24 * 3600 + 86_400
+        );
+        // Weekly bars: weeks of calendar time.
+        let w = span_seconds(Timeframe::W1, 52, false) / 86_400;
+        assert!((364..=371).contains(&w), "{w}");
+    }
+}
