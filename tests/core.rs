@@ -115,6 +115,7 @@ async fn rig(dir: &Path, store: Option<Store>, start: i64) -> Rig {
         }),
         Arc::new(move || c.now().timestamp()),
         saved,
+        Vec::new(),
     )
     .unwrap();
     let account = Account::new(

@@ -164,6 +164,7 @@ fn run_case(walk: &[(f64, f64, f64)], case: &Case, seed: u64) -> Result<u64, Tes
             &BrokerSettings::Simulated(config),
             Arc::new(move || c2.now().timestamp()),
             None,
+            Vec::new(),
         )
         .unwrap();
         let account = Account::new(

@@ -23,8 +23,8 @@
 //! Minute bars that arrive within [`BATCH_WINDOW`] of each other are one step (the stream
 //! sends a minute's bars of every symbol together). A coarse bar is complete when the minute
 //! that ends its period arrives, or at its period end (or the session close) when no such
-//! minute comes ([`LiveBars::flush_until`]). Each bar's instant is its period end, or the
-//! moment it was completed when that is earlier (a daily bar at the session close).
+//! minute comes ([`LiveBars::flush_until`]). Each bar's instant is its period end, as in the
+//! replay: a bar completed earlier (a daily bar at the session close) waits for it.
 
 use super::registry::Registry;
 use crate::engine::core::{BarBatch, BarEvent, DataNeed};
@@ -124,6 +124,7 @@ impl LiveLoop {
         let (symbols_tx, symbols_rx) = watch::channel(BTreeSet::<String>::new());
         let mut events = self.data.stream(symbols_rx);
         let mut live = LiveBars::new(self.tz).with_calendar(Arc::clone(&self.calendar));
+        let mut held: BTreeMap<i64, Vec<BarEvent>> = BTreeMap::new();
         let mut requests_open = true;
         let mut events_open = true;
         loop {
@@ -132,7 +133,13 @@ impl LiveLoop {
             notified.as_mut().enable();
             let now = Utc::now();
             let wake = self.registry.next_wake();
-            let deadline = live.next_deadline().map(|d| d.timestamp());
+            let deadline = [
+                live.next_deadline().map(|d| d.timestamp()),
+                held.keys().next().copied(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let next = match (wake, deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -166,6 +173,7 @@ impl LiveLoop {
                             }
                         }
                         let now = Utc::now();
+                        tracing::debug!(minutes = minutes.len(), "live minutes received");
                         let mut done = Vec::new();
                         for (symbol, bar) in minutes {
                             for (tf, b) in live.push(&symbol, &bar) {
@@ -173,7 +181,7 @@ impl LiveLoop {
                             }
                         }
                         done.extend(live.flush_until(now));
-                        self.deliver(done, now).await;
+                        self.deliver(done, now, &mut held).await;
                     }
                     None => {
                         error!("the market data streams stopped: no more live bars");
@@ -183,7 +191,7 @@ impl LiveLoop {
                 _ = tokio::time::sleep(sleep) => {
                     let now = Utc::now();
                     let done = live.flush_until(now);
-                    self.deliver(done, now).await;
+                    self.deliver(done, now, &mut held).await;
                     let t = now.timestamp();
                     if self.registry.next_wake().is_some_and(|w| w <= t) {
                         super::market::deliver(&self.account, &self.registry, self.tz, t, None).await;
@@ -209,26 +217,36 @@ impl LiveLoop {
         }
     }
 
-    /// Keeps the completed bars of each symbol's data timeframe in the hub and steps the
-    /// pipelines with them, one step per instant in time order.
-    async fn deliver(&self, done: Vec<(String, Timeframe, Bar)>, now: DateTime<Utc>) {
+    /// Keeps the completed bars of each symbol's data timeframe in the hub, and steps the
+    /// pipelines with the bars whose period has ended by `now`, one step per instant in time
+    /// order. A bar completed before its period ends (a daily bar at the session close) is
+    /// held in `held` until its period end, as in the replay (the decision after the close,
+    /// the fill at the next open).
+    async fn deliver(
+        &self,
+        done: Vec<(String, Timeframe, Bar)>,
+        now: DateTime<Utc>,
+        held: &mut BTreeMap<i64, Vec<BarEvent>>,
+    ) {
         let now = now.timestamp();
-        let mut batches: BTreeMap<i64, Vec<BarEvent>> = BTreeMap::new();
         for (symbol, tf, bar) in done {
             if self.hub.timeframe_of(&symbol) != Some(tf) {
                 continue;
             }
-            let end = self.hub.period_end(tf, bar.ts).min(now);
+            let end = self.hub.period_end(tf, bar.ts);
             if self.hub.push(&symbol, bar, end) {
-                batches.entry(end).or_default().push(BarEvent {
+                held.entry(end).or_default().push(BarEvent {
                     symbol: Arc::from(symbol.as_str()),
                     bar,
                     timeframe: tf,
                 });
             }
         }
-        for (end, mut bars) in batches {
+        let later = held.split_off(&(now + 1));
+        let due = std::mem::replace(held, later);
+        for (end, mut bars) in due {
             bars.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+            tracing::debug!(end, bars = bars.len(), "live bars delivered");
             let batch = Arc::new(BarBatch { end, bars });
             super::market::deliver(&self.account, &self.registry, self.tz, end, Some(batch)).await;
         }
@@ -252,7 +270,10 @@ impl LiveLoop {
                     %symbol, streamed = tf.as_str(), wanted = need.finest.as_str(),
                     "a pipeline reads a finer timeframe than the symbol is streamed in; it runs after a restart of the daemon"
                 ),
-                None => load.entry(need.finest).or_default().push((symbol.clone(), *need)),
+                None => load
+                    .entry(need.finest)
+                    .or_default()
+                    .push((symbol.clone(), *need)),
             }
         }
         // Unsubscribe what nothing reads any more.
@@ -366,10 +387,7 @@ mod tests {
         let m = span_seconds(Timeframe::M5, 300, false) / 86_400;
         assert!((9..=12).contains(&m), "{m}");
         // Crypto trades around the clock.
-        assert_eq!(
-            span_seconds(Timeframe::H1, 24, true),
-            24 * 3600 + 86_400
-        );
+        assert_eq!(span_seconds(Timeframe::H1, 24, true), 24 * 3600 + 86_400);
         // Weekly bars: weeks of calendar time.
         let w = span_seconds(Timeframe::W1, 52, false) / 86_400;
         assert!((364..=371).contains(&w), "{w}");

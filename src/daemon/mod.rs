@@ -135,12 +135,25 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         // A real broker learns which of its orders are ours (and whose) from the store.
         let known = match b {
             crate::config::settings::BrokerSettings::Simulated(_) => Vec::new(),
-            _ => store
-                .orders_of_broker(name)
-                .await?
-                .into_iter()
-                .map(|o| o.state)
-                .collect(),
+            _ => {
+                let mut known: Vec<crate::broker::OrderState> = store
+                    .orders_of_broker(name)
+                    .await?
+                    .into_iter()
+                    .map(|o| o.state)
+                    .collect();
+                // Intents written but not confirmed (a crash during the submission): their
+                // orders may be at the broker, and are ours.
+                known.extend(
+                    store
+                        .pending_intents()
+                        .await?
+                        .iter()
+                        .filter(|i| &i.broker == name)
+                        .map(pending_order),
+                );
+                known
+            }
         };
         match crate::broker::connect(name, b, now, saved, known) {
             Ok(broker) => brokers.push(broker),
@@ -170,11 +183,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     let streaming: Vec<String> = account
         .broker_names()
         .into_iter()
-        .filter(|n| {
-            account
-                .broker(n)
-                .is_some_and(|b| b.capabilities().streams)
-        })
+        .filter(|n| account.broker(n).is_some_and(|b| b.capabilities().streams))
         .collect();
     for name in &streaming {
         account.reconcile_broker(name).await;
@@ -302,13 +311,18 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     // Broker reconciliation every `broker_interval`.
     let reconciler = {
         let account = Arc::clone(&account);
-        let interval = settings.reconcile.broker_interval.0.max(Duration::from_secs(1));
+        let interval = settings
+            .reconcile
+            .broker_interval
+            .0
+            .max(Duration::from_secs(1));
         let mut stop = shutdown_rx.clone();
         tokio::spawn(async move {
             if streaming.is_empty() {
                 return;
             }
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             loop {
                 tokio::select! {
                     _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
@@ -367,6 +381,30 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The order of a pending intent as far as we know it (nothing confirmed by the broker).
+fn pending_order(intent: &crate::store::OrderIntent) -> crate::broker::OrderState {
+    let (order_type, oco_group) = match &intent.order {
+        crate::store::IntentOrder::Entry(e) => (e.order_type, None),
+        crate::store::IntentOrder::Exit(x) => (x.order_type, x.oco_group.clone()),
+    };
+    crate::broker::OrderState {
+        client_order_id: intent.client_order_id.clone(),
+        broker_order_id: String::new(),
+        pipeline: intent.pipeline.clone(),
+        symbol: intent.symbol.clone(),
+        side: intent.side,
+        quantity: intent.quantity,
+        filled_quantity: rust_decimal::Decimal::ZERO,
+        average_price: rust_decimal::Decimal::ZERO,
+        order_type,
+        purpose: intent.purpose,
+        oco_group,
+        status: crate::broker::OrderStatus::Accepted,
+        reason: None,
+        created_at: intent.created_at,
+    }
 }
 
 /// The replay: its data, its simulated clock and where it starts.
@@ -451,7 +489,9 @@ async fn alpaca_calendar(
     data: &crate::market::alpaca::AlpacaData,
 ) -> Arc<dyn crate::market::live::SessionCalendar> {
     match data.clock().await {
-        Ok(c) => info!(is_open = c.is_open, next_open = %c.next_open, next_close = %c.next_close, "alpaca market clock"),
+        Ok(c) => {
+            info!(is_open = c.is_open, next_open = %c.next_open, next_close = %c.next_close, "alpaca market clock")
+        }
         Err(e) => warn!(error = %e, "alpaca market clock not read"),
     }
     let today = chrono::Utc::now().date_naive();

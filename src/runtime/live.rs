@@ -182,12 +182,7 @@ impl LiveHub {
     }
 }
 
-fn push_close(
-    closes: &mut VecDeque<(NaiveDate, f64, i64)>,
-    date: NaiveDate,
-    close: f64,
-    end: i64,
-) {
+fn push_close(closes: &mut VecDeque<(NaiveDate, f64, i64)>, date: NaiveDate, close: f64, end: i64) {
     match closes.back_mut() {
         Some(last) if last.0 == date => {
             last.1 = close;
@@ -257,11 +252,21 @@ mod tests {
         let start = ny(2026, 12, 1, 9, 30);
         let bars: Vec<Bar> = (0..10).map(|i| bar(start + i * 60, i as f64)).collect();
         // At 09:39:30 the 09:39 minute is still forming.
-        hub.load("AAPL", Timeframe::M1, bars, Vec::new(), 3, start + 9 * 60 + 30);
+        hub.load(
+            "AAPL",
+            Timeframe::M1,
+            bars,
+            Vec::new(),
+            3,
+            start + 9 * 60 + 30,
+        );
         assert_eq!(hub.len("AAPL"), 9);
         let recent = hub.recent_bars("AAPL", i64::MAX, 2);
         assert_eq!(
-            recent.iter().map(|(b, e)| (b.close, *e)).collect::<Vec<_>>(),
+            recent
+                .iter()
+                .map(|(b, e)| (b.close, *e))
+                .collect::<Vec<_>>(),
             vec![(7.0, start + 8 * 60), (8.0, start + 9 * 60)]
         );
         // Not after the last: ignored; after it: kept.
@@ -294,7 +299,14 @@ mod tests {
         );
         assert!(hub.push("AAPL", bar(minute + 60, 51.0), minute + 120));
         let closes = hub.daily_closes("AAPL", now, 10);
-        assert_eq!(closes, vec![1.0, 2.0, 3.0, 51.0], "today's close so far last");
-        assert_eq!(hub.daily_closes("AAPL", ny(2026, 12, 2, 12, 0), 2), vec![1.0, 2.0]);
+        assert_eq!(
+            closes,
+            vec![1.0, 2.0, 3.0, 51.0],
+            "today's close so far last"
+        );
+        assert_eq!(
+            hub.daily_closes("AAPL", ny(2026, 12, 2, 12, 0), 2),
+            vec![1.0, 2.0]
+        );
     }
 }

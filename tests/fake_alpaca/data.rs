@@ -24,9 +24,9 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response as WsR
 use ztraded::market::Bar;
 
 /// The API key id the fake accepts.
-pub const KEY: &str = "fake-key-id";
+pub const KEY: &str = "PKFAKEKEYID";
 /// The API secret the fake accepts.
-pub const SECRET: &str = "fake-secret";
+pub const SECRET: &str = "fake-secret-key";
 
 /// A REST request the fake received.
 #[derive(Clone, Debug)]

@@ -314,6 +314,7 @@ impl PipelineCore {
                     .unwrap_or(Timeframe::D1)
             })
         });
+        let mut warmed: Option<i64> = None;
         let mut feeds = Vec::with_capacity(self.spec.symbols.len());
         let mut scans = Vec::with_capacity(if self.spec.picker.is_some() {
             self.spec.symbols.len()
@@ -352,6 +353,9 @@ impl PipelineCore {
             let ratio = (coarsest / tf.nominal_seconds()).max(1) as usize;
             let want = c.warmup_bars.saturating_mul(ratio).saturating_add(ratio);
             let recent = history.recent_bars(symbol, now, want);
+            if let Some((_, end)) = recent.last() {
+                warmed = Some(warmed.map_or(*end, |w: i64| w.max(*end)));
+            }
             let mut feed = feed;
             for (bar, end) in &recent {
                 feed.advance_to(*end);
@@ -372,6 +376,9 @@ impl PipelineCore {
         }
         self.feeds = feeds;
         self.scans = scans;
+        // Bars after the last one of the warm-up are new to the feeds, even one that closed
+        // before `now` (a live bar that the history did not have yet).
+        self.warmed_until = warmed.unwrap_or(now);
         let trigger = &self.spec.compiled.trigger;
         self.schedule = trigger
             .schedule

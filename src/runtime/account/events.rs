@@ -87,7 +87,10 @@ impl Account {
     /// real broker's stream has events).
     pub async fn pump(&self, broker: &str) {
         let _guard = self.order_lock.lock().await;
-        self.pump_locked(broker).await;
+        if self.pump_locked(broker).await > 0 {
+            self.refresh(broker).await;
+            self.update_position_metrics();
+        }
     }
 
     /// Drains `broker`'s event stream until it is empty; what the events cause (cancels,

@@ -44,6 +44,9 @@ pub struct CloseResult {
 impl Account {
     /// Closes every position in `scope` at market: cancels the working orders in scope
     /// (entries not filled yet, bracket legs), then sends one market exit per position.
+    /// The emergency close of scope `all` uses the brokers' bulk requests where they have
+    /// them (Alpaca: `DELETE /v2/positions?cancel_orders=true`, which also closes positions
+    /// no pipeline owns: an emergency close of everything means the whole account).
     /// Returns each position's result.
     ///
     /// Batched without giving up the intent-first rule: every exit's intent is written in
@@ -56,10 +59,68 @@ impl Account {
         self.flatten_locked(scope, purpose).await
     }
 
+    /// The emergency close of scope `all` at brokers with a bulk close
+    /// ([`crate::broker::Capabilities::bulk_close`]): one request cancels every order and
+    /// closes every position of the account. Answers the brokers it closed (the others, and
+    /// one whose bulk request failed, close position by position) and each symbol's result.
+    async fn bulk_close_locked(&self) -> (BTreeSet<String>, Vec<CloseResult>) {
+        let mut done = BTreeSet::new();
+        let mut results = Vec::new();
+        for (name, slot) in &self.slots {
+            if !slot.broker.capabilities().bulk_close {
+                continue;
+            }
+            let parts = match slot.broker.close_all().await {
+                Ok(parts) => parts,
+                Err(e) => {
+                    self.broker_failed(name, &e);
+                    warn!(broker = %name, error = %e, "bulk close failed; closing position by position");
+                    continue;
+                }
+            };
+            info!(broker = %name, symbols = parts.len(), "bulk close: every order cancelled, every position closing at market");
+            done.insert(name.clone());
+            let positions = lock(&self.ledger).positions(name).to_vec();
+            for part in parts {
+                let held = positions.iter().find(|p| p.symbol == part.symbol);
+                let (status, price, error) = match (&part.order, &part.error) {
+                    (_, Some(e)) => (CloseStatus::Failed, None, Some(e.clone())),
+                    (Some(o), None) if o.status == OrderStatus::Filled => {
+                        (CloseStatus::Filled, Some(o.average_price), None)
+                    }
+                    _ if part.status >= 300 => (
+                        CloseStatus::Failed,
+                        None,
+                        Some(format!("HTTP {}", part.status)),
+                    ),
+                    _ => (CloseStatus::Submitted, None, None),
+                };
+                results.push(CloseResult {
+                    pipeline: held.map(|p| p.pipeline.clone()).unwrap_or_default(),
+                    symbol: part.symbol.clone(),
+                    quantity: held.map_or(Decimal::ZERO, |p| p.quantity),
+                    status,
+                    price,
+                    error,
+                });
+            }
+            self.pump_locked(name).await;
+            self.refresh(name).await;
+        }
+        (done, results)
+    }
+
     async fn flatten_locked(&self, scope: &Scope, purpose: OrderPurpose) -> Vec<CloseResult> {
         let now = self.now();
-        let plan =
+        let (bulk, mut results) = if *scope == Scope::All && purpose == OrderPurpose::Emergency {
+            self.bulk_close_locked().await
+        } else {
+            (BTreeSet::new(), Vec::new())
+        };
+        let mut plan =
             lock(&self.ledger).flatten(scope, purpose, &format!("{now}-{}", purpose.as_str()));
+        plan.cancels.retain(|(b, _)| !bulk.contains(b));
+        plan.exits.retain(|(b, _)| !bulk.contains(b));
         let mut touched: BTreeSet<String> = BTreeSet::new();
         for (broker, id) in &plan.cancels {
             self.cancel_locked(broker, id).await;
@@ -68,7 +129,6 @@ impl Account {
         for broker in &touched {
             self.pump_locked(broker).await;
         }
-        let mut results = Vec::new();
         let signed = |x: &crate::broker::ExitOrder| match x.position_side {
             crate::broker::PositionSide::Long => x.quantity,
             crate::broker::PositionSide::Short => -x.quantity,
