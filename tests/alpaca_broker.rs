@@ -840,3 +840,80 @@ async fn the_catch_up_pages_through_more_than_500_orders() {
         .count();
     assert_eq!(pages, 2);
 }
+
+/// 100 positions of one pipeline (filled entries the store knows), closed by the emergency
+/// close through an account with Alpaca's own pacing (200 requests per minute, bursts of
+/// 10): scope `all` in the bulk requests, scope `pipeline` one market order per position.
+/// Prints both durations.
+#[tokio::test(flavor = "multi_thread")]
+async fn emergency_close_of_100_positions_with_the_rate_limit() {
+    use ztraded::domain::Scope;
+    use ztraded::runtime::{Account, AccountOptions};
+    let mut timings = Vec::new();
+    for scope in [Scope::All, Scope::Pipeline("momentum".to_string())] {
+        let fake = FakeAlpaca::start().await;
+        let mut known = Vec::new();
+        for i in 0..100 {
+            let symbol = format!("S{i:03}");
+            fake.add_position(&symbol, dec!(10), dec!(50));
+            known.push(OrderState {
+                client_order_id: format!("zt-entry-{i:03}"),
+                broker_order_id: format!("fake-entry-{i:03}"),
+                pipeline: "momentum".into(),
+                symbol,
+                side: ztraded::broker::Side::Buy,
+                quantity: dec!(10),
+                filled_quantity: dec!(10),
+                average_price: dec!(50),
+                order_type: OrderType::Market,
+                purpose: OrderPurpose::Entry,
+                oco_group: None,
+                status: OrderStatus::Filled,
+                reason: None,
+                created_at: i,
+            });
+        }
+        let options = AlpacaOptions {
+            client: ClientOptions::default(),
+            ..fast_options()
+        };
+        let broker: std::sync::Arc<dyn Broker> =
+            std::sync::Arc::new(broker_with(&fake, known, options));
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ztraded::store::Store::connect("sqlite://close.db", 1, tmp.path())
+            .await
+            .unwrap();
+        let account = Account::new(
+            vec![broker],
+            AccountOptions {
+                store: Some(store),
+                metrics: None,
+                clock: std::sync::Arc::new(ztraded::engine::clock::WallClock),
+                keep_history: false,
+            },
+        );
+        account.recover().await.unwrap();
+        assert_eq!(account.positions().len(), 100);
+        let started = Instant::now();
+        let answer = account.emergency_close(&scope, "measure").await;
+        let took = started.elapsed();
+        let positions = answer["positions"].as_array().unwrap();
+        assert_eq!(positions.len(), 100, "{answer}");
+        assert!(
+            positions.iter().all(|p| p["status"] == "submitted"),
+            "{answer}"
+        );
+        let closes = fake
+            .orders()
+            .iter()
+            .filter(|o| o.side == "sell" && o.kind == "market")
+            .count();
+        assert_eq!(closes, 100);
+        timings.push((format!("{scope:?}"), took, fake.request_count()));
+    }
+    for (scope, took, requests) in &timings {
+        println!(
+            "emergency close of 100 positions, scope {scope}: {took:?} ({requests} requests at the fake in all)"
+        );
+    }
+}

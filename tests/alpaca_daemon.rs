@@ -218,6 +218,25 @@ fn paper_trading_on_alpaca_end_to_end() {
         .expect("the stop leg at the fake");
     assert!(stop.is_open(), "{stop:?}");
 
+    // The stop is cancelled at the broker (by hand, say): the next broker reconciliation
+    // places a new one for the position, with our client order id.
+    trading.cancel_at_broker(&stop.id);
+    d.wait_for("the stop re-placed", Duration::from_secs(10), |_| {
+        trading.orders().iter().any(|o| {
+            o.client_order_id.starts_with("zt-")
+                && o.kind == "stop"
+                && o.symbol == SYMBOL
+                && o.is_open()
+                && o.stop_price == Some(dec!(99))
+        })
+    });
+    assert!(
+        d.log_text()
+            .contains("open position without a working stop at the broker"),
+        "{}",
+        common::tail(&d.log_text(), 30)
+    );
+
     // A position nobody owns: drift, reported and not touched.
     trading.add_position("MSFT", dec!(10), dec!(300));
     d.wait_for("the drift gauge", Duration::from_secs(10), |d| {
