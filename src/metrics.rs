@@ -982,6 +982,7 @@ mod tests {
             symbol: 2,
         });
         m.set_last_bar("AAPL", "1d", 1_325_624_400);
+        m.set_drift_positions("alpaca-paper", 1);
         m
     }
 

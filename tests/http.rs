@@ -753,6 +753,7 @@ fn populate_every_family(m: &Metrics) {
         symbol: 0,
     });
     m.set_last_bar("AAPL", "1d", 1_325_624_400);
+    m.set_drift_positions("alpaca-paper", 0);
 }
 
 async fn scrape(s: &Server) -> String {
