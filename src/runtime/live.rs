@@ -155,7 +155,7 @@ impl LiveHub {
     pub fn last_bar(&self, symbol: &str) -> Option<Bar> {
         read(&self.series)
             .get(symbol)
-            .and_then(|s| s.bars.back().map(|(b, _)| b.clone()))
+            .and_then(|s| s.bars.back().map(|(b, _)| *b))
     }
 
     /// Bars kept of `symbol`.

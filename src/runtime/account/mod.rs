@@ -76,7 +76,7 @@ pub struct Account {
     /// since, with the reason.
     unavailable: Mutex<BTreeMap<String, String>>,
     /// The drift each broker showed at its last reconciliation (positions, orders).
-    drift: Mutex<BTreeMap<String, (Vec<String>, Vec<String>)>>,
+    drift: Mutex<BTreeMap<String, DriftSeen>>,
     /// Whether `unavailable` has an entry (read at every step).
     any_unavailable: std::sync::atomic::AtomicBool,
     /// Pipelines the positions gauge has reported.
@@ -84,6 +84,9 @@ pub struct Account {
     /// Local trading days of the market time zone, cached (asked at every step).
     days: Mutex<Option<crate::engine::clock::LocalDays>>,
 }
+
+/// The drift a broker showed: positions, orders (as [`BrokerReconcile`] describes them).
+type DriftSeen = (Vec<String>, Vec<String>);
 
 /// Closed trades and equity points kept in memory (backtests).
 #[derive(Default)]
