@@ -451,7 +451,7 @@ async fn bad_keys_give_a_clear_authentication_error() {
     )
     .unwrap();
     match b.account().await {
-        Err(BrokerError::Unavailable(reason)) => {
+        Err(BrokerError::Unauthorized(reason)) => {
             assert!(
                 reason.starts_with(
                     "authentication failed: check APCA_API_KEY_ID/APCA_API_SECRET_KEY"

@@ -59,7 +59,7 @@ impl Account {
     pub async fn reconcile_broker(&self, broker: &str) -> Option<BrokerReconcile> {
         let slot = self.slots.get(broker)?;
         let guard = self.order_lock.lock().await;
-        self.pump_locked(broker).await;
+        let mut booked = self.pump_locked(broker).await;
         let positions = match slot.broker.positions().await {
             Ok(p) => p,
             Err(e) => {
@@ -174,7 +174,11 @@ impl Account {
             )
             .await;
         }
-        self.pump_locked(broker).await;
+        booked += self.pump_locked(broker).await;
+        if booked > 0 {
+            self.refresh(broker).await;
+        }
+        self.update_position_metrics();
         drop(guard);
         for d in &found.differences {
             warn!(%broker, difference = %d, "broker reconciliation: our trades and the broker's positions differ; the broker's events settle it");
