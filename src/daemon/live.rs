@@ -29,7 +29,7 @@
 use super::registry::Registry;
 use crate::engine::core::{BarBatch, BarEvent, DataNeed};
 use crate::market::alpaca::{AlpacaData, LiveEvent, StreamStatus};
-use crate::market::live::{LiveBars, SessionCalendar};
+use crate::market::live::{LiveBars, SharedCalendar};
 use crate::market::{Bar, Timeframe};
 use crate::runtime::{Account, LiveHub};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -41,6 +41,9 @@ use tracing::{error, info, warn};
 
 /// Minute bars arriving within this of the first one are delivered as one step.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(250);
+
+/// How often Alpaca's calendar is read again (it covers three months from each read).
+const CALENDAR_REFRESH: Duration = Duration::from_secs(86_400);
 
 /// Regular-session seconds of a US stock trading day (09:30–16:00).
 const SESSION_SECONDS: i64 = 23_400;
@@ -80,8 +83,8 @@ pub struct LiveLoop {
     pub account: Arc<Account>,
     /// The running pipelines.
     pub registry: Arc<Registry>,
-    /// Sessions of US stocks (Alpaca's calendar where it was read).
-    pub calendar: Arc<dyn SessionCalendar>,
+    /// Sessions of US stocks (Alpaca's calendar where it was read), refreshed daily.
+    pub calendar: Arc<SharedCalendar>,
     /// The market time zone.
     pub tz: chrono_tz::Tz,
 }
@@ -123,7 +126,11 @@ impl LiveLoop {
     async fn run(self, mut requests: mpsc::Receiver<Prepare>, mut shutdown: watch::Receiver<bool>) {
         let (symbols_tx, symbols_rx) = watch::channel(BTreeSet::<String>::new());
         let mut events = self.data.stream(symbols_rx);
-        let mut live = LiveBars::new(self.tz).with_calendar(Arc::clone(&self.calendar));
+        let mut live = LiveBars::new(self.tz).with_calendar(Arc::clone(&self.calendar) as _);
+        let mut refresh = tokio::time::interval_at(
+            tokio::time::Instant::now() + CALENDAR_REFRESH,
+            CALENDAR_REFRESH,
+        );
         let mut held: BTreeMap<i64, Vec<BarEvent>> = BTreeMap::new();
         let mut requests_open = true;
         let mut events_open = true;
@@ -196,6 +203,9 @@ impl LiveLoop {
                     if self.registry.next_wake().is_some_and(|w| w <= t) {
                         super::market::deliver(&self.account, &self.registry, self.tz, t, None).await;
                     }
+                }
+                _ = refresh.tick() => {
+                    self.calendar.replace(super::alpaca_calendar(&self.data).await);
                 }
                 _ = &mut notified => continue,
             }

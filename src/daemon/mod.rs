@@ -223,7 +223,10 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         (Some(r), _) => (Arc::clone(&r.hub) as _, None, None),
         (None, Some(data)) => {
             let hub = Arc::new(crate::runtime::LiveHub::new(tz));
-            let calendar = alpaca_calendar(&data).await;
+            let calendar = Arc::new(crate::market::live::SharedCalendar::new(
+                alpaca_calendar(&data).await,
+            ));
+            hub.set_calendar(Arc::clone(&calendar) as _);
             let (handle, task) = live::LiveLoop {
                 data,
                 hub: Arc::clone(&hub),
@@ -485,7 +488,7 @@ fn alpaca_data(
 /// Alpaca's trading calendar from a week ago to three months ahead (half days and
 /// unscheduled closures), its differences from our NYSE calendar logged; our calendar when
 /// it cannot be read. Also logs Alpaca's market clock.
-async fn alpaca_calendar(
+pub(crate) async fn alpaca_calendar(
     data: &crate::market::alpaca::AlpacaData,
 ) -> Arc<dyn crate::market::live::SessionCalendar> {
     match data.clock().await {

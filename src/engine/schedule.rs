@@ -27,6 +27,7 @@ use crate::config::common::{Duration as ConfigDuration, TimeZoneName, Weekday as
 use crate::config::pipeline::{ScheduleTrigger, TimeTriggerConfig, Window};
 use crate::config::semantic::check_cron;
 use crate::market::calendar::UsEquityCalendar;
+use crate::market::live::SessionCalendar;
 use chrono::{
     DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone, Utc,
 };
@@ -94,7 +95,8 @@ pub enum Schedule {
         /// The instant the count starts from.
         anchor: DateTime<Utc>,
     },
-    /// Once per US trading day (NYSE calendar), `offset` after the session opens.
+    /// Once per US trading day (NYSE calendar, or the live source's calendar, see
+    /// [`Schedule::next_after_in`]), `offset` after the session opens.
     MarketOpen {
         /// Delay after the open (zero runs at the open).
         offset: std::time::Duration,
@@ -164,6 +166,17 @@ impl Schedule {
     ///   usual; the rare late-open days count from their real open. The offset is not capped
     ///   at the close.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.next_after_in(t, None)
+    }
+
+    /// [`Schedule::next_after`] with the sessions of `calendar` for `market_open` (a live
+    /// source's exchange calendar, e.g. Alpaca's: half days and unscheduled closures); our
+    /// NYSE calendar when `None`.
+    pub fn next_after_in(
+        &self,
+        t: DateTime<Utc>,
+        calendar: Option<&dyn SessionCalendar>,
+    ) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Cron(schedule, tz) => schedule
                 .after(&t.with_timezone(tz))
@@ -178,8 +191,12 @@ impl Schedule {
             }
             Schedule::MarketOpen { offset } => {
                 let offset = TimeDelta::from_std(*offset).ok()?;
-                let session = UsEquityCalendar.next_session_after(t.checked_sub_signed(offset)?)?;
-                session.open.checked_add_signed(offset)
+                let after = t.checked_sub_signed(offset)?;
+                let open = match calendar {
+                    None => UsEquityCalendar.next_session_after(after)?.open,
+                    Some(c) => next_open_after(c, after)?,
+                };
+                open.checked_add_signed(offset)
             }
         }
     }
@@ -196,6 +213,21 @@ impl Schedule {
     pub fn times_between(&self, a: DateTime<Utc>, b: DateTime<Utc>) -> Vec<DateTime<Utc>> {
         self.iter_after(a).take_while(|x| *x <= b).collect()
     }
+}
+
+/// The open of the first session of `calendar` that opens strictly after `t`, looking up to
+/// ten years ahead.
+fn next_open_after(calendar: &dyn SessionCalendar, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let mut date = crate::market::calendar::exchange_date(t);
+    for _ in 0..3660 {
+        if let Some((open, _)) = calendar.session_bounds(date)
+            && open > t
+        {
+            return Some(open);
+        }
+        date = date.succ_opt()?;
+    }
+    None
 }
 
 /// A set of weekdays.
@@ -480,6 +512,37 @@ mod tests {
     use super::*;
     use crate::config::common::ClockTime;
     use chrono_tz::America::New_York;
+
+    #[test]
+    fn market_open_follows_the_source_calendar_when_given() {
+        use crate::market::alpaca::AlpacaCalendar;
+        use chrono::NaiveTime;
+        let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        // Wed 2024-01-03 closed (unscheduled), Thu 2024-01-04 opens late at 10:30.
+        let mut days = std::collections::BTreeMap::new();
+        days.insert(d("2024-01-02"), (t(9, 30), t(16, 0)));
+        days.insert(d("2024-01-04"), (t(10, 30), t(16, 0)));
+        let alpaca = AlpacaCalendar {
+            start: d("2024-01-02"),
+            end: d("2024-01-05"),
+            days,
+        };
+        let schedule = Schedule::MarketOpen {
+            offset: std::time::Duration::from_secs(15 * 60),
+        };
+        let after_tuesday = utc(2024, 1, 2, 21, 0, 0);
+        // NYSE: Wednesday 09:45 New York (14:45 UTC).
+        assert_eq!(
+            schedule.next_after(after_tuesday),
+            Some(utc(2024, 1, 3, 14, 45, 0))
+        );
+        // The source's calendar: Thursday 10:45 New York (15:45 UTC).
+        assert_eq!(
+            schedule.next_after_in(after_tuesday, Some(&alpaca)),
+            Some(utc(2024, 1, 4, 15, 45, 0))
+        );
+    }
 
     fn utc(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap()

@@ -41,6 +41,38 @@ pub trait SessionCalendar: Send + Sync {
     fn session_bounds(&self, date: NaiveDate) -> Option<(DateTime<Utc>, DateTime<Utc>)>;
 }
 
+/// A calendar that can be replaced while pipelines hold it (a broker's calendar refreshed
+/// once a day): every holder sees the latest one.
+pub struct SharedCalendar {
+    inner: std::sync::RwLock<Arc<dyn SessionCalendar>>,
+}
+
+impl SharedCalendar {
+    /// A shared calendar starting with `calendar`.
+    pub fn new(calendar: Arc<dyn SessionCalendar>) -> SharedCalendar {
+        SharedCalendar {
+            inner: std::sync::RwLock::new(calendar),
+        }
+    }
+
+    /// Replaces the calendar.
+    pub fn replace(&self, calendar: Arc<dyn SessionCalendar>) {
+        *self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = calendar;
+    }
+}
+
+impl SessionCalendar for SharedCalendar {
+    fn session_bounds(&self, date: NaiveDate) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .session_bounds(date)
+    }
+}
+
 impl SessionCalendar for UsEquityCalendar {
     fn session_bounds(&self, date: NaiveDate) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         self.session(date).map(|s| (s.open, s.close))

@@ -33,9 +33,9 @@ struct LiveSeries {
 }
 
 /// See the module documentation.
-#[derive(Debug)]
 pub struct LiveHub {
     tz: Tz,
+    calendar: RwLock<Option<std::sync::Arc<dyn crate::market::live::SessionCalendar>>>,
     series: RwLock<BTreeMap<String, LiveSeries>>,
     days: Mutex<LocalDays>,
 }
@@ -53,9 +53,16 @@ impl LiveHub {
     pub fn new(tz: Tz) -> LiveHub {
         LiveHub {
             tz,
+            calendar: RwLock::new(None),
             series: RwLock::new(BTreeMap::new()),
             days: Mutex::new(LocalDays::new(tz)),
         }
+    }
+
+    /// Uses `calendar` (the broker's, e.g. Alpaca's) for the pipelines' `market_open`
+    /// schedules.
+    pub fn set_calendar(&self, calendar: std::sync::Arc<dyn crate::market::live::SessionCalendar>) {
+        *write(&self.calendar) = Some(calendar);
     }
 
     /// The time zone of the hub's days.
@@ -196,7 +203,20 @@ fn push_close(closes: &mut VecDeque<(NaiveDate, f64, i64)>, date: NaiveDate, clo
     }
 }
 
+impl std::fmt::Debug for LiveHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveHub")
+            .field("tz", &self.tz)
+            .field("symbols", &read(&self.series).len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl History for LiveHub {
+    fn calendar(&self) -> Option<std::sync::Arc<dyn crate::market::live::SessionCalendar>> {
+        read(&self.calendar).clone()
+    }
+
     fn timeframe(&self, symbol: &str) -> Option<Timeframe> {
         read(&self.series).get(symbol).map(|s| s.timeframe)
     }

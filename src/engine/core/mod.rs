@@ -151,4 +151,9 @@ pub trait History: Send + Sync {
     /// The last `n` daily closes of `symbol` at or before `until` (the close of each local
     /// trading day, for daily and intraday data alike).
     fn daily_closes(&self, symbol: &str, until: i64, n: usize) -> Vec<f64>;
+    /// The exchange sessions of the source (a live broker's calendar, e.g. Alpaca's), for
+    /// `market_open` schedules; `None`: our NYSE calendar (backtests and replays).
+    fn calendar(&self) -> Option<Arc<dyn crate::market::live::SessionCalendar>> {
+        None
+    }
 }

@@ -232,6 +232,8 @@ pub struct PipelineCore {
     /// Reused buffers of a step's triggered symbols (no allocation per bar).
     fire: Vec<usize>,
     cont: Vec<usize>,
+    /// The source's exchange sessions for `market_open` (`None`: our NYSE calendar).
+    calendar: Option<std::sync::Arc<dyn crate::market::live::SessionCalendar>>,
 }
 
 impl PipelineCore {
@@ -275,6 +277,7 @@ impl PipelineCore {
             warmed_until: now,
             fire: Vec::new(),
             cont: Vec::new(),
+            calendar: None,
         };
         core.configure(history, now);
         core
@@ -384,10 +387,11 @@ impl PipelineCore {
             .schedule
             .as_ref()
             .and_then(|s| Schedule::from_trigger(s, utc(now)).ok());
+        self.calendar = history.calendar();
         self.next_fire = self
             .schedule
             .as_ref()
-            .and_then(|s| s.next_after(utc(now)))
+            .and_then(|s| s.next_after_in(utc(now), self.calendar.as_deref()))
             .map(|t| t.timestamp());
         self.once_at = trigger
             .once
@@ -618,7 +622,7 @@ impl PipelineCore {
             self.next_fire = self
                 .schedule
                 .as_ref()
-                .and_then(|s| s.next_after(utc(at)))
+                .and_then(|s| s.next_after_in(utc(at), self.calendar.as_deref()))
                 .map(|n| n.timestamp());
             self.plan(&all, at, TriggerKind::Schedule, ledger, out);
         }
