@@ -339,3 +339,47 @@ fn refused_keys_fail_only_the_pipelines_of_that_broker() {
     );
     d.signal("TERM", Duration::from_secs(15));
 }
+
+#[test]
+fn a_finer_timeframe_added_later_reloads_the_symbol_and_restarts_its_pipelines() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let trading = rt.block_on(FakeAlpaca::start());
+    let data = rt.block_on(FakeData::start());
+    let base = minute_now();
+    data.set_history(SYMBOL, history(base));
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(tmp.path(), &trading, &data, port);
+    // First a five-minute pipeline (validation: decisions only) streams the symbol as 5m.
+    let minutes = tmp.path().join("pipelines/crypto-minutes.yaml");
+    let one_minute = std::fs::read_to_string(&minutes).unwrap();
+    std::fs::remove_file(&minutes).unwrap();
+    let five = one_minute
+        .replace("mode: paper", "mode: validation")
+        .replace("timeframe: 1m", "timeframe: 5m")
+        .replace("timeframes: [1m]", "timeframes: [5m]");
+    std::fs::write(tmp.path().join("pipelines/crypto-five.yaml"), five).unwrap();
+    let mut d = start(tmp.path(), port);
+    d.wait_ready(Duration::from_secs(30));
+    assert!(
+        d.log_text().contains("timeframe=\"5m\""),
+        "{}",
+        common::tail(&d.log_text(), 20)
+    );
+    // Then a one-minute pipeline on the same symbol.
+    std::fs::write(&minutes, one_minute).unwrap();
+    d.wait_for("the reload and the restart", Duration::from_secs(20), |d| {
+        let log = d.log_text();
+        log.contains("reloading it at the finer one")
+            && log.contains("restarting on the finer live data")
+            && d.metric("ztraded_pipelines{state=\"running\"}") == 2.0
+    });
+    assert_eq!(d.metric("ztraded_pipelines{state=\"failed\"}"), 0.0);
+    // Both run on the minutes: the one-minute pipeline enters on the next closed minute.
+    rt.block_on(data.wait_subscribed("/v1beta3/crypto/us", &[SYMBOL]));
+    data.push_bar(SYMBOL, &bar(base - 60, 101.0));
+    d.wait_for("the entry at the fake", Duration::from_secs(20), |_| {
+        !entries(&trading).is_empty()
+    });
+    d.signal("TERM", Duration::from_secs(15));
+}

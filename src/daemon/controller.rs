@@ -148,11 +148,15 @@ impl Controller {
                 .await;
             return Outcome::Refused(refusals.len());
         }
-        if let Some(live) = self.shared.live.clone() {
-            live.prepare(self.data_needs(&changes, &set)).await;
-        }
+        let switched = match self.shared.live.clone() {
+            Some(live) => live.prepare(self.data_needs(&changes, &set)).await,
+            None => Vec::new(),
+        };
         for change in &changes {
             self.apply_change(change, &set).await;
+        }
+        if !switched.is_empty() {
+            self.restart_on(&switched, &changes, &set).await;
         }
         for f in set.findings.iter() {
             warn!(file = %f.file, line = f.line, column = f.column, code = f.code, "{}", f.human());
@@ -221,6 +225,31 @@ impl Controller {
             }
         }
         needs
+    }
+
+    /// Restarts the running pipelines that read one of `symbols` (switched to a finer live
+    /// timeframe) and are not among `changes` (those started on the new data already):
+    /// between executions, positions kept, feeds warmed up again.
+    async fn restart_on(&mut self, symbols: &[String], changes: &[Change], set: &ConfigSet) {
+        let changed: Vec<&str> = changes.iter().map(|c| c.pipeline.as_str()).collect();
+        let names: Vec<String> = self.actors.keys().cloned().collect();
+        for name in names {
+            if changed.contains(&name.as_str()) {
+                continue;
+            }
+            let Ok(config) = self.actor_config(&name, set) else {
+                continue;
+            };
+            if !config.symbols.iter().any(|s| symbols.contains(s)) {
+                continue;
+            }
+            if let Some(a) = self.actors.get(&name)
+                && !a.task.is_finished()
+            {
+                info!(pipeline = %name, "restarting on the finer live data of its symbols");
+                let _ = a.tx.send(Message::Update(Box::new(config))).await;
+            }
+        }
     }
 
     fn actor_config(&self, name: &str, set: &ConfigSet) -> Result<PipelineSpec, String> {

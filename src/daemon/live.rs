@@ -14,9 +14,9 @@
 //! rule. Minutes from the stream complete the following bars; every bar reaches the pipelines
 //! once and in order. A symbol no running pipeline reads any more is unsubscribed.
 //!
-//! A symbol's data timeframe is set when it is first subscribed. A pipeline added later
-//! that reads a finer timeframe of the same symbol fails with a reason naming both; it runs
-//! after a restart of the daemon (which subscribes at the finest timeframe).
+//! A symbol's data timeframe is set when it is first subscribed. When a pipeline added later
+//! reads a finer timeframe of the same symbol, the symbol is reloaded at the finer one and
+//! the running pipelines on it restart (re-warmed on the new data; positions kept).
 //!
 //! # Bars
 //!
@@ -52,7 +52,7 @@ const SESSION_SECONDS: i64 = 23_400;
 #[derive(Debug)]
 struct Prepare {
     needs: BTreeMap<String, DataNeed>,
-    done: oneshot::Sender<()>,
+    done: oneshot::Sender<Vec<String>>,
 }
 
 /// The reconciler's handle on the live market loop.
@@ -64,12 +64,15 @@ pub struct LiveMarket {
 impl LiveMarket {
     /// Subscribes and warms up `needs` (symbol → what its pipelines read) before their
     /// pipelines start; returns when the history is loaded (or failed, which is logged:
-    /// the pipelines then fail with "no market data").
-    pub async fn prepare(&self, needs: BTreeMap<String, DataNeed>) {
+    /// the pipelines then fail with "no market data"). Answers the symbols already streamed
+    /// that were switched to a finer timeframe: the running pipelines on them must be
+    /// restarted (their feeds read the old one).
+    pub async fn prepare(&self, needs: BTreeMap<String, DataNeed>) -> Vec<String> {
         let (done, answer) = oneshot::channel();
         if self.tx.send(Prepare { needs, done }).await.is_ok() {
-            let _ = answer.await;
+            return answer.await.unwrap_or_default();
         }
+        Vec::new()
     }
 }
 
@@ -159,8 +162,8 @@ impl LiveLoop {
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
                 request = requests.recv(), if requests_open => match request {
                     Some(p) => {
-                        self.prepare(p.needs, &mut live, &symbols_tx).await;
-                        let _ = p.done.send(());
+                        let switched = self.prepare(p.needs, &mut live, &symbols_tx).await;
+                        let _ = p.done.send(switched);
                     }
                     None => requests_open = false,
                 },
@@ -269,17 +272,31 @@ impl LiveLoop {
         needs: BTreeMap<String, DataNeed>,
         live: &mut LiveBars,
         symbols: &watch::Sender<BTreeSet<String>>,
-    ) {
+    ) -> Vec<String> {
         let now = Utc::now();
         // Symbols to load, by data timeframe.
         let mut load: BTreeMap<Timeframe, Vec<(String, DataNeed)>> = BTreeMap::new();
+        let mut switched = Vec::new();
         for (symbol, need) in &needs {
             match self.hub.timeframe_of(symbol) {
                 Some(tf) if tf <= need.finest => {}
-                Some(tf) => warn!(
-                    %symbol, streamed = tf.as_str(), wanted = need.finest.as_str(),
-                    "a pipeline reads a finer timeframe than the symbol is streamed in; it runs after a restart of the daemon"
-                ),
+                Some(tf) => {
+                    info!(
+                        %symbol, streamed = tf.as_str(), wanted = need.finest.as_str(),
+                        "a pipeline reads a finer timeframe than the symbol is streamed in: reloading it at the finer one; the pipelines on it restart"
+                    );
+                    // The finer data must still serve the lookback of the coarsest timeframe
+                    // the running pipelines on it read.
+                    let need = DataNeed {
+                        coarsest: need.coarsest.max(tf),
+                        lookback: need.lookback.max(self.hub.len(symbol)),
+                        ..*need
+                    };
+                    switched.push(symbol.clone());
+                    load.entry(need.finest)
+                        .or_default()
+                        .push((symbol.clone(), need));
+                }
                 None => load
                     .entry(need.finest)
                     .or_default()
@@ -381,6 +398,7 @@ impl LiveLoop {
                 info!(%symbol, timeframe = tf.as_str(), bars = count, kept = self.hub.len(symbol), ms = started.elapsed().as_millis() as u64, "live market data subscribed and warmed up");
             }
         }
+        switched
     }
 }
 

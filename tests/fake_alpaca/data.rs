@@ -399,12 +399,16 @@ async fn bars(
     let (Some(start), Some(end)) = (parse("start"), parse("end")) else {
         return bad_request("start and end must be RFC 3339");
     };
-    if !matches!(
-        q.get("timeframe").map(String::as_str),
-        Some("1Min" | "1Day")
-    ) {
-        return bad_request("invalid timeframe");
-    }
+    // `1Min`, `<n>Min` (the stored minutes aggregated into n-minute bars aligned on the
+    // hour), `1Day` (the stored bars as they are).
+    let minutes: i64 = match q.get("timeframe").map(String::as_str) {
+        Some("1Day") => 1,
+        Some(tf) => match tf.strip_suffix("Min").and_then(|n| n.parse::<i64>().ok()) {
+            Some(n) if (1..=59).contains(&n) => n,
+            _ => return bad_request("invalid timeframe"),
+        },
+        None => return bad_request("invalid timeframe"),
+    };
     let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(1000);
     let offset: usize = match q.get("page_token") {
         None => 0,
@@ -416,13 +420,26 @@ async fn bars(
     let inner = state.lock().unwrap();
     let wanted: BTreeSet<&str> = symbols.split(',').collect();
     // Alpaca pages through the symbols in order, each symbol's bars in time order.
-    let all: Vec<(&String, &Bar)> = inner
+    let period = minutes * 60;
+    let mut all: Vec<(&String, Bar)> = Vec::new();
+    for (s, bars) in inner
         .history
         .iter()
         .filter(|(s, _)| wanted.contains(s.as_str()))
-        .flat_map(|(s, bars)| bars.iter().map(move |b| (s, b)))
-        .filter(|(_, b)| b.ts >= start && b.ts <= end)
-        .collect();
+    {
+        for b in bars.iter().filter(|b| b.ts >= start && b.ts <= end) {
+            let ts = b.ts - b.ts.rem_euclid(period);
+            match all.last_mut() {
+                Some((last_s, last)) if *last_s == s && last.ts == ts && period > 60 => {
+                    last.high = last.high.max(b.high);
+                    last.low = last.low.min(b.low);
+                    last.close = b.close;
+                    last.volume += b.volume;
+                }
+                _ => all.push((s, Bar { ts, ..*b })),
+            }
+        }
+    }
     let size = limit.min(inner.page_size).max(1);
     let page = all.iter().skip(offset).take(size);
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();

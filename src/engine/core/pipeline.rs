@@ -536,6 +536,11 @@ impl PipelineCore {
             let Some(feed) = self.feeds[i].as_mut() else {
                 continue;
             };
+            // A live source that switched the symbol to a finer timeframe: this core is
+            // restarted on it; until then its bars are not this feed's.
+            if e.timeframe != feed.data_timeframe() {
+                continue;
+            }
             let (mut strat, mut trig, mut cnt) = (false, false, false);
             let mut note = |tf: &Timeframe| {
                 strat |= strategy_tf == Some(*tf);
