@@ -188,7 +188,8 @@ fn paper_trading_on_alpaca_end_to_end() {
     let first = entries(&trading);
     assert_eq!(first.len(), 1, "{first:?}");
     let entry = first[0].clone();
-    assert_eq!(entry.order_class, "bracket", "{entry:?}");
+    // Alpaca has no brackets for crypto: the entry goes alone, the legs follow its fill.
+    assert_eq!(entry.order_class, "simple", "{entry:?}");
 
     // Restart: the pending intent is found at the broker by client order id; the next bar
     // sends no second entry (the pending one counts as the position).
@@ -206,25 +207,41 @@ fn paper_trading_on_alpaca_end_to_end() {
         common::tail(&d.log_text(), 40)
     );
 
-    // The fill from the stream opens the position; its stop is the bracket's stop leg.
+    // The fill from the stream opens the position; the engine places its stop (a
+    // stop-limit, 1 % band) and its target as separate orders with the legs' ids.
     trading.fill(&entry.client_order_id, entry.qty, dec!(101));
-    d.wait_for("the position", Duration::from_secs(10), |d| {
+    d.wait_for("the position and its legs", Duration::from_secs(10), |d| {
         d.metric("ztraded_positions_open{pipeline=\"crypto-minutes\"}") == 1.0
+            && trading
+                .order(&format!("{}-sl", entry.client_order_id))
+                .is_some()
     });
     let stop = trading
-        .orders()
-        .into_iter()
-        .find(|o| o.parent.as_deref() == Some(entry.id.as_str()) && o.kind == "stop")
+        .order(&format!("{}-sl", entry.client_order_id))
         .expect("the stop leg at the fake");
     assert!(stop.is_open(), "{stop:?}");
+    assert_eq!(stop.kind, "stop_limit", "{stop:?}");
+    assert_eq!(
+        (stop.stop_price, stop.limit_price),
+        (Some(dec!(99)), Some(dec!(98.01)))
+    );
+    let target = trading
+        .order(&format!("{}-t1", entry.client_order_id))
+        .expect("the target leg at the fake");
+    assert_eq!(
+        (target.kind.as_str(), target.limit_price),
+        ("limit", Some(dec!(105)))
+    );
 
     // The stop is cancelled at the broker (by hand, say): the next broker reconciliation
     // places a new one for the position, with our client order id.
     trading.cancel_at_broker(&stop.id);
+    let replaced = |o: &fake_alpaca::FakeOrder| o.client_order_id != stop.client_order_id;
     d.wait_for("the stop re-placed", Duration::from_secs(10), |_| {
         trading.orders().iter().any(|o| {
             o.client_order_id.starts_with("zt-")
-                && o.kind == "stop"
+                && replaced(o)
+                && o.kind == "stop_limit"
                 && o.symbol == SYMBOL
                 && o.is_open()
                 && o.stop_price == Some(dec!(99))

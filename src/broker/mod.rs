@@ -56,6 +56,10 @@ pub struct Capabilities {
     /// The broker closes every position and cancels every open order of the account in one
     /// request ([`Broker::close_all`]); the emergency close with scope `all` uses it.
     pub bulk_close: bool,
+    /// The broker also places bracket legs for crypto pairs (`BTC/USD`). Alpaca does not:
+    /// its crypto orders are simple, so the engine submits the legs as separate exit orders
+    /// when a crypto entry fills, as for a broker without [`Capabilities::brackets`].
+    pub crypto_brackets: bool,
     /// The broker's events arrive on their own (a real broker's order stream), not only in
     /// answer to [`Broker::on_bar`]: the daemon books them as they arrive. The simulated
     /// broker's events follow from the bars it is given, and are booked with them.

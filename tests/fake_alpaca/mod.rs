@@ -623,8 +623,28 @@ fn submit(
     }
     let limit_price = req.get("limit_price").and_then(parse_dec);
     let stop_price = req.get("stop_price").and_then(parse_dec);
-    if kind == "limit" && limit_price.is_none() || kind == "stop" && stop_price.is_none() {
+    if kind == "limit" && limit_price.is_none()
+        || kind == "stop" && stop_price.is_none()
+        || kind == "stop_limit" && (stop_price.is_none() || limit_price.is_none())
+    {
         return error(422, 40010001, "price required for this order type");
+    }
+    // Crypto orders are simple market, limit or stop-limit orders, good till cancelled or
+    // immediate or cancel (Alpaca's crypto trading rules).
+    if s("symbol").contains('/') {
+        if class != "simple" {
+            return error(
+                422,
+                42210000,
+                "crypto orders not allowed for advanced order_class: bracket",
+            );
+        }
+        if !matches!(kind.as_str(), "market" | "limit" | "stop_limit") {
+            return error(422, 42210000, "invalid order type for crypto order");
+        }
+        if tif != "gtc" && tif != "ioc" {
+            return error(422, 42210000, "invalid crypto time_in_force");
+        }
     }
     let tp = req.pointer("/take_profit/limit_price").and_then(parse_dec);
     let sl = req.pointer("/stop_loss/stop_price").and_then(parse_dec);

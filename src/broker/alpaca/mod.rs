@@ -133,6 +133,8 @@ pub struct AccountDetails {
 /// What the directory knows of one of our orders.
 #[derive(Clone, Debug)]
 struct Meta {
+    /// A crypto pair's order (stops are stop-limits).
+    crypto: bool,
     pipeline: String,
     purpose: OrderPurpose,
     oco_group: Option<String>,
@@ -224,6 +226,7 @@ impl Book {
             book.meta.insert(
                 o.client_order_id.clone(),
                 Meta {
+                    crypto: is_crypto(&o.symbol),
                     pipeline: o.pipeline.clone(),
                     purpose: o.purpose,
                     oco_group: o.oco_group.clone(),
@@ -346,6 +349,7 @@ impl Book {
             self.meta.insert(
                 leg_id,
                 Meta {
+                    crypto: is_crypto(&leg.symbol),
                     pipeline: meta.pipeline.clone(),
                     purpose,
                     oco_group: Some(cid.clone()),
@@ -736,6 +740,11 @@ pub fn connect_alpaca(
     Ok(Arc::new(AlpacaBroker::connect(name, settings, known)?))
 }
 
+/// How far beyond its stop price the limit of a crypto stop-limit exit lies: 1 % (a sell
+/// stop at 100 is a stop-limit 100 / 99). A gap through the band leaves the order working
+/// unfilled; the reconciliation then shows the position with its stop still open.
+pub const CRYPTO_STOP_LIMIT_BAND: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+
 fn price_str(p: Decimal) -> String {
     let dp = if p.abs() >= Decimal::ONE { 2 } else { 4 };
     p.round_dp(dp).normalize().to_string()
@@ -770,6 +779,19 @@ fn new_order(order: &Submit) -> Result<wire::NewOrder, BrokerError> {
         OrderType::Stop { price } => ("stop", None, Some(price_str(price))),
     };
     let crypto = is_crypto(order.symbol());
+    // Alpaca's crypto orders are market, limit or stop-limit: a protective stop becomes a
+    // stop-limit whose limit lies CRYPTO_STOP_LIMIT_BAND beyond the stop.
+    let (type_name, limit_price) = match (crypto, order_type) {
+        (true, OrderType::Stop { price }) => {
+            let band = Decimal::ONE
+                + match order.side() {
+                    crate::broker::Side::Sell => -CRYPTO_STOP_LIMIT_BAND,
+                    crate::broker::Side::Buy => CRYPTO_STOP_LIMIT_BAND,
+                };
+            ("stop_limit", Some(price_str(price * band)))
+        }
+        _ => (type_name, limit_price),
+    };
     let mut body = wire::NewOrder {
         symbol: order.symbol().to_string(),
         qty: qty_str(qty),
@@ -784,6 +806,9 @@ fn new_order(order: &Submit) -> Result<wire::NewOrder, BrokerError> {
         stop_loss: None,
     };
     match order {
+        // Alpaca has no bracket or OTO orders for crypto: the entry goes alone and the engine
+        // places the legs when it fills (`Capabilities::crypto_brackets` is false).
+        Submit::Entry(_) if crypto => {}
         Submit::Entry(e) => {
             let e = e.get();
             if e.take_profits.len() > 1 {
@@ -1031,6 +1056,7 @@ impl Broker for AlpacaBroker {
         Capabilities {
             brackets: true,
             bulk_close: true,
+            crypto_brackets: false,
             streams: true,
         }
     }
@@ -1128,6 +1154,7 @@ impl Broker for AlpacaBroker {
             book.meta.insert(
                 cid.clone(),
                 Meta {
+                    crypto: is_crypto(order.symbol()),
                     pipeline: order.pipeline().to_string(),
                     purpose,
                     oco_group,
@@ -1286,23 +1313,28 @@ impl Broker for AlpacaBroker {
         price: Decimal,
         quantity: Decimal,
     ) -> Result<(), BrokerError> {
-        let known = self
-            .inner
-            .book()
-            .client_to_broker
-            .get(client_order_id)
-            .cloned();
-        let id = match known {
-            Some(id) => id,
+        let (known, crypto) = {
+            let book = self.inner.book();
+            (
+                book.client_to_broker.get(client_order_id).cloned(),
+                book.meta.get(client_order_id).is_some_and(|m| m.crypto),
+            )
+        };
+        let (id, crypto) = match known {
+            Some(id) => (id, crypto),
             None => match self.inner.fetch_order(client_order_id).await {
-                Ok(Some(w)) => w.id,
+                Ok(Some(w)) => (w.id, is_crypto(&w.symbol)),
                 Ok(None) => return Err(BrokerError::UnknownOrder(client_order_id.to_string())),
                 Err(e) => return Err(self.inner.unavailable(&e)),
             },
         };
+        // A crypto stop is a stop-limit (a long's sell stop: Alpaca does not short crypto).
+        let limit_price =
+            crypto.then(|| price_str(price * (Decimal::ONE - CRYPTO_STOP_LIMIT_BAND)));
         let body = serde_json::to_value(wire::ReplaceOrder {
             qty: Some(qty_str(quantity)),
             stop_price: Some(price_str(price)),
+            limit_price,
         })
         .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         let answer = self
@@ -1379,6 +1411,7 @@ impl Broker for AlpacaBroker {
                             book.meta.insert(
                                 cid,
                                 Meta {
+                                    crypto: is_crypto(&w.symbol),
                                     pipeline: owner,
                                     purpose: OrderPurpose::Emergency,
                                     oco_group: None,

@@ -70,6 +70,27 @@ fn exits_are_plain_orders_of_the_other_side() {
     assert_eq!(x.order_class, "simple");
 }
 
+#[test]
+fn crypto_stops_are_stop_limits_a_band_beyond_the_stop() {
+    let x = new_order(&Submit::Exit(ExitOrder {
+        client_order_id: "zt-x-sl".into(),
+        pipeline: "p".into(),
+        symbol: "BTC/USD".into(),
+        position_side: PositionSide::Long,
+        quantity: dec!(0.5),
+        order_type: OrderType::Stop { price: dec!(60000) },
+        purpose: OrderPurpose::StopLoss,
+        oco_group: Some("zt-x".into()),
+    }))
+    .unwrap();
+    assert_eq!(x.side, "sell");
+    assert_eq!(x.order_type, "stop_limit");
+    assert_eq!(x.stop_price.as_deref(), Some("60000"));
+    assert_eq!(x.limit_price.as_deref(), Some("59400"));
+    assert_eq!(x.time_in_force, "gtc");
+    assert_eq!(x.order_class, "simple");
+}
+
 fn wire_order(v: serde_json::Value) -> wire::Order {
     serde_json::from_value(v).unwrap()
 }
@@ -80,6 +101,7 @@ fn the_book_reports_each_change_once_whichever_way_it_arrives() {
     book.meta.insert(
         "zt-e".into(),
         Meta {
+            crypto: false,
             pipeline: "p".into(),
             purpose: OrderPurpose::Entry,
             oco_group: None,
@@ -144,6 +166,7 @@ fn late_reads_and_replaced_orders_add_nothing() {
     book.meta.insert(
         "zt-s".into(),
         Meta {
+            crypto: false,
             pipeline: "p".into(),
             purpose: OrderPurpose::StopLoss,
             oco_group: Some("zt-e".into()),
@@ -171,6 +194,7 @@ fn late_reads_and_replaced_orders_add_nothing() {
     book.meta.insert(
         "zt-s".into(),
         Meta {
+            crypto: false,
             pipeline: "p".into(),
             purpose: OrderPurpose::StopLoss,
             oco_group: None,

@@ -318,6 +318,9 @@ pub struct ReplaceOrder {
     /// New stop price.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_price: Option<String>,
+    /// New limit price (stop-limit orders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_price: Option<String>,
 }
 
 /// Alpaca's error body: `{"code": 40310000, "message": "insufficient buying power"}`.

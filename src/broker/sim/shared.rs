@@ -98,6 +98,7 @@ impl Broker for SharedSimBroker {
         Capabilities {
             brackets: true,
             bulk_close: false,
+            crypto_brackets: true,
             streams: false,
         }
     }

@@ -85,6 +85,8 @@ pub struct Ledger {
     accounts: BTreeMap<String, AccountState>,
     /// Brokers that place bracket legs themselves.
     native_brackets: BTreeMap<String, bool>,
+    /// Whether the broker places bracket legs of crypto pairs too.
+    crypto_brackets: BTreeMap<String, bool>,
 }
 
 impl Ledger {
@@ -96,6 +98,8 @@ impl Ledger {
     /// Declares broker `broker` and whether it places bracket legs itself.
     pub fn add_broker(&mut self, broker: &str, native_brackets: bool) {
         self.native_brackets
+            .insert(broker.to_string(), native_brackets);
+        self.crypto_brackets
             .insert(broker.to_string(), native_brackets);
         self.accounts.entry(broker.to_string()).or_default();
     }
@@ -324,7 +328,7 @@ impl Ledger {
         // A stop that fills cancels the rest of its bracket (one-cancels-other): brokers
         // with native brackets do it themselves, for the others the engine does.
         if fill.purpose == OrderPurpose::StopLoss
-            && !self.native(broker)
+            && !self.native(broker, &fill.symbol)
             && let Some(group) = &order.oco_group
         {
             let already: Vec<String> = out
@@ -349,7 +353,7 @@ impl Ledger {
         }
         // Legs of an entry at a broker that does not place them itself.
         if fill.purpose == OrderPurpose::Entry
-            && !self.native(broker)
+            && !self.native(broker, &fill.symbol)
             && let Some(plan) = plan
         {
             out.follow_ups
@@ -366,8 +370,19 @@ impl Ledger {
         out.position = Some(self.book.get(&fill.pipeline, &fill.symbol).cloned());
     }
 
-    fn native(&self, broker: &str) -> bool {
-        self.native_brackets.get(broker).copied().unwrap_or(true)
+    /// Records that `broker` does not place bracket legs for crypto pairs (Alpaca): the
+    /// engine places them as for a broker without native brackets.
+    pub fn set_crypto_brackets(&mut self, broker: &str, native: bool) {
+        self.crypto_brackets.insert(broker.to_string(), native);
+    }
+
+    fn native(&self, broker: &str, symbol: &str) -> bool {
+        let map = if crate::market::alpaca::is_crypto(symbol) {
+            &self.crypto_brackets
+        } else {
+            &self.native_brackets
+        };
+        map.get(broker).copied().unwrap_or(true)
     }
 
     // ----- flatten -----

@@ -101,7 +101,9 @@ impl Account {
         let mut ledger = Ledger::new();
         let mut slots = BTreeMap::new();
         for broker in brokers {
-            ledger.add_broker(broker.name(), broker.capabilities().brackets);
+            let caps = broker.capabilities();
+            ledger.add_broker(broker.name(), caps.brackets);
+            ledger.set_crypto_brackets(broker.name(), caps.brackets && caps.crypto_brackets);
             let events = broker.take_events();
             slots.insert(
                 broker.name().to_string(),
