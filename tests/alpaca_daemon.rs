@@ -191,31 +191,32 @@ fn paper_trading_on_alpaca_end_to_end() {
     // Alpaca has no brackets for crypto: the entry goes alone, the legs follow its fill.
     assert_eq!(entry.order_class, "simple", "{entry:?}");
 
-    // Restart: the pending intent is found at the broker by client order id; the next bar
-    // sends no second entry (the pending one counts as the position).
+    // The entry fills while the daemon is down.
+    std::thread::sleep(Duration::from_secs(4));
+    trading.fill(&entry.client_order_id, entry.qty, dec!(101));
+
+    // Restart: the pending intent is found at the broker by client order id, the fill made
+    // meanwhile is fetched over REST and booked (the position opens and gets its legs: the
+    // engine places the stop, a stop-limit 1 % beyond it, and the target, as Alpaca has no
+    // crypto brackets), and the next bar sends no second entry.
     let mut d = start(tmp.path(), port);
     d.wait_ready(Duration::from_secs(30));
-    rt.block_on(data.wait_subscribed("/v1beta3/crypto/us", &[SYMBOL]));
-    std::thread::sleep(Duration::from_secs(1));
-    data.push_bar(SYMBOL, &bar(base - 60, 101.5));
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(entries(&trading).len(), 1, "{:?}", trading.orders());
-    assert_eq!(trading.submits_for(&entry.client_order_id), 1);
-    assert!(
-        d.log_text().contains("pending intent found at the broker"),
-        "{}",
-        common::tail(&d.log_text(), 40)
-    );
-
-    // The fill from the stream opens the position; the engine places its stop (a
-    // stop-limit, 1 % band) and its target as separate orders with the legs' ids.
-    trading.fill(&entry.client_order_id, entry.qty, dec!(101));
-    d.wait_for("the position and its legs", Duration::from_secs(10), |d| {
+    d.wait_for("the position and its legs", Duration::from_secs(15), |d| {
         d.metric("ztraded_positions_open{pipeline=\"crypto-minutes\"}") == 1.0
             && trading
                 .order(&format!("{}-sl", entry.client_order_id))
                 .is_some()
     });
+    assert!(
+        d.log_text().contains("pending intent found at the broker"),
+        "{}",
+        common::tail(&d.log_text(), 40)
+    );
+    rt.block_on(data.wait_subscribed("/v1beta3/crypto/us", &[SYMBOL]));
+    data.push_bar(SYMBOL, &bar(base - 60, 101.5));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(entries(&trading).len(), 1, "{:?}", trading.orders());
+    assert_eq!(trading.submits_for(&entry.client_order_id), 1);
     let stop = trading
         .order(&format!("{}-sl", entry.client_order_id))
         .expect("the stop leg at the fake");

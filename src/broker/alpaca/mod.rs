@@ -505,7 +505,9 @@ impl Book {
         let oldest_open = self
             .reported
             .values()
-            .filter(|r| r.status.is_open() && !r.broker_id.is_empty())
+            // Orders of intents not confirmed before a crash have no Alpaca id yet: their
+            // submission time counts too, so a fill while the daemon was down is found.
+            .filter(|r| r.status.is_open())
             .map(|r| r.created_at)
             .min()
             .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));

@@ -7,6 +7,7 @@ use crate::domain::{Halt, HaltCause};
 use crate::engine::book::OpenTrade;
 use crate::metrics::StoreOperation;
 use crate::store::{IntentOrder, StoreError};
+use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use tracing::{info, warn};
 
@@ -174,8 +175,11 @@ impl Account {
                             now,
                         )
                         .await?;
+                    // Working or filled while the daemon was down (its fill is booked from
+                    // the broker's events next): either way the trade opens with its stop
+                    // and targets.
                     if let IntentOrder::Entry(plan) = &intent.order
-                        && state.status.is_open()
+                        && (state.status.is_open() || state.filled_quantity > Decimal::ZERO)
                     {
                         lock(&self.ledger).expect_entry(plan, false, "");
                     }
