@@ -266,6 +266,15 @@ fn paper_trading_on_alpaca_end_to_end() {
             .iter()
             .any(|p| p.symbol == "MSFT" && p.qty == dec!(10))
     );
+    // The fill made while the daemon was down is booked once: our trade is the broker's
+    // position, reconciliation after reconciliation.
+    let log = d.log_text();
+    assert!(
+        !log.contains("our trades and the broker's positions differ")
+            && !log.contains("the broker wins"),
+        "{}",
+        common::tail(&log, 30)
+    );
 
     // Emergency close of everything through the bulk endpoints.
     let (status, body) = d

@@ -245,7 +245,7 @@ async fn authentication_and_request_errors_are_clear() {
     let e = data
         .bars(
             &syms(&["AAPL"]),
-            Timeframe::M5,
+            Timeframe::H1,
             utc("2024-01-02T00:00:00Z"),
             utc("2024-01-03T00:00:00Z"),
         )

@@ -15,15 +15,17 @@ impl Account {
     /// Rebuilds the ledger from the store and the brokers, logging every difference:
     ///
     /// 1. realized P&L of the trades closed so far, and the latched halts;
-    /// 2. each broker's balances, positions and working orders;
-    /// 3. the open trades of the store, re-adopted with their stops and targets where the
-    ///    broker holds the same quantity; the broker's quantity wins where it differs; a
-    ///    trade the broker does not hold is dropped; a position the store did not know is
-    ///    adopted without stop or targets;
-    /// 4. entries still working at a broker get their plan (stop, targets) back from their
-    ///    stored intent, so that a fill after the restart opens the trade with them;
-    /// 5. intents written but never confirmed: found at the broker (by client order id) they
-    ///    are recorded as submitted, otherwise as failed — never sent again.
+    /// 2. the open trades of the store as they were, and each broker's working orders;
+    /// 3. what changed while the daemon was down, booked first: orders the store had open
+    ///    that the broker no longer lists are looked up (their fills and cancels arrive as
+    ///    events); entries working or filled get their plan (stop, targets) back from their
+    ///    stored intent; intents written but never confirmed are found at the broker by
+    ///    client order id and recorded as submitted, otherwise as failed — never sent again;
+    ///    then the events are booked (a fill while down opens its trade with its stop);
+    /// 4. the trades compared with the brokers' positions: the broker's quantity wins where
+    ///    it differs, a trade the broker does not hold is dropped, a position of a pipeline
+    ///    the ledger does not know is adopted without stop or targets, a position no
+    ///    pipeline owns is drift.
     ///
     /// Nothing to do without a store.
     ///
@@ -56,99 +58,82 @@ impl Account {
                 until: None,
             });
         }
-        self.refresh_all().await;
-        let mut positions: BTreeMap<(String, String), (String, Position)> = BTreeMap::new();
-        for (name, slot) in &self.slots {
-            for p in lock(&self.ledger).positions(name) {
-                positions.insert(
-                    (p.pipeline.clone(), p.symbol.clone()),
-                    (name.clone(), p.clone()),
-                );
+        // 2. The stored open trades as they were, and what the brokers have working.
+        let stored = store.load_open_trades().await?;
+        {
+            let mut ledger = lock(&self.ledger);
+            for mut t in stored {
+                if t.broker.is_empty() {
+                    // Records from before the broker was stored: the only broker that
+                    // holds the pipeline's symbol decides below.
+                    t.broker = self.slots.keys().next().cloned().unwrap_or_default();
+                }
+                ledger.adopt(t);
             }
+        }
+        let mut open_at_broker: std::collections::BTreeSet<String> = Default::default();
+        for (name, slot) in &self.slots {
             match slot.broker.open_orders().await {
                 Ok(orders) => {
                     let mut ledger = lock(&self.ledger);
                     for o in &orders {
                         ledger.track(name, o);
+                        open_at_broker.insert(o.client_order_id.clone());
                     }
                 }
                 Err(e) => warn!(broker = %name, error = %e, "open orders not read at start"),
             }
         }
-        let stored = store.load_open_trades().await?;
-        let mut dropped = Vec::new();
-        {
-            let mut ledger = lock(&self.ledger);
-            for t in stored {
-                let key = (t.pipeline.clone(), t.symbol.clone());
-                match positions.get(&key) {
-                    Some((broker, p)) if p.quantity.abs() == t.quantity => {
-                        info!(pipeline = %t.pipeline, symbol = %t.symbol, quantity = %t.quantity, stop = ?t.stop_loss, "open position re-adopted");
-                        let mut t = t;
-                        if t.broker.is_empty() {
-                            t.broker = broker.clone();
-                        }
-                        ledger.adopt(t);
-                    }
-                    Some((broker, p)) => {
-                        warn!(pipeline = %t.pipeline, symbol = %t.symbol, store = %t.quantity, broker = %p.quantity, "the broker holds a different quantity than the store; the broker wins");
-                        let mut t = t;
-                        t.quantity = p.quantity.abs();
-                        if t.broker.is_empty() {
-                            t.broker = broker.clone();
-                        }
-                        ledger.adopt(t);
-                    }
-                    None => {
-                        warn!(pipeline = %t.pipeline, symbol = %t.symbol, quantity = %t.quantity, "the store has a position the broker does not hold; dropped");
-                        dropped.push((t.pipeline.clone(), t.symbol.clone()));
-                    }
-                }
-            }
-            for ((pipeline, symbol), (broker, p)) in &positions {
-                if pipeline.is_empty() {
-                    // No pipeline owns it (a position opened by hand): drift, reported by
-                    // the broker reconciliation, never touched.
+        // 3. What changed while the daemon was down, booked before anything is compared:
+        //    orders the store had open that the broker no longer lists (filled or cancelled
+        //    meanwhile) are looked up, so their events come; entries working or filled get
+        //    their plans (stop, targets) back from their intents; intents never confirmed
+        //    are settled by client order id.
+        for (name, slot) in &self.slots {
+            for o in store.orders_of_broker(name).await? {
+                let id = &o.state.client_order_id;
+                if !o.state.status.is_open() || open_at_broker.contains(id) {
                     continue;
                 }
-                if ledger.trade(pipeline, symbol).is_none() {
-                    warn!(%pipeline, %symbol, quantity = %p.quantity, "the broker holds a position the store did not know; adopted without stop or targets");
-                    ledger.adopt(OpenTrade::adopted(
-                        broker,
-                        pipeline,
-                        symbol,
-                        p.quantity,
-                        p.average_price,
-                        now,
-                    ));
+                match slot.broker.order(id).await {
+                    Ok(Some(state)) => {
+                        info!(client_order_id = %id, status = state.status.as_str(), "an order changed while the daemon was down");
+                        if state.purpose == OrderPurpose::Entry
+                            && state.filled_quantity > o.state.filled_quantity
+                        {
+                            open_at_broker.insert(id.clone());
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(broker = %name, client_order_id = %id, error = %e, "order not looked up at start")
+                    }
                 }
             }
         }
-        for (pipeline, symbol) in dropped {
-            if let Err(e) = store.delete_open_trade(&pipeline, &symbol).await {
-                self.store_failed(StoreOperation::Recovery, &e);
-            }
-        }
-        // Entries still working get their plans back.
-        let working: Vec<String> = lock(&self.ledger)
+        let entries: Vec<String> = lock(&self.ledger)
             .working_orders()
             .filter(|w| w.order.purpose == OrderPurpose::Entry)
             .map(|w| w.order.client_order_id.clone())
+            .chain(open_at_broker.iter().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
-        for id in working {
-            match store.intent(&id).await? {
-                Some(intent) => {
-                    if let IntentOrder::Entry(plan) = intent.order {
-                        info!(client_order_id = %id, pipeline = %plan.pipeline, symbol = %plan.symbol, stop = ?plan.stop_loss, "pending entry re-adopted with its stop and targets");
-                        lock(&self.ledger).expect_entry(&plan, false, "");
-                    }
+        for id in entries {
+            let Some(intent) = store.intent(&id).await? else {
+                if lock(&self.ledger)
+                    .working_order(&id)
+                    .is_some_and(|w| w.order.purpose == OrderPurpose::Entry)
+                {
+                    warn!(client_order_id = %id, "a working entry at the broker has no intent in the store; its fill opens a trade without stop or targets");
                 }
-                None => {
-                    warn!(client_order_id = %id, "a working entry at the broker has no intent in the store; its fill opens a trade without stop or targets")
-                }
+                continue;
+            };
+            if let IntentOrder::Entry(plan) = intent.order {
+                info!(client_order_id = %id, pipeline = %plan.pipeline, symbol = %plan.symbol, stop = ?plan.stop_loss, "pending entry re-adopted with its stop and targets");
+                lock(&self.ledger).expect_entry(&plan, false, "");
             }
         }
-        // Intents written but not confirmed: the broker tells whether the order went out.
         for intent in store.pending_intents().await? {
             let known = match self.slots.get(&intent.broker) {
                 Some(slot) => slot
@@ -194,6 +179,79 @@ impl Account {
                         )
                         .await?;
                 }
+            }
+        }
+        // The events of those lookups (and any the brokers sent since the start): fills
+        // booked onto the trades, legs placed.
+        for name in self.slots.keys() {
+            self.pump_locked(name).await;
+        }
+        // 4. Compared with the brokers, the source of truth: where the quantity differs the
+        //    broker wins; a trade the broker does not hold is dropped; a position of a
+        //    pipeline the ledger does not know is adopted without stop or targets; a
+        //    position no pipeline owns is drift (reported by the broker reconciliation).
+        self.refresh_all().await;
+        let mut positions: BTreeMap<(String, String), (String, Position)> = BTreeMap::new();
+        for name in self.slots.keys() {
+            for p in lock(&self.ledger).positions(name) {
+                positions.insert(
+                    (p.pipeline.clone(), p.symbol.clone()),
+                    (name.clone(), p.clone()),
+                );
+            }
+        }
+        let mut dropped = Vec::new();
+        {
+            let mut ledger = lock(&self.ledger);
+            let trades: Vec<crate::engine::book::OpenTrade> =
+                ledger.open_trades().cloned().collect();
+            for t in trades {
+                let key = (t.pipeline.clone(), t.symbol.clone());
+                match positions.get(&key) {
+                    Some((broker, p)) if p.quantity.abs() == t.quantity => {
+                        info!(pipeline = %t.pipeline, symbol = %t.symbol, quantity = %t.quantity, stop = ?t.stop_loss, "open position re-adopted");
+                        if &t.broker != broker {
+                            let mut t = t;
+                            t.broker = broker.clone();
+                            ledger.adopt(t);
+                        }
+                    }
+                    Some((broker, p)) => {
+                        warn!(pipeline = %t.pipeline, symbol = %t.symbol, ours = %t.quantity, broker = %p.quantity, "the broker holds a different quantity than the store; the broker wins");
+                        let mut t = t;
+                        t.quantity = p.quantity.abs();
+                        t.broker = broker.clone();
+                        ledger.adopt(t);
+                    }
+                    None => {
+                        warn!(pipeline = %t.pipeline, symbol = %t.symbol, quantity = %t.quantity, "the store has a position the broker does not hold; dropped");
+                        ledger.forget(&t.pipeline, &t.symbol);
+                        dropped.push((t.pipeline.clone(), t.symbol.clone()));
+                    }
+                }
+            }
+            for ((pipeline, symbol), (broker, p)) in &positions {
+                if pipeline.is_empty() {
+                    // No pipeline owns it (a position opened by hand): drift, reported by
+                    // the broker reconciliation, never touched.
+                    continue;
+                }
+                if ledger.trade(pipeline, symbol).is_none() {
+                    warn!(%pipeline, %symbol, quantity = %p.quantity, "the broker holds a position the store did not know; adopted without stop or targets");
+                    ledger.adopt(OpenTrade::adopted(
+                        broker,
+                        pipeline,
+                        symbol,
+                        p.quantity,
+                        p.average_price,
+                        now,
+                    ));
+                }
+            }
+        }
+        for (pipeline, symbol) in dropped {
+            if let Err(e) = store.delete_open_trade(&pipeline, &symbol).await {
+                self.store_failed(StoreOperation::Recovery, &e);
             }
         }
         self.update_position_metrics();
