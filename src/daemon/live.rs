@@ -45,6 +45,9 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(250);
 /// How often Alpaca's calendar is read again (it covers three months from each read).
 const CALENDAR_REFRESH: Duration = Duration::from_secs(86_400);
 
+/// Seconds a minute bar may end after our clock (clock skew) and still be taken.
+const MAX_SKEW: i64 = 120;
+
 /// Regular-session seconds of a US stock trading day (09:30–16:00).
 const SESSION_SECONDS: i64 = 23_400;
 
@@ -217,6 +220,11 @@ impl LiveLoop {
 
     fn take(&self, event: LiveEvent, minutes: &mut Vec<(String, Bar)>) {
         match event {
+            // A minute that has not ended yet (beyond a little clock skew) would hold back
+            // every later one of its symbol: refused.
+            LiveEvent::Bar { symbol, bar } if bar.ts + 60 > Utc::now().timestamp() + MAX_SKEW => {
+                warn!(%symbol, ts = bar.ts, "a live minute bar from the future; ignored");
+            }
             LiveEvent::Bar { symbol, bar } => minutes.push((symbol, bar)),
             LiveEvent::Status(s) => match &s {
                 StreamStatus::Connected { .. } | StreamStatus::Subscribed { .. } => {
