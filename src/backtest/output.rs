@@ -383,6 +383,7 @@ fn push_u64(b: &mut Vec<u8>, n: u64) {
 
 /// Writes `n` with at least `width` digits (zero-padded) into `tmp`, right-aligned to end
 /// at `end`, and answers where the digits start. `tmp[..end]` holds `b'0'`s and has room.
+#[inline]
 fn digits_into(tmp: &mut [u8], end: usize, mut n: u64, width: usize) -> usize {
     let mut i = end;
     while n >= 100 {
@@ -491,11 +492,63 @@ fn round_scaled(d: Decimal, dp: u32) -> (bool, u128) {
 
 /// Rounds half away from zero to `dp` decimals and prints exactly `dp` decimals (no `-0`).
 fn push_fixed(b: &mut Vec<u8>, d: Decimal, dp: u32) {
+    // Amounts in USD (two decimals) and percentages (four): u64 arithmetic with constant
+    // divisors, the same digits as the general path below.
+    if let Some((neg, q)) = round_scaled_u64(d, dp) {
+        if neg && q != 0 {
+            b.push(b'-');
+        }
+        match dp {
+            2 => push_scaled_u64::<2>(b, q),
+            4 => push_scaled_u64::<4>(b, q),
+            _ => push_scaled(b, u128::from(q), dp),
+        }
+        return;
+    }
     let (neg, q) = round_scaled(d, dp);
     if neg && q != 0 {
         b.push(b'-');
     }
     push_scaled(b, q, dp);
+}
+
+/// `10^n` for `n` ≤ 19.
+const POW10_U64: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// [`round_scaled`] in u64 arithmetic: `None` when the mantissa or the result does not fit
+/// a `u64`, or `d` has more than 19 decimals beyond `dp` (the caller takes the general path).
+#[inline]
+fn round_scaled_u64(d: Decimal, dp: u32) -> Option<(bool, u64)> {
+    let m = d.mantissa();
+    let a = u64::try_from(m.unsigned_abs()).ok()?;
+    let s = d.scale();
+    let q = if s <= dp {
+        a.checked_mul(*POW10_U64.get((dp - s) as usize)?)?
+    } else {
+        let p = *POW10_U64.get((s - dp) as usize)?;
+        let (q, r) = (a / p, a % p);
+        q + u64::from(r >= p - r)
+    };
+    Some((m < 0, q))
+}
+
+/// [`push_scaled`] of a `u64` with `DP` (1 to 19) decimals: divisors known at compile time.
+#[inline]
+fn push_scaled_u64<const DP: usize>(b: &mut Vec<u8>, q: u64) {
+    let p = POW10_U64[DP];
+    let mut tmp = [b'0'; 24];
+    let dot = digits_into(&mut tmp, 24, q % p, DP) - 1;
+    tmp[dot] = b'.';
+    let from = digits_into(&mut tmp, dot, q / p, 1);
+    b.extend_from_slice(&tmp[from..]);
 }
 
 /// Prices: rounded half away from zero to at most six decimals, at least two printed.
@@ -544,7 +597,10 @@ fn push_drawdown(b: &mut Vec<u8>, peak: Decimal, equity: Decimal) {
         return;
     }
     match drawdown_e4(peak, equity) {
-        Some(q) => push_scaled(b, q, 4),
+        Some(q) => match u64::try_from(q) {
+            Ok(q) => push_scaled_u64::<4>(b, q),
+            Err(_) => push_scaled(b, q, 4),
+        },
         None => push_fixed(b, (peak - equity) / peak * Decimal::ONE_HUNDRED, 4),
     }
 }

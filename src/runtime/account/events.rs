@@ -42,8 +42,16 @@ impl Account {
     pub fn roll_day(&self, t: i64, tz: chrono_tz::Tz) {
         let day = {
             let mut days = lock(&self.days);
-            days.get_or_insert_with(|| crate::engine::clock::LocalDays::new(tz))
-                .date(t - 1)
+            let (days, rolled) =
+                days.get_or_insert_with(|| (crate::engine::clock::LocalDays::new(tz), None));
+            let day = days.date(t - 1);
+            // The ledger's day only moves forward: a day rolled once is a no-op the next
+            // times (every bar of the day asks), so the ledger is not locked for it.
+            if *rolled == Some(day) {
+                return;
+            }
+            *rolled = Some(day);
+            day
         };
         lock(&self.ledger).roll_day(day);
     }

@@ -45,6 +45,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Slot {
     broker: Arc<dyn Broker>,
     events: std::sync::Mutex<Option<EventStream>>,
+    /// The positions vector the ledger held before the last refresh, filled in place by
+    /// the next one (a backtest refreshes after every bar).
+    spare: std::sync::Mutex<Vec<Position>>,
 }
 
 /// How an [`Account`] records what happens.
@@ -74,8 +77,9 @@ pub struct Account {
     unavailable: BTreeMap<String, String>,
     /// Pipelines the positions gauge has reported.
     position_pipelines: Mutex<BTreeSet<String>>,
-    /// Local trading days of the market time zone, cached (asked at every step).
-    days: Mutex<Option<crate::engine::clock::LocalDays>>,
+    /// Local trading days of the market time zone, cached (asked at every step), and the
+    /// last day the ledger was rolled to from here.
+    days: Mutex<Option<(crate::engine::clock::LocalDays, Option<chrono::NaiveDate>)>>,
 }
 
 /// Closed trades and equity points kept in memory (backtests).
@@ -98,6 +102,7 @@ impl Account {
                 Slot {
                     broker,
                     events: std::sync::Mutex::new(events),
+                    spare: std::sync::Mutex::new(Vec::new()),
                 },
             );
         }
@@ -180,17 +185,20 @@ impl Account {
         let Some(slot) = self.slots.get(broker) else {
             return;
         };
-        let (account, positions) = match slot.broker.balances().await {
-            Ok(both) => both,
+        let mut positions = std::mem::take(&mut *lock(&slot.spare));
+        let account = match slot.broker.balances_into(&mut positions).await {
+            Ok(account) => account,
             Err(e) => {
                 warn!(%broker, error = %e, "balances not refreshed");
+                *lock(&slot.spare) = positions;
                 return;
             }
         };
         if let Some(m) = &self.metrics {
             m.set_equity(account.equity);
         }
-        lock(&self.ledger).set_account(broker, account, positions);
+        let before = lock(&self.ledger).set_account(broker, account, positions);
+        *lock(&slot.spare) = before;
     }
 
     /// Refreshes every broker.
