@@ -844,8 +844,23 @@ const GRID: &str = "stroke=\"#e6e6e6\" stroke-width=\"1\"";
 /// A `Decimal` as `f64` for drawing (mantissa over a power of ten: within an ulp or two,
 /// far below a pixel).
 fn to_f64(d: Decimal) -> f64 {
-    d.mantissa() as f64 / 10f64.powi(d.scale() as i32)
+    // A mantissa that fits an i64 converts to the same f64 through it (both conversions
+    // round the same integer to nearest), without the 128-bit routine; `10^s` for s ≤ 22
+    // is exact either way.
+    match (
+        i64::try_from(d.mantissa()),
+        F64_POW10.get(d.scale() as usize),
+    ) {
+        (Ok(m), Some(p)) => m as f64 / p,
+        _ => d.mantissa() as f64 / 10f64.powi(d.scale() as i32),
+    }
 }
+
+/// Exact powers of ten as `f64` (every one up to 1e22 is representable).
+const F64_POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
 
 /// Indices of the points to draw: per pixel column, the first, last, lowest and highest
 /// point of the column, in time order.
@@ -1613,6 +1628,27 @@ mod tests {
         }
         assert_eq!(fixed(Decimal::MAX, 2), format!("{}.00", Decimal::MAX));
         assert_eq!(fixed(Decimal::MIN, 0), Decimal::MIN.to_string());
+    }
+
+    /// The chart's conversion through an `i64` mantissa and a table of powers of ten gives
+    /// the bits of the 128-bit conversion divided by `powi`, on every scale.
+    #[test]
+    fn chart_values_convert_as_the_general_formula() {
+        let general = |d: Decimal| d.mantissa() as f64 / 10f64.powi(d.scale() as i32);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let hi = next() % 4;
+            let m = (i128::from(next()) | (i128::from(hi) << 64)) >> (next() % 90);
+            let m = if next() % 2 == 0 { -m } else { m };
+            let d = Decimal::from_i128_with_scale(m, (next() % 29) as u32);
+            assert_eq!(to_f64(d).to_bits(), general(d).to_bits(), "{d}");
+        }
     }
 
     #[test]

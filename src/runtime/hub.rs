@@ -304,6 +304,27 @@ mod tests {
         assert!(ends.iter().all(|e| *e <= cursor) && goog.len() == ends.len());
     }
 
+    /// One batch refilled step after step holds what the iterator hands out.
+    #[test]
+    fn a_reused_batch_gets_each_batch_in_turn() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
+        let hub = Arc::new(ReplayHub::load(&dir, &ReplayOptions::default()).unwrap());
+        let all: Vec<BarBatch> = hub.batches_after(i64::MIN).collect();
+        let mut timeline = hub.batches_after(i64::MIN);
+        let mut batch = BarBatch {
+            end: 0,
+            bars: Vec::new(),
+        };
+        let mut k = 0;
+        while timeline.next_into(&mut batch) {
+            assert_eq!(batch, all[k]);
+            k += 1;
+            assert_eq!(timeline.peek_end(), all.get(k).map(|b| b.end));
+        }
+        assert_eq!(k, all.len());
+        assert_eq!(batch, all[k - 1]);
+    }
+
     #[test]
     fn daily_closes_of_daily_and_intraday_data() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");

@@ -15,7 +15,7 @@ impl Account {
     /// simulated broker fills orders at their open and checks stops and targets against
     /// their range), their events are booked and stored, and balances are refreshed.
     pub async fn on_bars(&self, batch: &BarBatch, tz: chrono_tz::Tz) {
-        let _guard = self.order_lock.lock().await;
+        let _guard = self.order_guard().await;
         self.roll_day(batch.end, tz);
         for (name, slot) in &self.slots {
             for e in &batch.bars {
@@ -59,7 +59,7 @@ impl Account {
     /// Books whatever `broker` reported since the last call (the daemon calls it when a
     /// real broker's stream has events).
     pub async fn pump(&self, broker: &str) {
-        let _guard = self.order_lock.lock().await;
+        let _guard = self.order_guard().await;
         self.pump_locked(broker).await;
     }
 

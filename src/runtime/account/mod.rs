@@ -171,6 +171,15 @@ impl Account {
         self.clock.now().timestamp()
     }
 
+    /// The order lock (see the field): taken at once when it is free, which is the common
+    /// case and costs less than queueing for it.
+    async fn order_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        match self.order_lock.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => self.order_lock.lock().await,
+        }
+    }
+
     /// Logs and counts a failed store operation.
     fn store_failed(&self, operation: StoreOperation, error: &dyn std::fmt::Display) {
         warn!(operation = operation.as_str(), %error, "store operation failed");
