@@ -5,7 +5,7 @@
 
 use super::account::Account;
 use crate::agents::LlmAgents;
-use crate::agents::dag::{AccountView, ExecInput, execute};
+use crate::agents::dag::{AccountView, ExecInput, execute, execute_now, needs_llm};
 use crate::broker::{OrderPurpose, Submit};
 use crate::engine::core::{
     BarEvent, CoreCommand, ExecRequest, History, Intent, PipelineCore, PipelineSpec, SignalOutcome,
@@ -351,7 +351,7 @@ impl PipelineRunner {
                     CORRELATION_LOOKBACK,
                 )
             };
-            let run = execute(ExecInput {
+            let input = ExecInput {
                 pipeline: c,
                 revision: &self.core.spec().revision,
                 symbol: self.core.symbol(request.symbol),
@@ -367,13 +367,16 @@ impl PipelineRunner {
                 correlation: &correlation,
                 llm: self.llm.as_ref(),
                 record: self.record,
-            });
-            // A backtest's executions have no span: instrumenting moves the whole future
-            // once more per bar.
+            };
+            // A backtest's executions have no span (instrumenting moves the whole future
+            // once more per bar), and without an LLM node nothing waits: the DAG runs
+            // synchronously, without a future to build and move.
             if self.record {
-                run.instrument(span.clone()).await
+                execute(input).instrument(span.clone()).await
+            } else if needs_llm(c) {
+                execute(input).await
             } else {
-                run.await
+                execute_now(input)
             }
         };
         let status = out.status;
