@@ -329,8 +329,14 @@ fn invalid_input(path: &Path, what: String) -> io::Error {
     )
 }
 
+/// The Unix seconds chrono represents (what `DateTime::from_timestamp(ts, 0)` accepts).
+const CHRONO_SECONDS: (i64, i64) = (
+    DateTime::<Utc>::MIN_UTC.timestamp(),
+    DateTime::<Utc>::MAX_UTC.timestamp(),
+);
+
 fn check_time(ts: i64, what: impl FnOnce() -> String) -> io::Result<()> {
-    if DateTime::<Utc>::from_timestamp(ts, 0).is_some() {
+    if (CHRONO_SECONDS.0..=CHRONO_SECONDS.1).contains(&ts) {
         Ok(())
     } else {
         Err(io::Error::new(
@@ -1632,6 +1638,31 @@ mod tests {
 
     /// The chart's conversion through an `i64` mantissa and a table of powers of ten gives
     /// the bits of the 128-bit conversion divided by `powi`, on every scale.
+    /// The range test accepts exactly the times chrono can represent.
+    #[test]
+    fn time_checks_are_chronos_range() {
+        let (lo, hi) = CHRONO_SECONDS;
+        for ts in [
+            lo - 1,
+            lo,
+            lo + 1,
+            -1,
+            0,
+            1,
+            hi - 1,
+            hi,
+            hi + 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            assert_eq!(
+                check_time(ts, String::new).is_ok(),
+                DateTime::<Utc>::from_timestamp(ts, 0).is_some(),
+                "{ts}"
+            );
+        }
+    }
+
     #[test]
     fn chart_values_convert_as_the_general_formula() {
         let general = |d: Decimal| d.mantissa() as f64 / 10f64.powi(d.scale() as i32);

@@ -72,6 +72,8 @@ pub struct PipelineRunner {
     stats: RunStats,
     intents: Vec<Intent>,
     spare: Vec<Intent>,
+    /// Whether the pipeline has an LLM node (its executions wait for the model).
+    llm_nodes: bool,
 }
 
 impl PipelineRunner {
@@ -92,6 +94,7 @@ impl PipelineRunner {
         keep_records: bool,
     ) -> PipelineRunner {
         let mut core = PipelineCore::new(spec, tz, history.as_ref(), now);
+        let llm_nodes = needs_llm(core.compiled());
         Self::check_broker(&mut core, account);
         let c = core.compiled();
         account.ledger().configure_pending(
@@ -109,6 +112,7 @@ impl PipelineRunner {
             stats: RunStats::default(),
             intents: Vec::new(),
             spare: Vec::new(),
+            llm_nodes,
         }
     }
 
@@ -155,6 +159,7 @@ impl PipelineRunner {
     /// Restarts with a new configuration (see [`PipelineCore::update`]).
     pub fn update(&mut self, spec: PipelineSpec, now: i64, account: &Account) {
         self.core.update(spec, self.history.as_ref(), now);
+        self.llm_nodes = needs_llm(self.core.compiled());
         Self::check_broker(&mut self.core, account);
     }
 
@@ -373,7 +378,7 @@ impl PipelineRunner {
             // synchronously, without a future to build and move.
             if self.record {
                 execute(input).instrument(span.clone()).await
-            } else if needs_llm(c) {
+            } else if self.llm_nodes {
                 execute(input).await
             } else {
                 execute_now(input)
