@@ -270,6 +270,9 @@ fn set_purge_delay(milliseconds: std::ffi::c_long) {
     }
 }
 
+/// A negative `purge_delay`: mimalloc never returns freed pages to the system.
+const NEVER_PURGE: std::ffi::c_long = -1;
+
 /// mimalloc's default `purge_delay`, milliseconds (`options.c`).
 const DEFAULT_PURGE_DELAY: std::ffi::c_long = 1000;
 
@@ -385,9 +388,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(cmd::EXIT_USAGE);
                 }
             };
-            runtime.block_on(cmd::backtest::run(
+            let code = runtime.block_on(cmd::backtest::run(
                 &pipeline, data, from, to, out_dir, &mut out, &mut err,
-            ))
+            ));
+            // The process ends now: mimalloc would hand every freed page back to the system
+            // at exit (milliseconds of system calls for a large backtest), and the system
+            // takes them back anyway.
+            set_purge_delay(NEVER_PURGE);
+            code
         }
         Command::Indicators {
             data,

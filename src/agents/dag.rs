@@ -7,7 +7,7 @@
 use crate::agents::{self, LlmAgents, PromptContext};
 use crate::broker::{Position, Submit};
 use crate::engine::feed::SymbolFeed;
-use crate::engine::pipeline::{CompiledPipeline, Step};
+use crate::engine::pipeline::{CompiledNode, CompiledPipeline, Step};
 use crate::engine::state::{
     BiasSignal, ExecutionRecord, ExecutionStatus, NodeRecord, PositionView, RiskDecision,
     StrategySignal, TradeAction,
@@ -86,48 +86,145 @@ pub struct ExecOutput {
 
 pub use crate::engine::state::execution_id;
 
+/// Whether `pipeline` has a node that asks an LLM: its executions wait for the model
+/// (see [`execute`]); the others run to the end at once ([`execute_now`]).
+pub fn needs_llm(pipeline: &CompiledPipeline) -> bool {
+    pipeline
+        .nodes
+        .iter()
+        .any(|n| matches!(n.step, Step::BiasLlm(_) | Step::StrategyLlm(_)))
+}
+
 /// Runs the DAG for one symbol.
 pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
-    let p = input.pipeline;
-    let explain = input.record;
-    // The id is only formatted when a record or an order needs it (backtests run this for
-    // every bar).
-    let mut id_cache: Option<String> = None;
-    let mut id = || {
-        id_cache
-            .get_or_insert_with(|| execution_id(&p.name, input.symbol, input.now))
+    let mut out = ExecOutput::started();
+    let mut run = Execution::start(&input);
+    for node in input.pipeline.nodes.iter() {
+        let started = run.explain.then(Instant::now);
+        let (result, cost) = match &node.step {
+            Step::BiasLlm(config) => {
+                let context = prompt(&input, run.bias.clone());
+                let answer = input.llm.bias(config, &context).await;
+                run.bias_llm(config, answer)
+            }
+            Step::StrategyLlm(config) => {
+                let context = prompt(&input, run.bias.clone());
+                let answer = input.llm.strategy(config, &context).await;
+                run.strategy_llm(&mut out, answer)
+            }
+            step => (run.step(&mut out, step), Decimal::ZERO),
+        };
+        if run.took(&mut out, node, started, cost, result) {
+            break;
+        }
+    }
+    run.finish(&mut out);
+    out
+}
+
+/// [`execute`] of a pipeline without LLM nodes ([`needs_llm`] is false), synchronously:
+/// the same nodes in the same order with the same outcome, with nothing to wait for (a
+/// backtest runs this for every bar). An LLM node, which only [`execute`] can wait for,
+/// fails the execution here.
+pub fn execute_now(input: ExecInput<'_>) -> ExecOutput {
+    let mut out = ExecOutput::started();
+    let mut run = Execution::start(&input);
+    for node in input.pipeline.nodes.iter() {
+        let started = run.explain.then(Instant::now);
+        let result = run.step(&mut out, &node.step);
+        if run.took(&mut out, node, started, Decimal::ZERO, result) {
+            break;
+        }
+    }
+    run.finish(&mut out);
+    out
+}
+
+impl ExecOutput {
+    /// An execution that has not decided anything yet.
+    fn started() -> ExecOutput {
+        ExecOutput {
+            status: ExecutionStatus::Completed,
+            reason: None,
+            order: None,
+            signal: None,
+            decision: None,
+            trade: None,
+            record: None,
+        }
+    }
+}
+
+/// A node's result: (output JSON, reasoning) for the record; `Err` stops the execution.
+type NodeResult = Result<(Value, String), (ExecutionStatus, String)>;
+
+/// One execution in progress: what the nodes so far produced besides the output (which
+/// the drivers keep: it is over a kilobyte, and this stays small enough to move freely).
+/// [`execute`] and [`execute_now`] drive it node by node.
+struct Execution<'i, 'a> {
+    input: &'i ExecInput<'a>,
+    explain: bool,
+    /// The execution id, formatted when a record or an order needs it (backtests run
+    /// executions for every bar).
+    id: Option<String>,
+    record: Option<Box<ExecutionRecord>>,
+    bias: Option<BiasSignal>,
+    approved: Option<Box<crate::risk::RiskApproved<crate::broker::EntryOrder>>>,
+}
+
+impl<'i, 'a> Execution<'i, 'a> {
+    fn start(input: &'i ExecInput<'a>) -> Self {
+        let p = input.pipeline;
+        let explain = input.record;
+        let mut run = Execution {
+            input,
+            explain,
+            id: None,
+            record: None,
+            bias: None,
+            approved: None,
+        };
+        if explain {
+            run.record = Some(Box::new(ExecutionRecord {
+                id: run.id(),
+                pipeline: p.name.clone(),
+                revision: input.revision.to_string(),
+                symbol: input.symbol.to_string(),
+                mode: p.mode.as_str().to_string(),
+                trigger: input.trigger.label(),
+                started_at: input.now,
+                finished_at: input.now,
+                status: ExecutionStatus::Completed,
+                reason: None,
+                nodes: Vec::new(),
+                cost_usd: Decimal::ZERO,
+            }));
+        }
+        run
+    }
+
+    /// The execution id when the strategy's plan is an entry (the risk manager checks it
+    /// and names its order after the execution); `None` otherwise.
+    fn entry_signal(&mut self, out: &ExecOutput) -> Option<String> {
+        out.signal
+            .as_ref()
+            .is_some_and(|s| s.action.entry_side().is_some())
+            .then(|| self.id())
+    }
+
+    fn id(&mut self) -> String {
+        let input = self.input;
+        self.id
+            .get_or_insert_with(|| execution_id(&input.pipeline.name, input.symbol, input.now))
             .clone()
-    };
-    let mut record = explain.then(|| ExecutionRecord {
-        id: id(),
-        pipeline: p.name.clone(),
-        revision: input.revision.to_string(),
-        symbol: input.symbol.to_string(),
-        mode: p.mode.as_str().to_string(),
-        trigger: input.trigger.label(),
-        started_at: input.now,
-        finished_at: input.now,
-        status: ExecutionStatus::Completed,
-        reason: None,
-        nodes: Vec::new(),
-        cost_usd: Decimal::ZERO,
-    });
-    let mut out = ExecOutput {
-        status: ExecutionStatus::Completed,
-        reason: None,
-        order: None,
-        signal: None,
-        decision: None,
-        trade: None,
-        record: None,
-    };
-    let mut bias: Option<BiasSignal> = None;
-    let mut approved = None;
-    for node in p.nodes.iter() {
-        let started = explain.then(Instant::now);
-        let mut cost = Decimal::ZERO;
-        // (output JSON, reasoning) for the record; Err = stop the execution.
-        let result: Result<(Value, String), (ExecutionStatus, String)> = match &node.step {
+    }
+
+    /// A node that asks no LLM.
+    fn step(&mut self, out: &mut ExecOutput, step: &Step) -> NodeResult {
+        let input = self.input;
+        let p = input.pipeline;
+        let explain = self.explain;
+        match step {
             Step::TimeGate(gate) => agents::gates::time(gate, crate::engine::clock::utc(input.now))
                 .map(|()| (json!({"passed": true}), String::new()))
                 .map_err(|r| (ExecutionStatus::Skipped, r)),
@@ -185,31 +282,8 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                     Value::Null
                 };
                 let reasoning = b.reasoning.clone();
-                bias = Some(b);
+                self.bias = Some(b);
                 Ok((v, reasoning))
-            }
-            Step::BiasLlm(config) => {
-                let context = prompt(&input, bias.clone());
-                match input.llm.bias(config, &context).await {
-                    Ok((b, c)) => {
-                        cost = c.usd;
-                        let mut b = b;
-                        if b.confidence
-                            < crate::risk::evaluate::to_f64(config.confidence_threshold.value())
-                        {
-                            b.reasoning = format!(
-                                "{} (confidence {} below the threshold {}: neutral)",
-                                b.reasoning, b.confidence, config.confidence_threshold
-                            );
-                            b.bias = crate::engine::state::Bias::Neutral;
-                        }
-                        let v = serde_json::to_value(&b).unwrap_or(Value::Null);
-                        let reasoning = b.reasoning.clone();
-                        bias = Some(b);
-                        Ok((v, reasoning))
-                    }
-                    Err(e) => Err((ExecutionStatus::Failed, e.to_string())),
-                }
             }
             Step::StrategyRules(rules) => {
                 let s = agents::strategy::rules(
@@ -217,7 +291,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                     input.feed,
                     input.position.as_ref(),
                     input.pending_entry,
-                    bias.as_ref(),
+                    self.bias.as_ref(),
                     p.trade.allow_pyramiding,
                     explain,
                 );
@@ -230,22 +304,12 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                 out.signal = Some(s);
                 Ok((v, reasoning))
             }
-            Step::StrategyLlm(config) => {
-                let context = prompt(&input, bias.clone());
-                match input.llm.strategy(config, &context).await {
-                    Ok((s, c)) => {
-                        cost = c.usd;
-                        let v = serde_json::to_value(&s).unwrap_or(Value::Null);
-                        let reasoning = s.reasoning.clone();
-                        out.signal = Some(s);
-                        Ok((v, reasoning))
-                    }
-                    Err(e) => Err((ExecutionStatus::Failed, e.to_string())),
-                }
-            }
-            Step::RiskManager => match &out.signal {
-                Some(signal) if signal.action.entry_side().is_some() => {
+            Step::RiskManager => match self.entry_signal(out) {
+                Some(key) => {
                     let positions = input.account.source.positions();
+                    let Some(signal) = out.signal.as_ref() else {
+                        return Ok((Value::Null, String::new()));
+                    };
                     let (decision, order) = agents::risk_manager::evaluate(&RiskInput {
                         policy: &p.risk,
                         pipeline: &p.name,
@@ -259,13 +323,13 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                         client_order_id: crate::broker::client_order_id(
                             &p.name,
                             input.symbol,
-                            &id(),
+                            &key,
                             "entry",
                         ),
                         partial_exit_pct: p.partial_exit_pct,
                         explain,
                     });
-                    approved = order;
+                    self.approved = order.map(Box::new);
                     let v = if explain {
                         serde_json::to_value(&decision).unwrap_or(Value::Null)
                     } else {
@@ -275,7 +339,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                     out.decision = Some(decision);
                     Ok((v, reasoning))
                 }
-                _ => Ok((
+                None => Ok((
                     Value::Null,
                     if explain {
                         "no entry to check".into()
@@ -291,7 +355,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                 ) {
                     String::new()
                 } else {
-                    id()
+                    self.id()
                 };
                 let d = agents::trade_manager::run(
                     config,
@@ -300,7 +364,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                     input.symbol,
                     &key,
                     out.signal.as_ref(),
-                    approved.take(),
+                    self.approved.take().map(|a| *a),
                     input.position.as_ref(),
                     input.pending_entry,
                     explain,
@@ -316,10 +380,70 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                 Ok((v, reasoning))
             }
             Step::Reporting => Ok((Value::Null, String::new())),
-        };
+            // `execute` awaits the model for these; `execute_now` cannot.
+            Step::BiasLlm(_) | Step::StrategyLlm(_) => Err((
+                ExecutionStatus::Failed,
+                "an LLM node needs an execution that waits for the model".into(),
+            )),
+        }
+    }
+
+    /// The LLM bias node, with the model's answer (and its cost, USD).
+    fn bias_llm(
+        &mut self,
+        config: &crate::config::pipeline::BiasLlm,
+        answer: Result<(BiasSignal, agents::Cost), agents::AgentError>,
+    ) -> (NodeResult, Decimal) {
+        match answer {
+            Ok((b, c)) => {
+                let mut b = b;
+                if b.confidence < crate::risk::evaluate::to_f64(config.confidence_threshold.value())
+                {
+                    b.reasoning = format!(
+                        "{} (confidence {} below the threshold {}: neutral)",
+                        b.reasoning, b.confidence, config.confidence_threshold
+                    );
+                    b.bias = crate::engine::state::Bias::Neutral;
+                }
+                let v = serde_json::to_value(&b).unwrap_or(Value::Null);
+                let reasoning = b.reasoning.clone();
+                self.bias = Some(b);
+                (Ok((v, reasoning)), c.usd)
+            }
+            Err(e) => (Err((ExecutionStatus::Failed, e.to_string())), Decimal::ZERO),
+        }
+    }
+
+    /// The LLM strategy node, with the model's answer (and its cost, USD).
+    fn strategy_llm(
+        &mut self,
+        out: &mut ExecOutput,
+        answer: Result<(StrategySignal, agents::Cost), agents::AgentError>,
+    ) -> (NodeResult, Decimal) {
+        match answer {
+            Ok((s, c)) => {
+                let v = serde_json::to_value(&s).unwrap_or(Value::Null);
+                let reasoning = s.reasoning.clone();
+                out.signal = Some(s);
+                (Ok((v, reasoning)), c.usd)
+            }
+            Err(e) => (Err((ExecutionStatus::Failed, e.to_string())), Decimal::ZERO),
+        }
+    }
+
+    /// Records what `node` produced (started at `started`, costing `cost` USD); answers
+    /// whether the execution stops there (a false gate or a failing node).
+    fn took(
+        &mut self,
+        out: &mut ExecOutput,
+        node: &CompiledNode,
+        started: Option<Instant>,
+        cost: Decimal,
+        result: NodeResult,
+    ) -> bool {
         let stop = match result {
             Ok((output, reasoning)) => {
-                if let Some(r) = record.as_mut() {
+                if let Some(r) = self.record.as_mut() {
                     r.nodes.push(NodeRecord {
                         node: node.id.clone(),
                         agent: node.agent.to_string(),
@@ -332,7 +456,7 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                 None
             }
             Err((status, reason)) => {
-                if let Some(r) = record.as_mut() {
+                if let Some(r) = self.record.as_mut() {
                     r.nodes.push(NodeRecord {
                         node: node.id.clone(),
                         agent: node.agent.to_string(),
@@ -345,20 +469,26 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                 Some((status, reason))
             }
         };
-        if let Some((status, reason)) = stop {
-            out.status = status;
-            out.reason = Some(format!("{}: {reason}", node.id));
-            out.order = None;
-            break;
+        match stop {
+            Some((status, reason)) => {
+                out.status = status;
+                out.reason = Some(format!("{}: {reason}", node.id));
+                out.order = None;
+                true
+            }
+            None => false,
         }
     }
-    if let Some(mut r) = record {
-        r.status = out.status;
-        r.reason = out.reason.clone();
-        agents::reporting::finish(&mut r, input.now);
-        out.record = Some(r);
+
+    /// Completes `out`: the record, when one is kept, gets the outcome.
+    fn finish(&mut self, out: &mut ExecOutput) {
+        if let Some(mut r) = self.record.take() {
+            r.status = out.status;
+            r.reason = out.reason.clone();
+            agents::reporting::finish(&mut r, self.input.now);
+            out.record = Some(*r);
+        }
     }
-    out
 }
 
 fn prompt(input: &ExecInput<'_>, bias: Option<BiasSignal>) -> PromptContext {

@@ -329,8 +329,14 @@ fn invalid_input(path: &Path, what: String) -> io::Error {
     )
 }
 
+/// The Unix seconds chrono represents (what `DateTime::from_timestamp(ts, 0)` accepts).
+const CHRONO_SECONDS: (i64, i64) = (
+    DateTime::<Utc>::MIN_UTC.timestamp(),
+    DateTime::<Utc>::MAX_UTC.timestamp(),
+);
+
 fn check_time(ts: i64, what: impl FnOnce() -> String) -> io::Result<()> {
-    if DateTime::<Utc>::from_timestamp(ts, 0).is_some() {
+    if (CHRONO_SECONDS.0..=CHRONO_SECONDS.1).contains(&ts) {
         Ok(())
     } else {
         Err(io::Error::new(
@@ -383,6 +389,7 @@ fn push_u64(b: &mut Vec<u8>, n: u64) {
 
 /// Writes `n` with at least `width` digits (zero-padded) into `tmp`, right-aligned to end
 /// at `end`, and answers where the digits start. `tmp[..end]` holds `b'0'`s and has room.
+#[inline]
 fn digits_into(tmp: &mut [u8], end: usize, mut n: u64, width: usize) -> usize {
     let mut i = end;
     while n >= 100 {
@@ -491,11 +498,63 @@ fn round_scaled(d: Decimal, dp: u32) -> (bool, u128) {
 
 /// Rounds half away from zero to `dp` decimals and prints exactly `dp` decimals (no `-0`).
 fn push_fixed(b: &mut Vec<u8>, d: Decimal, dp: u32) {
+    // Amounts in USD (two decimals) and percentages (four): u64 arithmetic with constant
+    // divisors, the same digits as the general path below.
+    if let Some((neg, q)) = round_scaled_u64(d, dp) {
+        if neg && q != 0 {
+            b.push(b'-');
+        }
+        match dp {
+            2 => push_scaled_u64::<2>(b, q),
+            4 => push_scaled_u64::<4>(b, q),
+            _ => push_scaled(b, u128::from(q), dp),
+        }
+        return;
+    }
     let (neg, q) = round_scaled(d, dp);
     if neg && q != 0 {
         b.push(b'-');
     }
     push_scaled(b, q, dp);
+}
+
+/// `10^n` for `n` ≤ 19.
+const POW10_U64: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// [`round_scaled`] in u64 arithmetic: `None` when the mantissa or the result does not fit
+/// a `u64`, or `d` has more than 19 decimals beyond `dp` (the caller takes the general path).
+#[inline]
+fn round_scaled_u64(d: Decimal, dp: u32) -> Option<(bool, u64)> {
+    let m = d.mantissa();
+    let a = u64::try_from(m.unsigned_abs()).ok()?;
+    let s = d.scale();
+    let q = if s <= dp {
+        a.checked_mul(*POW10_U64.get((dp - s) as usize)?)?
+    } else {
+        let p = *POW10_U64.get((s - dp) as usize)?;
+        let (q, r) = (a / p, a % p);
+        q + u64::from(r >= p - r)
+    };
+    Some((m < 0, q))
+}
+
+/// [`push_scaled`] of a `u64` with `DP` (1 to 19) decimals: divisors known at compile time.
+#[inline]
+fn push_scaled_u64<const DP: usize>(b: &mut Vec<u8>, q: u64) {
+    let p = POW10_U64[DP];
+    let mut tmp = [b'0'; 24];
+    let dot = digits_into(&mut tmp, 24, q % p, DP) - 1;
+    tmp[dot] = b'.';
+    let from = digits_into(&mut tmp, dot, q / p, 1);
+    b.extend_from_slice(&tmp[from..]);
 }
 
 /// Prices: rounded half away from zero to at most six decimals, at least two printed.
@@ -544,7 +603,10 @@ fn push_drawdown(b: &mut Vec<u8>, peak: Decimal, equity: Decimal) {
         return;
     }
     match drawdown_e4(peak, equity) {
-        Some(q) => push_scaled(b, q, 4),
+        Some(q) => match u64::try_from(q) {
+            Ok(q) => push_scaled_u64::<4>(b, q),
+            Err(_) => push_scaled(b, q, 4),
+        },
         None => push_fixed(b, (peak - equity) / peak * Decimal::ONE_HUNDRED, 4),
     }
 }
@@ -788,8 +850,23 @@ const GRID: &str = "stroke=\"#e6e6e6\" stroke-width=\"1\"";
 /// A `Decimal` as `f64` for drawing (mantissa over a power of ten: within an ulp or two,
 /// far below a pixel).
 fn to_f64(d: Decimal) -> f64 {
-    d.mantissa() as f64 / 10f64.powi(d.scale() as i32)
+    // A mantissa that fits an i64 converts to the same f64 through it (both conversions
+    // round the same integer to nearest), without the 128-bit routine; `10^s` for s ≤ 22
+    // is exact either way.
+    match (
+        i64::try_from(d.mantissa()),
+        F64_POW10.get(d.scale() as usize),
+    ) {
+        (Ok(m), Some(p)) => m as f64 / p,
+        _ => d.mantissa() as f64 / 10f64.powi(d.scale() as i32),
+    }
 }
+
+/// Exact powers of ten as `f64` (every one up to 1e22 is representable).
+const F64_POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
 
 /// Indices of the points to draw: per pixel column, the first, last, lowest and highest
 /// point of the column, in time order.
@@ -1557,6 +1634,52 @@ mod tests {
         }
         assert_eq!(fixed(Decimal::MAX, 2), format!("{}.00", Decimal::MAX));
         assert_eq!(fixed(Decimal::MIN, 0), Decimal::MIN.to_string());
+    }
+
+    /// The chart's conversion through an `i64` mantissa and a table of powers of ten gives
+    /// the bits of the 128-bit conversion divided by `powi`, on every scale.
+    /// The range test accepts exactly the times chrono can represent.
+    #[test]
+    fn time_checks_are_chronos_range() {
+        let (lo, hi) = CHRONO_SECONDS;
+        for ts in [
+            lo - 1,
+            lo,
+            lo + 1,
+            -1,
+            0,
+            1,
+            hi - 1,
+            hi,
+            hi + 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            assert_eq!(
+                check_time(ts, String::new).is_ok(),
+                DateTime::<Utc>::from_timestamp(ts, 0).is_some(),
+                "{ts}"
+            );
+        }
+    }
+
+    #[test]
+    fn chart_values_convert_as_the_general_formula() {
+        let general = |d: Decimal| d.mantissa() as f64 / 10f64.powi(d.scale() as i32);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let hi = next() % 4;
+            let m = (i128::from(next()) | (i128::from(hi) << 64)) >> (next() % 90);
+            let m = if next() % 2 == 0 { -m } else { m };
+            let d = Decimal::from_i128_with_scale(m, (next() % 29) as u32);
+            assert_eq!(to_f64(d).to_bits(), general(d).to_bits(), "{d}");
+        }
     }
 
     #[test]

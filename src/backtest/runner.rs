@@ -284,6 +284,11 @@ pub async fn run(
         return Err(BacktestError::Data(format!("{}: {reason}", res.file)));
     }
     let mut timeline = hub.batches_after(start);
+    // One batch reused for every step (no allocation per bar).
+    let mut batch = crate::engine::core::BarBatch {
+        end: 0,
+        bars: Vec::with_capacity(symbols.len()),
+    };
     let mut bars: u64 = 0;
     let mut last = start;
     while let Some(next_bar) = timeline.peek_end().filter(|t| *t <= end) {
@@ -293,7 +298,9 @@ pub async fn run(
         };
         clock.set(utc(t));
         if t == next_bar {
-            let Some(batch) = timeline.next() else { break };
+            if !timeline.next_into(&mut batch) {
+                break;
+            }
             account.on_bars(&batch, tz).await;
             runner.step(t, &batch.bars, &account).await;
             let before = bars;

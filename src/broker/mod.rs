@@ -131,6 +131,16 @@ pub trait Broker: Send + Sync {
     async fn balances(&self) -> Result<(Account, Vec<Position>), BrokerError> {
         Ok((self.account().await?, self.positions().await?))
     }
+    /// [`Broker::balances`] with the positions written into `positions`, which then holds
+    /// exactly them (its earlier contents are replaced). A broker may reuse the vector's
+    /// allocations: the simulated one updates it in place, so that reading the balances
+    /// after every bar of a backtest allocates nothing. On an error `positions` is left as
+    /// it was. The default calls [`Broker::balances`].
+    async fn balances_into(&self, positions: &mut Vec<Position>) -> Result<Account, BrokerError> {
+        let (account, fresh) = self.balances().await?;
+        *positions = fresh;
+        Ok(account)
+    }
     /// Orders that can still execute, in submission order.
     async fn open_orders(&self) -> Result<Vec<OrderState>, BrokerError>;
     /// An order by client order id, open or not (`None`: the broker never had it).

@@ -616,23 +616,45 @@ impl SimBroker {
 
     /// Open positions, sorted by pipeline then symbol; `market_price` is the mark.
     pub fn positions(&self) -> Vec<Position> {
-        let mut out: Vec<Position> = self
-            .books
-            .iter()
-            .filter(|book| !book.positions.is_empty())
-            .flat_map(|book| {
-                let mark = book.mark_price();
-                book.positions.iter().map(move |p| Position {
-                    pipeline: p.pipeline.clone(),
-                    symbol: book.symbol.clone(),
-                    quantity: p.quantity,
-                    average_price: p.average_price,
-                    market_price: mark.unwrap_or(p.average_price),
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.pipeline, &a.symbol).cmp(&(&b.pipeline, &b.symbol)));
+        let mut out = Vec::new();
+        self.positions_into(&mut out);
         out
+    }
+
+    /// [`SimBroker::positions`] written into `out` (its earlier contents replaced), reusing
+    /// its entries: names that did not change are not copied, and nothing is allocated
+    /// while the positions stay the same.
+    pub fn positions_into(&self, out: &mut Vec<Position>) {
+        let mut n = 0;
+        for book in self.books.iter().filter(|book| !book.positions.is_empty()) {
+            let mark = book.mark_price();
+            for p in &book.positions {
+                let market_price = mark.unwrap_or(p.average_price);
+                match out.get_mut(n) {
+                    Some(slot) => {
+                        if slot.pipeline != p.pipeline {
+                            slot.pipeline.clone_from(&p.pipeline);
+                        }
+                        if slot.symbol != book.symbol {
+                            slot.symbol.clone_from(&book.symbol);
+                        }
+                        slot.quantity = p.quantity;
+                        slot.average_price = p.average_price;
+                        slot.market_price = market_price;
+                    }
+                    None => out.push(Position {
+                        pipeline: p.pipeline.clone(),
+                        symbol: book.symbol.clone(),
+                        quantity: p.quantity,
+                        average_price: p.average_price,
+                        market_price,
+                    }),
+                }
+                n += 1;
+            }
+        }
+        out.truncate(n);
+        out.sort_by(|a, b| (&a.pipeline, &a.symbol).cmp(&(&b.pipeline, &b.symbol)));
     }
 
     /// An order by client order id (open or not).

@@ -480,8 +480,28 @@ pub struct Account {
 /// characters (Alpaca allows 128, IBKR's order ref 40+).
 pub fn client_order_id(pipeline: &str, symbol: &str, execution_key: &str, leg: &str) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{pipeline}\0{symbol}\0{execution_key}\0{leg}").as_bytes());
-    format!("zt-{}", hex::encode(&digest[..8]))
+    // `pipeline \0 symbol \0 key \0 leg`, hashed; the id is `zt-` and the first 8 bytes of
+    // the digest in lowercase hex (built without the formatting machinery: every order
+    // makes one).
+    let mut hasher = Sha256::new();
+    for (k, part) in [pipeline, symbol, execution_key, leg]
+        .into_iter()
+        .enumerate()
+    {
+        if k > 0 {
+            hasher.update([0u8]);
+        }
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(19);
+    id.push_str("zt-");
+    for &b in &digest[..8] {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    id
 }
 
 /// Client order id of a bracket leg: `<entry id>-sl` (stop), `-t1`, `-t2` (targets).
@@ -601,5 +621,26 @@ mod tests {
             client_order_id("q", "AAPL", "2012-01-03T21:00:00Z", "entry")
         );
         assert_eq!(a.len(), 19);
+    }
+
+    /// The ids are the ones orders already carry (stored intents, broker orders): `zt-` and
+    /// the hex of the first 8 bytes of SHA-256 over the parts joined by NUL.
+    #[test]
+    fn client_order_ids_keep_their_formula() {
+        use sha2::{Digest, Sha256};
+        for (p, s, k, l) in [
+            ("p", "AAPL", "2012-01-03T21:00:00Z", "entry"),
+            (
+                "sma-cross",
+                "SYN",
+                "sma-cross:SYN:2010-01-04T01:47:00Z",
+                "exit",
+            ),
+            ("", "", "", ""),
+        ] {
+            let digest = Sha256::digest(format!("{p}\0{s}\0{k}\0{l}").as_bytes());
+            let want = format!("zt-{}", hex::encode(&digest[..8]));
+            assert_eq!(client_order_id(p, s, k, l), want);
+        }
     }
 }

@@ -773,10 +773,22 @@ fn parse_timestamp(s: &str) -> Option<When> {
         .map(|t| When::Instant(t.timestamp()))
 }
 
+#[inline]
 fn parse_price(s: &str, column: &'static str, path: &Path, line: u64) -> Result<f64, DataError> {
-    if let Some(v) = parse_plain_decimal(s) {
-        return Ok(v);
+    match parse_plain_decimal(s) {
+        Some(v) => Ok(v),
+        None => parse_price_general(s, column, path, line),
     }
+}
+
+/// [`parse_price`] of the forms [`parse_plain_decimal`] leaves to `str::parse`.
+#[cold]
+fn parse_price_general(
+    s: &str,
+    column: &'static str,
+    path: &Path,
+    line: u64,
+) -> Result<f64, DataError> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
         _ => Err(DataError::BadNumber {
@@ -799,34 +811,37 @@ const POW10: [f64; 23] = [
 /// digits as an integer (exact below 2^53) divided by an exact power of ten is correctly
 /// rounded, so the result equals `str::parse::<f64>`'s. `None` for any other form (the
 /// caller falls back to `str::parse`).
+#[inline]
 fn parse_plain_decimal(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     let (negative, digits) = match b.first()? {
         b'-' => (true, &b[1..]),
         _ => (false, b),
     };
-    if digits.is_empty() || digits.len() > 16 {
+    let len = digits.len();
+    if len == 0 || len > 16 {
         return None;
     }
+    // At most 16 digits: the mantissa stays below 10^16 < 2^64.
     let mut mantissa: u64 = 0;
-    let mut fraction: Option<usize> = None;
-    let mut count = 0usize;
+    let mut dot: Option<usize> = None;
     for (i, &c) in digits.iter().enumerate() {
-        match c {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(c - b'0');
-                count += 1;
-            }
-            b'.' if fraction.is_none() && i > 0 && i + 1 < digits.len() => {
-                fraction = Some(digits.len() - i - 1);
-            }
-            _ => return None,
+        let d = c.wrapping_sub(b'0');
+        if d < 10 {
+            mantissa = mantissa * 10 + u64::from(d);
+        } else if c == b'.' && dot.is_none() && i > 0 && i + 1 < len {
+            dot = Some(i);
+        } else {
+            return None;
         }
     }
+    let (count, scale) = match dot {
+        Some(i) => (len - 1, len - i - 1),
+        None => (len, 0),
+    };
     if count > 15 {
         return None;
     }
-    let scale = fraction.unwrap_or(0);
     let v = mantissa as f64 / POW10[scale];
     Some(if negative { -v } else { v })
 }
@@ -1161,28 +1176,15 @@ fn place_in_time(
 ) -> Result<(Timeframe, Vec<Bar>), DataError> {
     let tz = opts.timezone;
     let mut bars: Vec<Bar> = Vec::with_capacity(rows.len());
+    let mut days = LocalDayOffsets::new(tz);
     for (i, row) in rows.iter().enumerate() {
         let previous = bars.last().map(|b| b.ts);
         let ts = match row.when {
             When::Date(d) => local_midnight(tz, d).timestamp(),
             When::Instant(t) => t,
-            When::Local(local) => match tz.from_local_datetime(&local) {
-                chrono::LocalResult::Single(t) => t.timestamp(),
-                chrono::LocalResult::Ambiguous(early, late) => {
-                    if previous.is_some_and(|p| early.timestamp() <= p) {
-                        late.timestamp()
-                    } else {
-                        early.timestamp()
-                    }
-                }
-                chrono::LocalResult::None => {
-                    return Err(DataError::NonexistentTime {
-                        path: path.to_path_buf(),
-                        line: row.line,
-                        value: local.to_string(),
-                        timezone: tz.name().to_string(),
-                    });
-                }
+            When::Local(local) => match days.utc_of(&local) {
+                Some(ts) => ts,
+                None => local_to_utc(tz, &local, previous, path, row.line)?,
             },
         };
         if let Some(p) = previous {
@@ -1212,6 +1214,75 @@ fn place_in_time(
         }
     }
     Ok((timeframe, bars))
+}
+
+/// The instant of local time `local` in `tz`: the earlier of two on a repeated hour, unless
+/// the previous bar (`previous`) is at or after it; a time the clock skips is an error.
+fn local_to_utc(
+    tz: Tz,
+    local: &NaiveDateTime,
+    previous: Option<i64>,
+    path: &Path,
+    line: u64,
+) -> Result<i64, DataError> {
+    match tz.from_local_datetime(local) {
+        chrono::LocalResult::Single(t) => Ok(t.timestamp()),
+        chrono::LocalResult::Ambiguous(early, late) => {
+            Ok(if previous.is_some_and(|p| early.timestamp() <= p) {
+                late.timestamp()
+            } else {
+                early.timestamp()
+            })
+        }
+        chrono::LocalResult::None => Err(DataError::NonexistentTime {
+            path: path.to_path_buf(),
+            line,
+            value: local.to_string(),
+            timezone: tz.name().to_string(),
+        }),
+    }
+}
+
+/// The UTC offset of local days without a clock change, cached: the rows of a day of
+/// intraday bars cost a subtraction each instead of a time-zone conversion.
+struct LocalDayOffsets {
+    tz: Tz,
+    /// The day cached, and its offset (local minus UTC, seconds) when the whole day has
+    /// that one offset (`None`: the clock changes that day; convert each time).
+    day: Option<(NaiveDate, Option<i64>)>,
+}
+
+impl LocalDayOffsets {
+    fn new(tz: Tz) -> LocalDayOffsets {
+        LocalDayOffsets { tz, day: None }
+    }
+
+    /// The Unix time of `local` when its day has one offset all day (then it is the only
+    /// instant with that local time); `None` otherwise.
+    fn utc_of(&mut self, local: &NaiveDateTime) -> Option<i64> {
+        let date = local.date();
+        let offset = match self.day {
+            Some((d, offset)) if d == date => offset,
+            _ => {
+                let offset = self.uniform_offset(date);
+                self.day = Some((date, offset));
+                offset
+            }
+        };
+        offset.map(|o| local.and_utc().timestamp() - o)
+    }
+
+    /// The offset of local day `date` when its first and last second have the same one.
+    fn uniform_offset(&self, date: NaiveDate) -> Option<i64> {
+        let first = date.and_time(NaiveTime::MIN);
+        let last = date.succ_opt()?.and_time(NaiveTime::MIN) - chrono::TimeDelta::seconds(1);
+        let offset_at = |local: &NaiveDateTime| match self.tz.from_local_datetime(local) {
+            chrono::LocalResult::Single(t) => Some(local.and_utc().timestamp() - t.timestamp()),
+            _ => None,
+        };
+        let a = offset_at(&first)?;
+        (offset_at(&last)? == a).then_some(a)
+    }
 }
 
 fn check_order(
@@ -1360,6 +1431,41 @@ mod tests {
         ] {
             assert_eq!(parse_plain_decimal(other), None, "{other}");
         }
+    }
+
+    /// The cached offsets of local days give chrono's instant for every local minute of a
+    /// year of New York time and leave the days with a clock change to chrono.
+    #[test]
+    fn local_day_offsets_agree_with_the_time_zone() {
+        let tz = chrono_tz::America::New_York;
+        let mut days = LocalDayOffsets::new(tz);
+        let mut changes = 0;
+        let start = NaiveDate::from_ymd_opt(2023, 12, 30).unwrap();
+        for day in 0..370 {
+            let date = start + chrono::TimeDelta::days(day);
+            let mut cached = 0;
+            for minute in 0..24 * 60 {
+                let local = date.and_time(NaiveTime::MIN) + chrono::TimeDelta::minutes(minute);
+                let Some(ts) = days.utc_of(&local) else {
+                    continue;
+                };
+                cached += 1;
+                match tz.from_local_datetime(&local) {
+                    chrono::LocalResult::Single(t) => assert_eq!(ts, t.timestamp(), "{local}"),
+                    other => panic!("{local}: cached as {ts}, chrono says {other:?}"),
+                }
+            }
+            assert!(
+                cached == 0 || cached == 24 * 60,
+                "{date}: {cached} minutes cached"
+            );
+            changes += usize::from(cached == 0);
+        }
+        // 2024-03-10 and 2024-11-03.
+        assert_eq!(changes, 2);
+        let mut utc = LocalDayOffsets::new(chrono_tz::UTC);
+        let local = start.and_hms_opt(13, 5, 0).unwrap();
+        assert_eq!(utc.utc_of(&local), Some(local.and_utc().timestamp()));
     }
 
     #[test]

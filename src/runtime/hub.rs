@@ -169,10 +169,13 @@ impl ReplayHub {
             .values()
             .map(|e| e.ends.partition_point(|x| *x <= after))
             .collect();
-        Timeline {
+        let mut timeline = Timeline {
             hub: Arc::clone(self),
             next,
-        }
+            next_end: None,
+        };
+        timeline.next_end = timeline.find_next_end();
+        timeline
     }
 }
 
@@ -223,11 +226,17 @@ impl History for ReplayHub {
 pub struct Timeline {
     hub: Arc<ReplayHub>,
     next: Vec<usize>,
+    /// The end of the next batch (kept up to date: the driver peeks at every step).
+    next_end: Option<i64>,
 }
 
 impl Timeline {
     /// The end of the next batch, without taking it.
     pub fn peek_end(&self) -> Option<i64> {
+        self.next_end
+    }
+
+    fn find_next_end(&self) -> Option<i64> {
         self.hub
             .series
             .values()
@@ -235,25 +244,55 @@ impl Timeline {
             .filter_map(|(e, &i)| e.ends.get(i).copied())
             .min()
     }
+
+    /// The next batch written into `batch` (its earlier contents replaced, its vector and
+    /// symbol handles reused); `false`, with `batch` untouched, after the last one.
+    pub fn next_into(&mut self, batch: &mut BarBatch) -> bool {
+        let Some(end) = self.next_end else {
+            return false;
+        };
+        batch.end = end;
+        let mut n = 0;
+        for (e, i) in self.hub.series.values().zip(self.next.iter_mut()) {
+            if e.ends.get(*i) == Some(&end) {
+                let bar = e.series.bars[*i];
+                match batch.bars.get_mut(n) {
+                    Some(slot) if Arc::ptr_eq(&slot.symbol, &e.symbol) => {
+                        slot.bar = bar;
+                        slot.timeframe = e.series.timeframe;
+                    }
+                    Some(slot) => {
+                        *slot = BarEvent {
+                            symbol: Arc::clone(&e.symbol),
+                            bar,
+                            timeframe: e.series.timeframe,
+                        };
+                    }
+                    None => batch.bars.push(BarEvent {
+                        symbol: Arc::clone(&e.symbol),
+                        bar,
+                        timeframe: e.series.timeframe,
+                    }),
+                }
+                n += 1;
+                *i += 1;
+            }
+        }
+        batch.bars.truncate(n);
+        self.next_end = self.find_next_end();
+        true
+    }
 }
 
 impl Iterator for Timeline {
     type Item = BarBatch;
 
     fn next(&mut self) -> Option<BarBatch> {
-        let end = self.peek_end()?;
-        let mut bars = Vec::with_capacity(self.next.len());
-        for (e, i) in self.hub.series.values().zip(self.next.iter_mut()) {
-            if e.ends.get(*i) == Some(&end) {
-                bars.push(BarEvent {
-                    symbol: Arc::clone(&e.symbol),
-                    bar: e.series.bars[*i],
-                    timeframe: e.series.timeframe,
-                });
-                *i += 1;
-            }
-        }
-        Some(BarBatch { end, bars })
+        let mut batch = BarBatch {
+            end: 0,
+            bars: Vec::with_capacity(self.next.len()),
+        };
+        self.next_into(&mut batch).then_some(batch)
     }
 }
 
@@ -275,6 +314,27 @@ mod tests {
         assert_eq!(rest[0], all[101]);
         let (goog, ends) = hub.bars_until("GOOG", cursor);
         assert!(ends.iter().all(|e| *e <= cursor) && goog.len() == ends.len());
+    }
+
+    /// One batch refilled step after step holds what the iterator hands out.
+    #[test]
+    fn a_reused_batch_gets_each_batch_in_turn() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
+        let hub = Arc::new(ReplayHub::load(&dir, &ReplayOptions::default()).unwrap());
+        let all: Vec<BarBatch> = hub.batches_after(i64::MIN).collect();
+        let mut timeline = hub.batches_after(i64::MIN);
+        let mut batch = BarBatch {
+            end: 0,
+            bars: Vec::new(),
+        };
+        let mut k = 0;
+        while timeline.next_into(&mut batch) {
+            assert_eq!(batch, all[k]);
+            k += 1;
+            assert_eq!(timeline.peek_end(), all.get(k).map(|b| b.end));
+        }
+        assert_eq!(k, all.len());
+        assert_eq!(batch, all[k - 1]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::account::Account;
 use crate::agents::LlmAgents;
-use crate::agents::dag::{AccountView, ExecInput, execute};
+use crate::agents::dag::{AccountView, ExecInput, execute, execute_now, needs_llm};
 use crate::broker::{OrderPurpose, Submit};
 use crate::engine::core::{
     BarEvent, CoreCommand, ExecRequest, History, Intent, PipelineCore, PipelineSpec, SignalOutcome,
@@ -72,6 +72,8 @@ pub struct PipelineRunner {
     stats: RunStats,
     intents: Vec<Intent>,
     spare: Vec<Intent>,
+    /// Whether the pipeline has an LLM node (its executions wait for the model).
+    llm_nodes: bool,
 }
 
 impl PipelineRunner {
@@ -92,6 +94,7 @@ impl PipelineRunner {
         keep_records: bool,
     ) -> PipelineRunner {
         let mut core = PipelineCore::new(spec, tz, history.as_ref(), now);
+        let llm_nodes = needs_llm(core.compiled());
         Self::check_broker(&mut core, account);
         let c = core.compiled();
         account.ledger().configure_pending(
@@ -109,6 +112,7 @@ impl PipelineRunner {
             stats: RunStats::default(),
             intents: Vec::new(),
             spare: Vec::new(),
+            llm_nodes,
         }
     }
 
@@ -155,6 +159,7 @@ impl PipelineRunner {
     /// Restarts with a new configuration (see [`PipelineCore::update`]).
     pub fn update(&mut self, spec: PipelineSpec, now: i64, account: &Account) {
         self.core.update(spec, self.history.as_ref(), now);
+        self.llm_nodes = needs_llm(self.core.compiled());
         Self::check_broker(&mut self.core, account);
     }
 
@@ -355,7 +360,7 @@ impl PipelineRunner {
                     CORRELATION_LOOKBACK,
                 )
             };
-            let run = execute(ExecInput {
+            let input = ExecInput {
                 pipeline: c,
                 revision: &self.core.spec().revision,
                 symbol: self.core.symbol(request.symbol),
@@ -371,13 +376,16 @@ impl PipelineRunner {
                 correlation: &correlation,
                 llm: self.llm.as_ref(),
                 record: self.record,
-            });
-            // A backtest's executions have no span: instrumenting moves the whole future
-            // once more per bar.
+            };
+            // A backtest's executions have no span (instrumenting moves the whole future
+            // once more per bar), and without an LLM node nothing waits: the DAG runs
+            // synchronously, without a future to build and move.
             if self.record {
-                run.instrument(span.clone()).await
+                execute(input).instrument(span.clone()).await
+            } else if self.llm_nodes {
+                execute(input).await
             } else {
-                run.await
+                execute_now(input)
             }
         };
         let status = out.status;

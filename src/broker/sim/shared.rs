@@ -116,6 +116,12 @@ impl Broker for SharedSimBroker {
         Ok((broker.account(), broker.positions()))
     }
 
+    async fn balances_into(&self, positions: &mut Vec<Position>) -> Result<Account, BrokerError> {
+        let broker = self.lock()?;
+        broker.positions_into(positions);
+        Ok(broker.account())
+    }
+
     async fn open_orders(&self) -> Result<Vec<OrderState>, BrokerError> {
         Ok(self.lock()?.open_orders())
     }

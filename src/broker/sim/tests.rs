@@ -1019,3 +1019,53 @@ async fn shared_broker_implements_the_trait() {
         snap
     );
 }
+
+/// Positions written into a vector that holds other, stale or more positions are exactly
+/// `positions()`: in order, with the names copied where they changed and the rest dropped.
+#[test]
+fn positions_into_a_reused_vector_are_the_positions() {
+    let mut b = SimBroker::new("sim", &config());
+    for (id, pipeline, symbol, ts) in [
+        ("e1", "q", "MSFT", 1000),
+        ("e2", "p", "AAPL", 1000),
+        ("e3", "p", "MSFT", 1000),
+    ] {
+        b.submit(
+            Submit::Entry(approve_for_tests(entry_order(
+                id,
+                pipeline,
+                symbol,
+                Side::Buy,
+                dec!(10),
+                None,
+                &[],
+            ))),
+            ts,
+        )
+        .unwrap();
+    }
+    b.on_bar("MSFT", &bar(1000, 300.0, 301.0, 299.0, 300.5));
+    b.on_bar("AAPL", &bar(1000, 100.0, 101.0, 99.5, 100.5));
+    let want = b.positions();
+    assert_eq!(want.len(), 3);
+    let stale = Position {
+        pipeline: "old".into(),
+        symbol: "OLD".into(),
+        quantity: dec!(1),
+        average_price: dec!(1),
+        market_price: dec!(1),
+    };
+    for mut reused in [
+        Vec::new(),
+        vec![stale.clone()],
+        vec![stale.clone(); 5],
+        want.iter().rev().cloned().collect(),
+    ] {
+        b.positions_into(&mut reused);
+        assert_eq!(reused, want);
+    }
+    // Flat again: the vector empties.
+    let mut reused = want.clone();
+    SimBroker::new("sim", &config()).positions_into(&mut reused);
+    assert!(reused.is_empty());
+}

@@ -498,22 +498,35 @@ impl Ledger {
         self.day
     }
 
-    /// Records what broker `broker` reports now.
-    pub fn set_account(&mut self, broker: &str, account: Account, positions: Vec<Position>) {
-        let state = AccountState {
-            account: Some(account),
-            positions,
-        };
-        match self.accounts.get_mut(broker) {
-            Some(known) => *known = state,
-            None => {
-                self.accounts.insert(broker.to_string(), state);
+    /// Records what broker `broker` reports now. Answers the positions it held before
+    /// (empty for a broker not reported yet), for the caller to reuse their allocation.
+    pub fn set_account(
+        &mut self,
+        broker: &str,
+        account: Account,
+        positions: Vec<Position>,
+    ) -> Vec<Position> {
+        let before = match self.accounts.get_mut(broker) {
+            Some(known) => {
+                known.account = Some(account);
+                std::mem::replace(&mut known.positions, positions)
             }
-        }
+            None => {
+                self.accounts.insert(
+                    broker.to_string(),
+                    AccountState {
+                        account: Some(account),
+                        positions,
+                    },
+                );
+                Vec::new()
+            }
+        };
         if self.day.is_some() && !self.day_start_equity.contains_key(broker) {
             self.day_start_equity
                 .insert(broker.to_string(), account.equity);
         }
+        before
     }
 
     /// The last balances of `broker`.

@@ -234,6 +234,9 @@ pub struct PipelineCore {
     cont: Vec<usize>,
     /// The source's exchange sessions for `market_open` (`None`: our NYSE calendar).
     calendar: Option<std::sync::Arc<dyn crate::market::live::SessionCalendar>>,
+    /// The last position price converted for the exit rules: its exact representation
+    /// (`Decimal::serialize`) and its `f64`.
+    entry_f64: Option<([u8; 16], f64)>,
 }
 
 impl PipelineCore {
@@ -278,6 +281,7 @@ impl PipelineCore {
             fire: Vec::new(),
             cont: Vec::new(),
             calendar: None,
+            entry_f64: None,
         };
         core.configure(history, now);
         core
@@ -712,10 +716,18 @@ impl PipelineCore {
         let pending_entry = ledger.pending_entry(&c.name, symbol).is_some();
         if let Some(feed) = self.feeds[request.symbol].as_mut() {
             let (entry, held) = position.as_ref().map_or((f64::NAN, f64::NAN), |p| {
-                (
-                    crate::domain::to_f64(p.average_price),
-                    f64::from(p.bars_held),
-                )
+                // The conversion is exact work (hundreds of instructions); a position's
+                // price stays the same from bar to bar, so the last one is remembered.
+                let exact = p.average_price.serialize();
+                let entry = match self.entry_f64 {
+                    Some((d, f)) if d == exact => f,
+                    _ => {
+                        let f = crate::domain::to_f64(p.average_price);
+                        self.entry_f64 = Some((exact, f));
+                        f
+                    }
+                };
+                (entry, f64::from(p.bars_held))
             });
             feed.set_position(&c.layout, entry, held);
         }

@@ -15,7 +15,7 @@ impl Account {
     /// simulated broker fills orders at their open and checks stops and targets against
     /// their range), their events are booked and stored, and balances are refreshed.
     pub async fn on_bars(&self, batch: &BarBatch, tz: chrono_tz::Tz) {
-        let _guard = self.order_lock.lock().await;
+        let _guard = self.order_guard().await;
         self.roll_day(batch.end, tz);
         for (name, slot) in &self.slots {
             for e in &batch.bars {
@@ -42,8 +42,16 @@ impl Account {
     pub fn roll_day(&self, t: i64, tz: chrono_tz::Tz) {
         let day = {
             let mut days = lock(&self.days);
-            days.get_or_insert_with(|| crate::engine::clock::LocalDays::new(tz))
-                .date(t - 1)
+            let (days, rolled) =
+                days.get_or_insert_with(|| (crate::engine::clock::LocalDays::new(tz), None));
+            let day = days.date(t - 1);
+            // The ledger's day only moves forward: a day rolled once is a no-op the next
+            // times (every bar of the day asks), so the ledger is not locked for it.
+            if *rolled == Some(day) {
+                return;
+            }
+            *rolled = Some(day);
+            day
         };
         lock(&self.ledger).roll_day(day);
     }
@@ -86,7 +94,7 @@ impl Account {
     /// Books whatever `broker` reported since the last call (the daemon calls it when a
     /// real broker's stream has events).
     pub async fn pump(&self, broker: &str) {
-        let _guard = self.order_lock.lock().await;
+        let _guard = self.order_guard().await;
         if self.pump_locked(broker).await > 0 {
             self.refresh(broker).await;
             self.update_position_metrics();

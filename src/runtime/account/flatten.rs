@@ -55,7 +55,7 @@ impl Account {
     /// leaves the intents pending, and the next start matches them to the brokers' orders by
     /// client order id.
     pub async fn flatten(&self, scope: &Scope, purpose: OrderPurpose) -> Vec<CloseResult> {
-        let _guard = self.order_lock.lock().await;
+        let _guard = self.order_guard().await;
         self.flatten_locked(scope, purpose).await
     }
 

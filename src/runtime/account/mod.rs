@@ -47,6 +47,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Slot {
     broker: Arc<dyn Broker>,
     events: std::sync::Mutex<Option<EventStream>>,
+    /// The positions vector the ledger held before the last refresh, filled in place by
+    /// the next one (a backtest refreshes after every bar).
+    spare: std::sync::Mutex<Vec<Position>>,
 }
 
 /// How an [`Account`] records what happens.
@@ -81,8 +84,9 @@ pub struct Account {
     any_unavailable: std::sync::atomic::AtomicBool,
     /// Pipelines the positions gauge has reported.
     position_pipelines: Mutex<BTreeSet<String>>,
-    /// Local trading days of the market time zone, cached (asked at every step).
-    days: Mutex<Option<crate::engine::clock::LocalDays>>,
+    /// Local trading days of the market time zone, cached (asked at every step), and the
+    /// last day the ledger was rolled to from here.
+    days: Mutex<Option<(crate::engine::clock::LocalDays, Option<chrono::NaiveDate>)>>,
 }
 
 /// The drift a broker showed: positions, orders (as [`BrokerReconcile`] describes them).
@@ -110,6 +114,7 @@ impl Account {
                 Slot {
                     broker,
                     events: std::sync::Mutex::new(events),
+                    spare: std::sync::Mutex::new(Vec::new()),
                 },
             );
         }
@@ -203,6 +208,15 @@ impl Account {
         }
     }
 
+    /// The order lock (see the field): taken at once when it is free, which is the common
+    /// case and costs less than queueing for it.
+    async fn order_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        match self.order_lock.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => self.order_lock.lock().await,
+        }
+    }
+
     /// Logs and counts a failed store operation.
     fn store_failed(&self, operation: StoreOperation, error: &dyn std::fmt::Display) {
         warn!(operation = operation.as_str(), %error, "store operation failed");
@@ -217,18 +231,21 @@ impl Account {
         let Some(slot) = self.slots.get(broker) else {
             return;
         };
-        let (account, positions) = match slot.broker.balances().await {
-            Ok(both) => both,
+        let mut positions = std::mem::take(&mut *lock(&slot.spare));
+        let account = match slot.broker.balances_into(&mut positions).await {
+            Ok(account) => account,
             Err(e) => {
                 self.broker_failed(broker, &e);
                 warn!(%broker, error = %e, "balances not refreshed");
+                *lock(&slot.spare) = positions;
                 return;
             }
         };
         if let Some(m) = &self.metrics {
             m.set_equity(account.equity);
         }
-        lock(&self.ledger).set_account(broker, account, positions);
+        let before = lock(&self.ledger).set_account(broker, account, positions);
+        *lock(&slot.spare) = before;
     }
 
     /// Refreshes every broker.

@@ -45,7 +45,7 @@ impl Account {
         order: Submit,
         move_stop_to_breakeven: bool,
     ) -> Result<OrderState, SubmitError> {
-        let _guard = self.order_lock.lock().await;
+        let _guard = self.order_guard().await;
         let answer = self
             .submit_unpumped(broker, mode, execution_id, order, move_stop_to_breakeven)
             .await;
@@ -170,7 +170,7 @@ impl Account {
 
     /// Cancels working order `client_order_id` at `broker`.
     pub async fn cancel(&self, broker: &str, client_order_id: &str) {
-        let _guard = self.order_lock.lock().await;
+        let _guard = self.order_guard().await;
         self.cancel_locked(broker, client_order_id).await;
         self.pump_locked(broker).await;
     }
@@ -192,7 +192,7 @@ impl Account {
         price: Decimal,
         quantity: Decimal,
     ) {
-        let _guard = self.order_lock.lock().await;
+        let _guard = self.order_guard().await;
         self.replace_stop_locked(broker, client_order_id, price, quantity)
             .await;
         self.pump_locked(broker).await;
