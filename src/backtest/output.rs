@@ -1612,18 +1612,7 @@ mod tests {
             }
             r.to_string()
         };
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for _ in 0..20_000 {
-            let hi = next() % 4;
-            let m = (i128::from(next()) | (i128::from(hi) << 64)) >> (next() % 90);
-            let m = if next() % 2 == 0 { -m } else { m };
-            let d = Decimal::from_i128_with_scale(m, (next() % 29) as u32);
+        for d in random_decimals(0x2545_F491_4F6C_DD1D, 20_000) {
             for dp in [0, 2, 4, 6] {
                 assert_eq!(fixed(d, dp), reference_fixed(d, dp), "{d} to {dp}");
             }
@@ -1636,8 +1625,24 @@ mod tests {
         assert_eq!(fixed(Decimal::MIN, 0), Decimal::MIN.to_string());
     }
 
-    /// The chart's conversion through an `i64` mantissa and a table of powers of ten gives
-    /// the bits of the 128-bit conversion divided by `powi`, on every scale.
+    /// Deterministic decimals (xorshift64 from `seed`) of every scale and of mantissas up to
+    /// 66 bits, both signs.
+    fn random_decimals(seed: u64, n: usize) -> impl Iterator<Item = Decimal> {
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        (0..n).map(move |_| {
+            let hi = next() % 4;
+            let m = (i128::from(next()) | (i128::from(hi) << 64)) >> (next() % 90);
+            let m = if next() % 2 == 0 { -m } else { m };
+            Decimal::from_i128_with_scale(m, (next() % 29) as u32)
+        })
+    }
+
     /// The range test accepts exactly the times chrono can represent.
     #[test]
     fn time_checks_are_chronos_range() {
@@ -1663,21 +1668,12 @@ mod tests {
         }
     }
 
+    /// The chart's conversion through an `i64` mantissa and a table of powers of ten gives
+    /// the bits of the 128-bit conversion divided by `powi`, on every scale.
     #[test]
     fn chart_values_convert_as_the_general_formula() {
         let general = |d: Decimal| d.mantissa() as f64 / 10f64.powi(d.scale() as i32);
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for _ in 0..20_000 {
-            let hi = next() % 4;
-            let m = (i128::from(next()) | (i128::from(hi) << 64)) >> (next() % 90);
-            let m = if next() % 2 == 0 { -m } else { m };
-            let d = Decimal::from_i128_with_scale(m, (next() % 29) as u32);
+        for d in random_decimals(0x9E37_79B9_7F4A_7C15, 20_000) {
             assert_eq!(to_f64(d).to_bits(), general(d).to_bits(), "{d}");
         }
     }
