@@ -157,8 +157,19 @@ fn entries(fake: &FakeAlpaca) -> Vec<fake_alpaca::FakeOrder> {
         .collect()
 }
 
-#[test]
-fn paper_trading_on_alpaca_end_to_end() {
+/// The fakes (on their own runtime), their history up to the minute before `base - 60`, and
+/// a config directory pointing at them.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    trading: FakeAlpaca,
+    data: FakeData,
+    /// The minute the test started in (Unix seconds).
+    base: i64,
+    tmp: tempfile::TempDir,
+    port: u16,
+}
+
+fn setup() -> Setup {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let trading = rt.block_on(FakeAlpaca::start());
     let data = rt.block_on(FakeData::start());
@@ -167,6 +178,26 @@ fn paper_trading_on_alpaca_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     write_config(tmp.path(), &trading, &data, port);
+    Setup {
+        rt,
+        trading,
+        data,
+        base,
+        tmp,
+        port,
+    }
+}
+
+#[test]
+fn paper_trading_on_alpaca_end_to_end() {
+    let Setup {
+        rt,
+        trading,
+        data,
+        base,
+        tmp,
+        port,
+    } = setup();
 
     // Start: warm-up over REST, subscription on the crypto stream.
     let mut d = start(tmp.path(), port);
@@ -326,13 +357,15 @@ fn paper_trading_on_alpaca_end_to_end() {
 
 #[test]
 fn refused_keys_fail_only_the_pipelines_of_that_broker() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let trading = rt.block_on(FakeAlpaca::start());
-    let data = rt.block_on(FakeData::start());
-    data.set_history(SYMBOL, history(minute_now()));
-    let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_config(tmp.path(), &trading, &data, port);
+    // The fakes stay bound (alive) to the end of the test.
+    let Setup {
+        rt: _rt,
+        trading: _trading,
+        data: _data,
+        tmp,
+        port,
+        ..
+    } = setup();
     // The market data keeps its good keys; the trading account gets wrong ones, and a
     // simulated pipeline on the same live data keeps running beside it.
     let toml = std::fs::read_to_string(tmp.path().join("ztraded.toml"))
@@ -369,14 +402,14 @@ fn refused_keys_fail_only_the_pipelines_of_that_broker() {
 
 #[test]
 fn a_finer_timeframe_added_later_reloads_the_symbol_and_restarts_its_pipelines() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let trading = rt.block_on(FakeAlpaca::start());
-    let data = rt.block_on(FakeData::start());
-    let base = minute_now();
-    data.set_history(SYMBOL, history(base));
-    let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_config(tmp.path(), &trading, &data, port);
+    let Setup {
+        rt,
+        trading,
+        data,
+        base,
+        tmp,
+        port,
+    } = setup();
     // First a five-minute pipeline (validation: decisions only) streams the symbol as 5m.
     let minutes = tmp.path().join("pipelines/crypto-minutes.yaml");
     let one_minute = std::fs::read_to_string(&minutes).unwrap();
