@@ -82,6 +82,8 @@ pub struct ExecOutput {
     pub trade: Option<TradeAction>,
     /// The full record (when asked for).
     pub record: Option<ExecutionRecord>,
+    /// What the execution's LLM calls cost, USD (0 without LLM nodes).
+    pub cost_usd: Decimal,
 }
 
 pub use crate::engine::state::execution_id;
@@ -151,6 +153,7 @@ impl ExecOutput {
             decision: None,
             trade: None,
             record: None,
+            cost_usd: Decimal::ZERO,
         }
     }
 }
@@ -170,6 +173,8 @@ struct Execution<'i, 'a> {
     record: Option<Box<ExecutionRecord>>,
     bias: Option<BiasSignal>,
     approved: Option<Box<crate::risk::RiskApproved<crate::broker::EntryOrder>>>,
+    /// The trace of an LLM call whose answer failed the node, for the node's record.
+    failed_trace: Option<Value>,
 }
 
 impl<'i, 'a> Execution<'i, 'a> {
@@ -183,6 +188,7 @@ impl<'i, 'a> Execution<'i, 'a> {
             record: None,
             bias: None,
             approved: None,
+            failed_trace: None,
         };
         if explain {
             run.record = Some(Box::new(ExecutionRecord {
@@ -388,14 +394,16 @@ impl<'i, 'a> Execution<'i, 'a> {
         }
     }
 
-    /// The LLM bias node, with the model's answer (and its cost, USD).
+    /// The LLM bias node, with the model's answer (and its cost, USD). The node output is
+    /// the decision (or the failure) with the call's trace under `llm`.
     fn bias_llm(
         &mut self,
         config: &crate::config::pipeline::BiasLlm,
-        answer: Result<(BiasSignal, agents::Cost), agents::AgentError>,
+        call: agents::LlmCall<BiasSignal>,
     ) -> (NodeResult, Decimal) {
-        match answer {
-            Ok((b, c)) => {
+        let usd = call.cost.usd;
+        match call.result {
+            Ok(b) => {
                 let mut b = b;
                 if b.confidence < crate::risk::evaluate::to_f64(config.confidence_threshold.value())
                 {
@@ -405,12 +413,18 @@ impl<'i, 'a> Execution<'i, 'a> {
                     );
                     b.bias = crate::engine::state::Bias::Neutral;
                 }
-                let v = serde_json::to_value(&b).unwrap_or(Value::Null);
+                let mut v = serde_json::to_value(&b).unwrap_or(Value::Null);
+                if !call.trace.is_null() {
+                    v["llm"] = call.trace;
+                }
                 let reasoning = b.reasoning.clone();
                 self.bias = Some(b);
-                (Ok((v, reasoning)), c.usd)
+                (Ok((v, reasoning)), usd)
             }
-            Err(e) => (Err((ExecutionStatus::Failed, e.to_string())), Decimal::ZERO),
+            Err(e) => {
+                self.failed_trace = Some(call.trace).filter(|t| !t.is_null());
+                (Err((ExecutionStatus::Failed, e.to_string())), usd)
+            }
         }
     }
 
@@ -418,16 +432,23 @@ impl<'i, 'a> Execution<'i, 'a> {
     fn strategy_llm(
         &mut self,
         out: &mut ExecOutput,
-        answer: Result<(StrategySignal, agents::Cost), agents::AgentError>,
+        call: agents::LlmCall<StrategySignal>,
     ) -> (NodeResult, Decimal) {
-        match answer {
-            Ok((s, c)) => {
-                let v = serde_json::to_value(&s).unwrap_or(Value::Null);
+        let usd = call.cost.usd;
+        match call.result {
+            Ok(s) => {
+                let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
+                if !call.trace.is_null() {
+                    v["llm"] = call.trace;
+                }
                 let reasoning = s.reasoning.clone();
                 out.signal = Some(s);
-                (Ok((v, reasoning)), c.usd)
+                (Ok((v, reasoning)), usd)
             }
-            Err(e) => (Err((ExecutionStatus::Failed, e.to_string())), Decimal::ZERO),
+            Err(e) => {
+                self.failed_trace = Some(call.trace).filter(|t| !t.is_null());
+                (Err((ExecutionStatus::Failed, e.to_string())), usd)
+            }
         }
     }
 
@@ -441,6 +462,12 @@ impl<'i, 'a> Execution<'i, 'a> {
         cost: Decimal,
         result: NodeResult,
     ) -> bool {
+        if !cost.is_zero() {
+            out.cost_usd += cost;
+            if let Some(r) = self.record.as_mut() {
+                r.cost_usd += cost;
+            }
+        }
         let stop = match result {
             Ok((output, reasoning)) => {
                 if let Some(r) = self.record.as_mut() {
@@ -460,7 +487,10 @@ impl<'i, 'a> Execution<'i, 'a> {
                     r.nodes.push(NodeRecord {
                         node: node.id.clone(),
                         agent: node.agent.to_string(),
-                        output: json!({ "status": status.as_str() }),
+                        output: match self.failed_trace.take() {
+                            Some(trace) => json!({ "status": status.as_str(), "llm": trace }),
+                            None => json!({ "status": status.as_str() }),
+                        },
                         reasoning: reason.clone(),
                         duration_us: started.map_or(0, |s| s.elapsed().as_micros() as u64),
                         cost_usd: cost,
@@ -494,6 +524,8 @@ impl<'i, 'a> Execution<'i, 'a> {
 fn prompt(input: &ExecInput<'_>, bias: Option<BiasSignal>) -> PromptContext {
     let timeframes = input.pipeline.timeframes();
     PromptContext {
+        pipeline: input.pipeline.name.clone(),
+        position: input.position.clone(),
         symbol: input.symbol.to_string(),
         now: input.now,
         market: agents::market_data::snapshot(&input.pipeline.layout, input.feed, &timeframes, 50),

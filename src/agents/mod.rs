@@ -39,37 +39,66 @@ pub struct Cost {
     pub output_tokens: u64,
     /// USD.
     pub usd: Decimal,
+    /// The provider reported no token usage: the tokens are estimated from the text.
+    pub estimated: bool,
 }
 
-/// The market context an LLM agent sends: the symbol, the time and the bars and indicator
-/// values of each timeframe, as JSON (built by the market_data agent).
+/// The market context an LLM agent sends: the pipeline, the symbol, the time, the bars and
+/// indicator values of each timeframe (built by the market_data agent), the position and the
+/// upstream bias.
 #[derive(Clone, Debug)]
 pub struct PromptContext {
+    /// Pipeline name (for cost accounting).
+    pub pipeline: String,
     /// Ticker symbol.
     pub symbol: String,
     /// Unix seconds.
     pub now: i64,
-    /// `{timeframe: {bars: [...], indicators: {...}}}`.
+    /// `{timeframe: {bars: [[ts, o, h, l, c, v], ...], values: {...}}}`.
     pub market: serde_json::Value,
+    /// This pipeline's position in the symbol, if any.
+    pub position: Option<crate::engine::state::PositionView>,
     /// The upstream bias, for the strategy.
     pub bias: Option<BiasSignal>,
 }
 
-/// LLM-backed agents: the OpenAI-compatible client implements this.
+/// One LLM node's call: the decision or why there is none, what it cost (also when the
+/// answer was refused: the tokens were spent), and the trace stored with the node output
+/// (prompt template and version, rendered messages, raw response, usage, latency).
+#[derive(Clone, Debug)]
+pub struct LlmCall<T> {
+    /// The decision, or why the node fails closed.
+    pub result: Result<T, AgentError>,
+    /// Tokens and USD.
+    pub cost: Cost,
+    /// `{provider, model, prompt: {template, version, messages}, response, usage, seconds}`.
+    pub trace: serde_json::Value,
+}
+
+impl<T> LlmCall<T> {
+    /// A call that never reached a provider.
+    pub fn failed(error: AgentError) -> LlmCall<T> {
+        LlmCall {
+            result: Err(error),
+            cost: Cost::default(),
+            trace: serde_json::Value::Null,
+        }
+    }
+}
+
+/// LLM-backed agents: the OpenAI-compatible client ([`crate::llm::LlmClient`]) implements
+/// this. Every answer is a decision or a reason to fail closed; nothing here panics on what
+/// a provider sends.
 #[async_trait]
 pub trait LlmAgents: Send + Sync {
     /// A bias from `config`'s provider.
-    async fn bias(
-        &self,
-        config: &BiasLlm,
-        context: &PromptContext,
-    ) -> Result<(BiasSignal, Cost), AgentError>;
+    async fn bias(&self, config: &BiasLlm, context: &PromptContext) -> LlmCall<BiasSignal>;
     /// A trade plan from `config`'s provider.
     async fn strategy(
         &self,
         config: &StrategyLlm,
         context: &PromptContext,
-    ) -> Result<(StrategySignal, Cost), AgentError>;
+    ) -> LlmCall<StrategySignal>;
 }
 
 /// No LLM client: LLM nodes fail closed with a clear reason.
@@ -78,22 +107,14 @@ pub struct NoLlm;
 
 #[async_trait]
 impl LlmAgents for NoLlm {
-    async fn bias(
-        &self,
-        config: &BiasLlm,
-        _: &PromptContext,
-    ) -> Result<(BiasSignal, Cost), AgentError> {
-        Err(AgentError::Unavailable(format!(
+    async fn bias(&self, config: &BiasLlm, _: &PromptContext) -> LlmCall<BiasSignal> {
+        LlmCall::failed(AgentError::Unavailable(format!(
             "LLM provider '{}' has no client in this process; the node fails closed",
             config.provider
         )))
     }
-    async fn strategy(
-        &self,
-        config: &StrategyLlm,
-        _: &PromptContext,
-    ) -> Result<(StrategySignal, Cost), AgentError> {
-        Err(AgentError::Unavailable(format!(
+    async fn strategy(&self, config: &StrategyLlm, _: &PromptContext) -> LlmCall<StrategySignal> {
+        LlmCall::failed(AgentError::Unavailable(format!(
             "LLM provider '{}' has no client in this process; the node fails closed",
             config.provider
         )))

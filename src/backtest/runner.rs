@@ -270,11 +270,17 @@ pub async fn run(
     // One point per bar batch (plus timer steps); one symbol's bars are one batch each.
     account.reserve_history(usize::try_from(total).unwrap_or(0) / symbols.len().max(1) + 16);
     let strategy_timeframe = spec.compiled.strategy_timeframe;
+    // LLM nodes call their providers (a rule-only pipeline never builds a client).
+    let llm: Arc<dyn crate::agents::LlmAgents> = if crate::agents::dag::needs_llm(&spec.compiled) {
+        Arc::new(crate::llm::LlmClient::new(&set.settings.llm, None).map_err(BacktestError::Data)?)
+    } else {
+        Arc::new(NoLlm)
+    };
     let mut runner = PipelineRunner::new(
         spec,
         tz,
         Arc::clone(&hub) as Arc<dyn History>,
-        Arc::new(NoLlm),
+        llm,
         start,
         &account,
         options.keep_records,

@@ -248,7 +248,10 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         metrics: Arc::clone(&metrics),
         history,
         statuses: std::sync::Mutex::new(Default::default()),
-        llm: Arc::new(crate::agents::NoLlm),
+        llm: Arc::new(
+            crate::llm::LlmClient::new(&settings.llm, Some(metrics.registry()))
+                .map_err(DaemonError::Settings)?,
+        ),
         tz,
         registry: Arc::clone(&registry),
     });

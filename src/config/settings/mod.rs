@@ -504,10 +504,38 @@ pub struct LlmSettings {
     /// Longest wait for one response.
     #[serde(default = "default_llm_timeout")]
     pub timeout: Duration,
-    /// Most completion tokens per call.
+    /// Most completion tokens per call (sent as `max_tokens`).
     #[serde(default = "default_max_tokens")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub max_tokens: u32,
+    /// Retries of a call answered 429 or 5xx (or refused at connect), with exponential
+    /// backoff from 100 ms (at most 8 s) or the provider's `Retry-After` seconds.
+    #[serde(default = "default_max_retries")]
+    #[schemars(range(min = 0, max = 10))]
+    pub max_retries: u32,
+    /// Most calls in flight to this provider at once (the others wait their turn).
+    #[serde(default = "default_max_concurrency")]
+    #[schemars(range(min = 1, max = 1_000))]
+    pub max_concurrency: u32,
+    /// How the answer's JSON Schema reaches the model: `json_schema` (the provider's
+    /// structured outputs, `response_format.type = "json_schema"`), `json_object` (JSON mode,
+    /// the schema in the prompt) or `none` (the schema in the prompt only). The answer is
+    /// parsed and validated against the schema whichever is chosen.
+    #[serde(default)]
+    pub structured_output: StructuredOutput,
+}
+
+/// See [`LlmSettings::structured_output`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StructuredOutput {
+    /// `response_format: {type: "json_schema", json_schema: {strict: true, schema}}`.
+    #[default]
+    JsonSchema,
+    /// `response_format: {type: "json_object"}`, the schema in the prompt.
+    JsonObject,
+    /// No `response_format`; the schema in the prompt.
+    None,
 }
 
 fn default_llm_timeout() -> Duration {
@@ -515,6 +543,12 @@ fn default_llm_timeout() -> Duration {
 }
 fn default_max_tokens() -> u32 {
     1_024
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_max_concurrency() -> u32 {
+    8
 }
 
 /// How the daemon follows the config directory.

@@ -1,0 +1,162 @@
+//! Prompt templates: text files in the repository (`prompts/<agent>.v<N>.md`, built into the
+//! binary), with `{{name}}` placeholders. The part before a line `---` is the system
+//! message, the rest the user message. The template name and version are stored with every
+//! call, so a recorded decision names the prompt that produced it.
+
+use crate::agents::PromptContext;
+use crate::config::settings::StructuredOutput;
+use crate::market::Timeframe;
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// A prompt template.
+#[derive(Clone, Copy, Debug)]
+pub struct Template {
+    /// `bias` or `strategy`.
+    pub name: &'static str,
+    /// Its version (the `vN` of the file name).
+    pub version: u32,
+    /// The text.
+    pub text: &'static str,
+}
+
+/// The bias agent's prompt.
+pub const BIAS: Template = Template {
+    name: "bias",
+    version: 1,
+    text: include_str!("../../prompts/bias.v1.md"),
+};
+
+/// The strategy agent's prompt.
+pub const STRATEGY: Template = Template {
+    name: "strategy",
+    version: 1,
+    text: include_str!("../../prompts/strategy.v1.md"),
+};
+
+impl Template {
+    /// `<name>.v<version>`.
+    pub fn id(&self) -> String {
+        format!("{}.v{}", self.name, self.version)
+    }
+
+    /// The system and user messages with `vars` substituted (`{{key}}` → value; unknown
+    /// placeholders are left as written).
+    pub fn render(&self, vars: &[(&str, String)]) -> (String, String) {
+        let mut text = self.text.to_string();
+        for (k, v) in vars {
+            text = text.replace(&format!("{{{{{k}}}}}"), v);
+        }
+        match text.split_once("\n---\n") {
+            Some((system, user)) => (system.trim().to_string(), user.trim().to_string()),
+            None => (String::new(), text.trim().to_string()),
+        }
+    }
+}
+
+/// The format note ending the user message: with structured outputs the provider enforces
+/// the schema, otherwise the schema is written out for the model.
+pub fn format_note(mode: StructuredOutput, schema: &Value) -> String {
+    match mode {
+        StructuredOutput::JsonSchema => {
+            "Answer with the JSON object of the response format.".to_string()
+        }
+        StructuredOutput::JsonObject | StructuredOutput::None => format!(
+            "Answer with one JSON object and nothing else, matching this JSON Schema (every \
+             property present, null where it does not apply):\n{schema}"
+        ),
+    }
+}
+
+/// UTC time of `ts` (Unix seconds) as `YYYY-MM-DD HH:MM UTC`.
+pub fn time(ts: i64) -> String {
+    crate::engine::clock::utc(ts)
+        .format("%Y-%m-%d %H:%M UTC")
+        .to_string()
+}
+
+/// The market part of a prompt: for each timeframe of `timeframes` present in the context,
+/// its recent bars as CSV lines (`time,open,high,low,close,volume`, oldest first) and the
+/// indicator values at the last bar.
+pub fn market(context: &PromptContext, timeframes: &[Timeframe]) -> String {
+    let mut out = String::new();
+    let Some(map) = context.market.as_object() else {
+        return out;
+    };
+    let wanted: Vec<String> = timeframes.iter().map(ToString::to_string).collect();
+    for (tf, data) in map {
+        if !wanted.is_empty() && !wanted.contains(tf) {
+            continue;
+        }
+        let bars = data.get("bars").and_then(Value::as_array);
+        let _ = writeln!(
+            out,
+            "Timeframe {tf}: last {} bars (time,open,high,low,close,volume)",
+            bars.map_or(0, Vec::len)
+        );
+        for b in bars.into_iter().flatten() {
+            let Some(b) = b.as_array() else { continue };
+            let ts = b.first().and_then(Value::as_i64).unwrap_or(0);
+            let num = |i: usize| b.get(i).map(Value::to_string).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{}",
+                crate::engine::clock::utc(ts).format("%Y-%m-%d %H:%M"),
+                num(1),
+                num(2),
+                num(3),
+                num(4),
+                num(5)
+            );
+        }
+        if let Some(values) = data.get("values").and_then(Value::as_object)
+            && !values.is_empty()
+        {
+            let list: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "Indicators at the last bar: {}", list.join(", "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The last close of `timeframe` in the context (USD), the default entry of a plan.
+pub fn last_close(context: &PromptContext, timeframe: Timeframe) -> Option<rust_decimal::Decimal> {
+    use rust_decimal::prelude::FromPrimitive;
+    let close = context
+        .market
+        .get(timeframe.to_string())?
+        .get("bars")?
+        .as_array()?
+        .last()?
+        .get(4)?
+        .as_f64()?;
+    rust_decimal::Decimal::from_f64(close).map(|d| d.round_dp(6).normalize())
+}
+
+/// The position line of the strategy prompt.
+pub fn position(context: &PromptContext) -> String {
+    match &context.position {
+        None => "none".to_string(),
+        Some(p) => format!(
+            "{} {} shares at an average {} USD, held {} bars",
+            format!("{:?}", p.side).to_lowercase(),
+            p.quantity,
+            p.average_price,
+            p.bars_held
+        ),
+    }
+}
+
+/// The bias line of the strategy prompt.
+pub fn bias(context: &PromptContext) -> String {
+    match &context.bias {
+        None => "none".to_string(),
+        Some(b) => format!(
+            "{} (confidence {}): {}",
+            format!("{:?}", b.bias).to_lowercase(),
+            b.confidence,
+            b.reasoning
+        ),
+    }
+}
