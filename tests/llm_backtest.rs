@@ -1,0 +1,146 @@
+//! `ztraded backtest` of an LLM pipeline, the binary end to end against the fake
+//! OpenAI-compatible server: it trades from the model's decisions, and an answer that is not
+//! a decision fails its execution closed (no order).
+
+mod fake_openai;
+
+use fake_openai::{FakeOpenAi, KEY, Reply};
+use std::path::Path;
+
+const PIPELINE: &str = r#"
+description: LLM strategy on daily bars (test)
+mode: simulation
+broker: sim
+symbols: [GOOG]
+risk: open
+trigger:
+  bar_close: { timeframe: 1d }
+nodes:
+  - id: data
+    agent: market_data
+    config: { timeframes: [1d], indicators: [sma_10], lookback: 20 }
+  - id: strategy
+    agent: strategy
+    config: { kind: llm, provider: default, timeframe: 1d, risk_reward_min: 1.5 }
+  - id: risk
+    agent: risk_manager
+  - id: trade
+    agent: trade_manager
+"#;
+
+const RISK: &str = r#"
+description: Lets every plan trade
+sizing: { max_position_pct: 50 }
+limits: { max_pipeline_capital_pct: 100, max_deployed_pct: 100 }
+trade: { require_stop_loss: false, min_reward_risk: 0, min_profit_margin_pct: 0 }
+"#;
+
+fn config_dir(dir: &Path, base_url: &str) {
+    for sub in ["pipelines", "risk", "data"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.join("ztraded.toml"),
+        format!(
+            r#"[market_data]
+path = "data"
+timezone = "America/New_York"
+
+[brokers.sim]
+kind = "simulated"
+initial_balance = 100000
+
+[llm.default]
+base_url = "{base_url}"
+api_key_env = "ZTRADED_TEST_LLM_KEY"
+model = "fake-model"
+input_usd_per_1k_tokens = 0.0025
+output_usd_per_1k_tokens = 0.01
+timeout = "5s"
+max_retries = 0
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("pipelines/llm.yaml"), PIPELINE).unwrap();
+    std::fs::write(dir.join("risk/open.yaml"), RISK).unwrap();
+    // Forty trading days of GOOG from 2004-08-19.
+    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/GOOG.csv"))
+        .unwrap();
+    let head: Vec<&str> = csv.lines().take(41).collect();
+    std::fs::write(dir.join("data/GOOG.csv"), head.join("\n") + "\n").unwrap();
+}
+
+async fn backtest(dir: &Path, out: &Path) -> (bool, String, String) {
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztraded"))
+        .arg("backtest")
+        .arg(dir.join("pipelines/llm.yaml"))
+        .arg("--out")
+        .arg(out)
+        .env("ZTRADED_TEST_LLM_KEY", KEY)
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn an_llm_pipeline_trades_from_the_models_plan() {
+    let fake = FakeOpenAi::start().await;
+    // The first answer buys (entry at the last close, a far stop and target); every later
+    // one holds.
+    fake.script([
+        Reply::content(r#"{"action":"buy","conviction":80,"entry_price":null,"stop_loss":1.0,"target_1":100000.0,"target_2":null,"reasoning":"trend up"}"#),
+        Reply::content(r#"{"action":"hold","conviction":50,"entry_price":null,"stop_loss":null,"target_1":null,"target_2":null,"reasoning":"wait"}"#),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    config_dir(dir.path(), &fake.base_url);
+    let out = dir.path().join("out");
+    let (ok, stdout, stderr) = backtest(dir.path(), &out).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("Orders: 1"), "{stdout}");
+    assert!(stdout.contains("Still open at the end"), "{stdout}");
+    let seen = fake.seen();
+    assert!(
+        seen.len() >= 20,
+        "one call per executed bar: {}",
+        seen.len()
+    );
+    // Each prompt carries the bars up to its own bar only: the last bar of the first prompt
+    // is not the last bar of the file.
+    let first = seen[0].body["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let last = seen[seen.len() - 1].body["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(first, last);
+    assert!(
+        !first.contains("2004-10-15"),
+        "the first prompt sees no future bar"
+    );
+}
+
+#[tokio::test]
+async fn answers_that_are_not_decisions_fail_their_executions_without_orders() {
+    let fake = FakeOpenAi::start().await;
+    fake.script([Reply::content("Buy GOOG now!")]);
+    let dir = tempfile::tempdir().unwrap();
+    config_dir(dir.path(), &fake.base_url);
+    let out = dir.path().join("out");
+    let (ok, stdout, stderr) = backtest(dir.path(), &out).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("Orders: 0"), "{stdout}");
+    assert!(stdout.contains("failed"), "{stdout}");
+    assert!(
+        stdout.contains("not JSON"),
+        "the failure reason is reported: {stdout}"
+    );
+}
