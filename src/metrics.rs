@@ -76,6 +76,9 @@ pub const HALTS: &str = "ztraded_halts";
 /// `ztraded_store_errors_total{operation}`: store writes or reads that failed, by
 /// [`StoreOperation`].
 pub const STORE_ERRORS_TOTAL: &str = "ztraded_store_errors_total";
+/// `ztraded_budget_remaining_dollars{pipeline,period}`: USD left of a pipeline's daily or
+/// monthly LLM budget.
+pub const BUDGET_REMAINING_DOLLARS: &str = "ztraded_budget_remaining_dollars";
 /// `ztraded_market_data_last_bar_timestamp_seconds{symbol,timeframe}`: period end of the
 /// newest bar seen (what a staleness alert reads).
 pub const MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS: &str =
@@ -316,6 +319,7 @@ pub struct Metrics {
     store_errors: IntCounterVec,
     last_bar: prometheus::GaugeVec,
     drift: IntGaugeVec,
+    budget_remaining: prometheus::GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -734,7 +738,20 @@ impl Metrics {
                 &["broker"],
             ),
         )?;
+        let budget_remaining = register(
+            &r,
+            BUDGET_REMAINING_DOLLARS,
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    BUDGET_REMAINING_DOLLARS,
+                    "USD left of a pipeline's LLM cost budget in the current period (daily or \
+                     monthly, in the pipeline's window time zone), by pipeline and period.",
+                ),
+                &["pipeline", "period"],
+            ),
+        )?;
         let m = Metrics {
+            budget_remaining,
             drift,
             registry: r,
             store_errors,
@@ -896,6 +913,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets what is left (USD) of `pipeline`'s budget for `period` (`daily`, `monthly`).
+    pub fn set_budget_remaining(&self, pipeline: &str, period: &str, usd: Decimal) {
+        self.budget_remaining
+            .with_label_values(&[pipeline, period])
+            .set(usd.to_f64().unwrap_or(0.0));
+    }
+
     /// Sets the period end (Unix seconds) of the newest bar of `symbol` in `timeframe`.
     pub fn set_last_bar(&self, symbol: &str, timeframe: &str, end: i64) {
         self.last_bar
@@ -911,6 +935,7 @@ impl Metrics {
         remove_matching(&self.orders, "pipeline", pipeline);
         remove_matching(&self.order_rejections, "pipeline", pipeline);
         remove_matching(&self.risk_rejections, "pipeline", pipeline);
+        remove_matching(&self.budget_remaining, "pipeline", pipeline);
     }
 
     /// The registry, for adding collectors that live elsewhere (e.g. a store pool's gauges).

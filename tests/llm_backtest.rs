@@ -144,3 +144,28 @@ async fn answers_that_are_not_decisions_fail_their_executions_without_orders() {
         "the failure reason is reported: {stdout}"
     );
 }
+
+#[tokio::test]
+async fn the_budget_skips_executions_once_it_is_spent() {
+    let fake = FakeOpenAi::start().await;
+    fake.script([Reply::content(
+        r#"{"action":"hold","conviction":50,"entry_price":null,"stop_loss":null,"target_1":null,"target_2":null,"reasoning":"wait"}"#,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    config_dir(dir.path(), &fake.base_url);
+    // 0.0038 USD a call (1200 prompt and 80 completion tokens): five calls a month fit in
+    // 0.02 USD, the sixth would pass it.
+    let pipeline = PIPELINE.replace("nodes:", "budget: { monthly_usd: 0.02 }\nnodes:");
+    std::fs::write(dir.path().join("pipelines/llm.yaml"), pipeline).unwrap();
+    let out = dir.path().join("out");
+    let (ok, stdout, stderr) = backtest(dir.path(), &out).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    let calls = fake.seen().len();
+    // Three months (August to October 2004): five calls each.
+    assert_eq!(calls, 15, "{stdout}");
+    assert!(
+        stdout.contains(&format!("Executions: {calls} completed, 25 skipped")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("LLM cost: 0.057 USD"), "{stdout}");
+}

@@ -87,6 +87,8 @@ pub struct BacktestResult {
     pub failures: BTreeMap<String, u64>,
     /// Orders submitted.
     pub orders: u64,
+    /// What the LLM calls cost, USD (0 without LLM nodes).
+    pub llm_cost_usd: Decimal,
     /// Risk rejections by rule.
     pub risk_rejections: BTreeMap<String, u64>,
     /// Positions still open at the end (marked to market).
@@ -358,6 +360,7 @@ pub async fn run(
         executions: stats.executions(),
         failures: stats.failures,
         orders: stats.orders,
+        llm_cost_usd: stats.cost_usd,
         risk_rejections: stats.risk_rejections,
         open_positions: account.positions(),
         records,

@@ -206,6 +206,12 @@ pub fn summary(
         .collect();
     s.push_str(&format!("Executions: {}\n", executions.join(", ")));
     s.push_str(&format!("Orders: {}\n", r.orders));
+    if !r.llm_cost_usd.is_zero() {
+        s.push_str(&format!(
+            "LLM cost: {} USD\n",
+            r.llm_cost_usd.round_dp(4).normalize()
+        ));
+    }
     let counts = |m: &BTreeMap<String, u64>| {
         m.iter()
             .map(|(k, v)| format!("{k} {v}"))

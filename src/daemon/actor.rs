@@ -125,7 +125,7 @@ pub fn spawn(
                 let boxed = spec;
                 *boxed
             };
-            let runner = PipelineRunner::new(
+            let mut runner = PipelineRunner::new(
                 spec,
                 shared.tz,
                 Arc::clone(&shared.history),
@@ -135,6 +135,7 @@ pub fn spawn(
                 true,
                 false,
             );
+            runner.load_budget(now, &shared.account).await;
             run(name, runner, shared, rx, shutdown).await;
         }
         .instrument(span),

@@ -178,6 +178,8 @@ pub struct CompiledPipeline {
     pub trades: bool,
     /// Bars of history to warm the feeds up with (the largest `market_data.lookback`).
     pub warmup_bars: usize,
+    /// The LLM cost budget (USD per day and per month), if any.
+    pub budget: Option<crate::config::pipeline::Budget>,
 }
 
 fn topological(p: &Pipeline, name: &str) -> Result<Vec<usize>, CompileError> {
@@ -489,6 +491,7 @@ impl CompiledPipeline {
             trade,
             trades,
             warmup_bars,
+            budget: pipeline.budget.clone(),
         })
     }
 

@@ -4,6 +4,7 @@
 //! Same code, same order of operations, so the same config and bars give the same trades.
 
 pub mod account;
+pub mod budget;
 pub mod hub;
 pub mod live;
 pub mod runner;

@@ -4,6 +4,7 @@
 //! daemon's pipeline actor calls it from its task. Nothing else decides anything.
 
 use super::account::Account;
+use super::budget::{BudgetTracker, OverBudget};
 use crate::agents::LlmAgents;
 use crate::agents::dag::{AccountView, ExecInput, execute, execute_now, needs_llm};
 use crate::broker::{OrderPurpose, Submit};
@@ -31,6 +32,8 @@ pub struct RunStats {
     pub orders: u64,
     /// Risk rejections by rule.
     pub risk_rejections: BTreeMap<String, u64>,
+    /// What the executions' LLM calls cost, USD.
+    pub cost_usd: Decimal,
 }
 
 impl RunStats {
@@ -74,6 +77,10 @@ pub struct PipelineRunner {
     spare: Vec<Intent>,
     /// Whether the pipeline has an LLM node (its executions wait for the model).
     llm_nodes: bool,
+    /// The market-data time zone (budgets count in the window's, else in this one).
+    tz: chrono_tz::Tz,
+    /// The cost budget, when the pipeline has one.
+    budget: Option<BudgetTracker>,
 }
 
 impl PipelineRunner {
@@ -102,7 +109,10 @@ impl PipelineRunner {
             c.trade.move_stop_to_breakeven,
             c.mode.as_str(),
         );
+        let budget = Self::budget_of(&core, tz);
         PipelineRunner {
+            tz,
+            budget,
             core,
             history,
             llm,
@@ -113,6 +123,155 @@ impl PipelineRunner {
             intents: Vec::new(),
             spare: Vec::new(),
             llm_nodes,
+        }
+    }
+
+    fn budget_of(core: &PipelineCore, tz: chrono_tz::Tz) -> Option<BudgetTracker> {
+        let c = core.compiled();
+        let tz = c.window.as_ref().map_or(tz, |w| w.timezone());
+        BudgetTracker::new(c.budget.as_ref(), tz)
+    }
+
+    /// Reads what the pipeline spent today and this month from the account's store (after
+    /// a restart the budget goes on where it was). A store error is logged and counted; the
+    /// budget then starts from zero.
+    pub async fn load_budget(&mut self, now: i64, account: &Account) {
+        let (Some(b), Some(store)) = (self.budget.as_mut(), account.store()) else {
+            return;
+        };
+        let ((d0, d1), (m0, m1)) = b.bounds(now);
+        let name = self.core.name();
+        let day = store.cost_total_usd(Some(name), d0, d1).await;
+        let month = store.cost_total_usd(Some(name), m0, m1).await;
+        match (day, month) {
+            (Ok(day), Ok(month)) => b.seed(now, day, month),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(pipeline = %name, error = %e, "budget spending not read from the store: counting from zero");
+                if let Some(m) = account.metrics() {
+                    m.store_error(crate::metrics::StoreOperation::Execution);
+                }
+            }
+        }
+        self.publish_budget(account);
+    }
+
+    fn publish_budget(&self, account: &Account) {
+        if let (Some(b), Some(m)) = (&self.budget, account.metrics()) {
+            for (period, usd) in b.remaining() {
+                m.set_budget_remaining(self.core.name(), period.as_str(), usd);
+            }
+        }
+    }
+
+    /// The execution `request` skipped by the budget: counted, recorded as `skipped` with the
+    /// reason, and, the first time of the day, an intervention.
+    async fn skip_for_budget(
+        &mut self,
+        request: &ExecRequest,
+        over: OverBudget,
+        account: &Account,
+    ) {
+        let reason = over.to_string();
+        self.stats.count(ExecutionResult::Skipped);
+        if let Some(m) = account.metrics() {
+            m.execution_finished(self.core.name(), ExecutionResult::Skipped, 0.0);
+        }
+        {
+            let ledger = account.ledger();
+            self.core.executed(request, None, &ledger, &mut Vec::new());
+        }
+        if self.record {
+            let c = self.core.compiled();
+            let symbol = self.core.symbol(request.symbol);
+            let record = ExecutionRecord {
+                id: execution_id(&c.name, symbol, request.at),
+                pipeline: c.name.clone(),
+                revision: self.core.spec().revision.clone(),
+                symbol: symbol.to_string(),
+                mode: c.mode.as_str().to_string(),
+                trigger: request.trigger.label(),
+                started_at: request.at,
+                finished_at: request.at,
+                status: ExecutionStatus::Skipped,
+                reason: Some(reason.clone()),
+                nodes: Vec::new(),
+                cost_usd: Decimal::ZERO,
+            };
+            if let Some(store) = account.store()
+                && let Err(e) = store.finish_execution(&record).await
+            {
+                warn!(error = %e, "execution not stored");
+                if let Some(m) = account.metrics() {
+                    m.store_error(crate::metrics::StoreOperation::Execution);
+                }
+            }
+            if self.keep_records {
+                self.records.push(record);
+            }
+        }
+        if over.first_today {
+            warn!(pipeline = %self.core.name(), %reason, "budget reached: executions are skipped until the period ends");
+            if let Ok(scope) = crate::domain::Scope::pipeline(self.core.name()) {
+                account
+                    .record_intervention(
+                        InterventionKind::Budget,
+                        &scope,
+                        &reason,
+                        serde_json::json!({
+                            "period": over.period.as_str(),
+                            "spent_usd": over.spent,
+                            "limit_usd": over.limit,
+                        }),
+                        request.at,
+                    )
+                    .await;
+            }
+        }
+        self.publish_budget(account);
+    }
+
+    /// Adds an execution's cost to the budget and the stats, stores one cost record per
+    /// node that spent something (with its model and tokens from the node's LLM trace).
+    async fn spent(
+        &mut self,
+        request: &ExecRequest,
+        usd: Decimal,
+        record: Option<&ExecutionRecord>,
+        account: &Account,
+    ) {
+        if usd.is_zero() {
+            return;
+        }
+        self.stats.cost_usd += usd;
+        if let Some(b) = self.budget.as_mut() {
+            for w in b.add(request.at, usd) {
+                warn!(pipeline = %self.core.name(), period = w.period.as_str(), spent_usd = %w.spent.round_dp(4), limit_usd = %w.limit, "80 % of the budget spent");
+            }
+        }
+        self.publish_budget(account);
+        let (Some(record), Some(store)) = (record, account.store()) else {
+            return;
+        };
+        for node in record.nodes.iter().filter(|n| !n.cost_usd.is_zero()) {
+            let llm = &node.output["llm"];
+            let tokens = |k: &str| llm["usage"][k].as_u64().unwrap_or(0);
+            let cost = crate::store::CostRecord {
+                execution_id: record.id.clone(),
+                pipeline: record.pipeline.clone(),
+                node: node.node.clone(),
+                model: llm["model"].as_str().map(str::to_string),
+                input_tokens: tokens("input_tokens"),
+                output_tokens: tokens("output_tokens"),
+                usd: node.cost_usd,
+                runtime_us: node.duration_us,
+                at: request.at,
+            };
+            if let Err(e) = store.record_cost(&cost).await {
+                warn!(error = %e, "cost record not stored");
+                if let Some(m) = account.metrics() {
+                    m.store_error(crate::metrics::StoreOperation::Journal);
+                }
+            }
         }
     }
 
@@ -160,6 +319,12 @@ impl PipelineRunner {
     pub fn update(&mut self, spec: PipelineSpec, now: i64, account: &Account) {
         self.core.update(spec, self.history.as_ref(), now);
         self.llm_nodes = needs_llm(self.core.compiled());
+        // The spending so far stays with the pipeline; the limits are the new ones.
+        let spent = self.budget.take();
+        self.budget = Self::budget_of(&self.core, self.tz);
+        if let (Some(old), Some(new)) = (spent, self.budget.as_mut()) {
+            new.carry(&old);
+        }
         Self::check_broker(&mut self.core, account);
     }
 
@@ -303,6 +468,12 @@ impl PipelineRunner {
 
     /// One execution: recorded at start, run, its orders sent, recorded at the end.
     async fn execute(&mut self, request: ExecRequest, account: &Account) {
+        if let Some(b) = self.budget.as_mut()
+            && let Err(over) = b.check(request.at)
+        {
+            self.skip_for_budget(&request, over, account).await;
+            return;
+        }
         let prepared = {
             let ledger = account.ledger();
             self.core.prepare(&request, &ledger)
@@ -389,6 +560,7 @@ impl PipelineRunner {
             }
         };
         let status = out.status;
+        let cost_usd = out.cost_usd;
         self.stats.count(result_of(status));
         let failure = (status == ExecutionStatus::Failed)
             .then(|| out.reason.clone().unwrap_or_else(|| "unknown".into()));
@@ -476,6 +648,8 @@ impl PipelineRunner {
                 .unwrap_or("unknown");
             warn!(%reason, "execution failed");
         }
+        self.spent(&request, cost_usd, record.as_ref(), account)
+            .await;
         if let Some(record) = record {
             if let Some(store) = store
                 && let Err(e) = store.finish_execution(&record).await
