@@ -1,0 +1,164 @@
+//! The daemon binary with an LLM pipeline in simulation mode on replayed bars, against the
+//! fake OpenAI-compatible server: it trades from the model's decisions, costs every call,
+//! and stops calling the model once the pipeline's budget is spent.
+
+mod common;
+mod fake_openai;
+
+use common::{Daemon, free_port};
+use fake_openai::{FakeOpenAi, KEY, Reply};
+use std::time::Duration;
+
+const PIPELINE: &str = r#"
+description: LLM strategy on daily bars (daemon test)
+mode: simulation
+broker: sim
+symbols: [GOOG]
+risk: open
+trigger:
+  bar_close: { timeframe: 1d }
+budget: { monthly_usd: 0.02 }
+nodes:
+  - id: data
+    agent: market_data
+    config: { timeframes: [1d], indicators: [sma_10], lookback: 20 }
+  - id: strategy
+    agent: strategy
+    config: { kind: llm, provider: default, timeframe: 1d, risk_reward_min: 1.5 }
+  - id: risk
+    agent: risk_manager
+  - id: trade
+    agent: trade_manager
+"#;
+
+const RISK: &str = r#"
+description: Lets every plan trade
+sizing: { max_position_pct: 50 }
+limits: { max_pipeline_capital_pct: 100, max_deployed_pct: 100 }
+trade: { require_stop_loss: false, min_reward_risk: 0, min_profit_margin_pct: 0 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_pipeline_trades_from_the_model_and_stops_at_its_budget() {
+    let fake = FakeOpenAi::start().await;
+    fake.script([
+        Reply::content(r#"{"action":"buy","conviction":80,"entry_price":null,"stop_loss":1.0,"target_1":100000.0,"target_2":null,"reasoning":"trend up"}"#),
+        Reply::content(r#"{"action":"hold","conviction":50,"entry_price":null,"stop_loss":null,"target_1":null,"target_2":null,"reasoning":"wait"}"#),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for sub in ["pipelines", "risk", "data"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::write(
+        root.join("ztraded.toml"),
+        format!(
+            r#"[http]
+admin_token_env = "ZTRADED_ADMIN_TOKEN"
+
+[store]
+url = "sqlite://.ztraded/ztraded.db"
+
+[market_data]
+source = "replay"
+timezone = "America/New_York"
+start = "2004-08-19"
+
+[brokers.sim]
+kind = "simulated"
+initial_balance = 100000
+
+[llm.default]
+base_url = "{}"
+api_key_env = "ZTRADED_TEST_LLM_KEY"
+model = "fake-model"
+input_usd_per_1k_tokens = 0.0025
+output_usd_per_1k_tokens = 0.01
+timeout = "5s"
+max_retries = 0
+"#,
+            fake.base_url
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("pipelines/llm.yaml"), PIPELINE).unwrap();
+    std::fs::write(root.join("risk/open.yaml"), RISK).unwrap();
+    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/GOOG.csv"))
+        .unwrap();
+    let head: Vec<&str> = csv.lines().take(41).collect();
+    std::fs::write(root.join("data/GOOG.csv"), head.join("\n") + "\n").unwrap();
+    let data = root.join("data");
+    let data = data.to_string_lossy().into_owned();
+    let mut d = tokio::task::spawn_blocking({
+        let root = root.to_path_buf();
+        move || {
+            let mut d = Daemon::start(
+                &root,
+                free_port(),
+                // Ten trading days a second.
+                864_000,
+                &[
+                    ("ZTRADED_MARKET_DATA__PATH", data.as_str()),
+                    ("ZTRADED_TEST_LLM_KEY", KEY),
+                ],
+            );
+            d.wait_ready(Duration::from_secs(30));
+            d.wait_for("the end of the replay", Duration::from_secs(60), |d| {
+                d.log_text().contains("the replay data is exhausted")
+            });
+            d
+        }
+    })
+    .await
+    .unwrap();
+    let log = d.log_text();
+    let metric = |s: &str| d.metric(s);
+    // Five calls a month fit in 0.02 USD at 0.0038 USD a call: August, September, October.
+    let calls = fake.seen().len();
+    assert_eq!(calls, 15, "{}", common::tail(&log, 40));
+    assert_eq!(
+        metric("ztraded_executions_total{pipeline=\"llm\",result=\"completed\"}"),
+        15.0
+    );
+    assert_eq!(
+        metric("ztraded_executions_total{pipeline=\"llm\",result=\"skipped\"}"),
+        25.0
+    );
+    assert_eq!(
+        metric(
+            "ztraded_llm_requests_total{model=\"fake-model-2024\",provider=\"default\",result=\"ok\"}"
+        ),
+        15.0
+    );
+    assert_eq!(
+        metric(
+            "ztraded_llm_tokens_total{kind=\"input\",model=\"fake-model-2024\",provider=\"default\"}"
+        ),
+        18_000.0
+    );
+    let cost = metric("ztraded_llm_cost_dollars_total{pipeline=\"llm\"}");
+    assert!((cost - 0.057).abs() < 1e-9, "{cost}");
+    let left = metric("ztraded_budget_remaining_dollars{period=\"monthly\",pipeline=\"llm\"}");
+    assert!((left - 0.001).abs() < 1e-9, "{left}");
+    // The model's buy was traded and is still open.
+    assert_eq!(metric("ztraded_positions_open{pipeline=\"llm\"}"), 1.0);
+    assert!(log.contains("budget reached"), "{}", common::tail(&log, 40));
+    assert!(log.contains("80 % of the budget spent"));
+    d.signal("TERM", Duration::from_secs(15));
+    // The store has the cost records and the budget interventions.
+    let db = root.join(".ztraded/ztraded.db");
+    let store = ztraded::store::Store::connect(&format!("sqlite://{}", db.display()), 1, root)
+        .await
+        .unwrap();
+    let spent = store
+        .cost_total_usd(Some("llm"), 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(spent, rust_decimal::Decimal::new(57, 3));
+    let interventions = store.interventions(0, i64::MAX).await.unwrap();
+    let budget = interventions
+        .iter()
+        .filter(|i| i.kind == ztraded::store::InterventionKind::Budget)
+        .count();
+    assert_eq!(budget, 25, "the first skip of each day (one bar a day)");
+}
