@@ -16,6 +16,8 @@ fn backtest_with_logs(pipeline: &str, out: &Path, extra: &[&str]) -> (String, St
         .arg("--out")
         .arg(out)
         .args(extra)
+        // The shipped LLM example must not reach a real provider from a test.
+        .env_remove("OPENAI_API_KEY")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
@@ -501,7 +503,7 @@ fn failed_executions_are_summed_up_by_reason_not_logged_one_by_one() {
         .find(|l| l.starts_with("Failed executions:"))
         .unwrap_or_else(|| panic!("no failure line in\n{stdout}"));
     assert!(
-        line.contains("bias: LLM provider 'default' has no client"),
+        line.contains("bias: provider 'default': the environment variable OPENAI_API_KEY holding its API key is not set"),
         "{line}"
     );
     assert!(!stderr.contains("execution failed"), "{stderr}");

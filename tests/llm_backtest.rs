@@ -169,3 +169,61 @@ async fn the_budget_skips_executions_once_it_is_spent() {
     );
     assert!(stdout.contains("LLM cost: 0.057 USD"), "{stdout}");
 }
+
+#[tokio::test]
+async fn a_prompt_file_replaces_the_built_in_template_and_a_bad_one_is_a_validation_error() {
+    let fake = FakeOpenAi::start().await;
+    fake.script([Reply::content(
+        r#"{"action":"hold","conviction":50,"entry_price":null,"stop_loss":null,"target_1":null,"target_2":null,"reasoning":"wait"}"#,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    config_dir(dir.path(), &fake.base_url);
+    std::fs::create_dir_all(dir.path().join("prompts")).unwrap();
+    std::fs::write(
+        dir.path().join("prompts/house.md"),
+        "HOUSE-STYLE analyst for {{symbol}}.\n---\n{{market}}\nPosition: {{position}}\n{{format}}\n",
+    )
+    .unwrap();
+    let custom = PIPELINE.replace(
+        "risk_reward_min: 1.5 }",
+        "risk_reward_min: 1.5, prompt_file: prompts/house.md }",
+    );
+    std::fs::write(dir.path().join("pipelines/llm.yaml"), &custom).unwrap();
+    let (ok, stdout, stderr) = backtest(dir.path(), &dir.path().join("out")).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    let seen = fake.seen();
+    assert_eq!(
+        seen[0].body["messages"][0]["content"],
+        "HOUSE-STYLE analyst for GOOG."
+    );
+    let user = seen[0].body["messages"][1]["content"].as_str().unwrap();
+    assert!(user.starts_with("Timeframe 1d: last"), "{user}");
+    assert!(user.contains("Position: none"), "{user}");
+
+    // A missing file and a path outside the directory are errors at the field's line.
+    for (file, says) in [
+        ("prompts/nope.md", "cannot read 'prompts/nope.md'"),
+        (
+            "../outside.md",
+            "must be a path inside the config directory",
+        ),
+    ] {
+        let bad = PIPELINE.replace(
+            "risk_reward_min: 1.5 }",
+            &format!("risk_reward_min: 1.5, prompt_file: {file} }}"),
+        );
+        std::fs::write(dir.path().join("pipelines/llm.yaml"), &bad).unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_ztraded"))
+            .arg("validate")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        assert!(text.contains("pipelines/llm.yaml:15:"), "{text}");
+        assert!(
+            text.contains("prompt_file") && text.contains(says),
+            "{text}"
+        );
+    }
+}

@@ -171,7 +171,7 @@ async fn a_structured_plan_becomes_a_signal_with_its_cost_and_trace() {
     assert!(user.contains("rsi_14=61.5"), "{user}");
     // The trace names the template and keeps the raw response.
     assert_eq!(call.trace["prompt"]["template"], "strategy");
-    assert_eq!(call.trace["prompt"]["version"], 1);
+    assert_eq!(call.trace["prompt"]["version"], "v1");
     assert_eq!(call.trace["response"]["id"], "chatcmpl-fake");
     // Metrics: one ok call, its tokens, its cost, its latency.
     assert_eq!(

@@ -347,6 +347,7 @@ mod tests {
             bars: 6,
             executions: BTreeMap::from([("completed", 6)]),
             orders: 3,
+            llm_cost_usd: Decimal::ZERO,
             risk_rejections: BTreeMap::from([("max_position_pct".to_string(), 1)]),
             open_positions: vec![Position {
                 pipeline: "p".into(),

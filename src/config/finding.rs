@@ -208,6 +208,10 @@ pub const CODES: &[(&str, &str)] = &[
         "a reference to an LLM provider not defined in ztraded.toml",
     ),
     (
+        "prompt-file",
+        "an LLM node's prompt_file is outside the config directory, unreadable, too large or without {{market}}",
+    ),
+    (
         "missing-risk-policy",
         "a pipeline with a risk_manager node names no risk policy",
     ),

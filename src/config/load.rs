@@ -777,6 +777,66 @@ fn invalid_name(display: &str, stem: &str) -> Finding {
     )
 }
 
+/// Largest `prompt_file`, bytes.
+pub const MAX_PROMPT_FILE_BYTES: u64 = 64 * 1024;
+
+/// The file a node's `prompt_file` names under `root`, or why it may not be read: an
+/// absolute path, a `..` step, a file over [`MAX_PROMPT_FILE_BYTES`], not UTF-8, missing.
+pub fn prompt_file_text(root: &Path, file: &str) -> Result<String, String> {
+    let rel = Path::new(file);
+    if rel.is_absolute()
+        || rel.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+    {
+        return Err(format!(
+            "'{file}' must be a path inside the config directory (relative, without '..')"
+        ));
+    }
+    let path = root.join(rel);
+    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read '{file}': {e}"))?;
+    if meta.len() > MAX_PROMPT_FILE_BYTES {
+        return Err(format!(
+            "'{file}' has {} bytes; a prompt file has at most {MAX_PROMPT_FILE_BYTES}",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read '{file}': {e}"))?;
+    String::from_utf8(bytes).map_err(|_| format!("'{file}' is not UTF-8 text"))
+}
+
+/// Reads the `prompt_file` of every LLM node of `spec` into its `prompt_text` and mixes the
+/// texts into the pipeline's file and content hashes, so that editing a prompt changes the
+/// revision and reloads the pipeline. A file that cannot be read is left unread (the node
+/// check reports it).
+fn read_prompt_files(root: &Path, spec: &mut Pipeline, hash: &mut String, content: &mut String) {
+    use super::pipeline::{AgentConfig, BiasConfig, StrategyConfig};
+    let mut mixed = Vec::new();
+    for node in &mut spec.nodes {
+        let (file, text) = match &mut node.agent {
+            AgentConfig::Bias(BiasConfig::Llm(c)) => (&c.prompt_file, &mut c.prompt_text),
+            AgentConfig::Strategy(StrategyConfig::Llm(c)) => (&c.prompt_file, &mut c.prompt_text),
+            _ => continue,
+        };
+        let Some(file) = file else { continue };
+        if let Ok(t) = prompt_file_text(root, file) {
+            mixed.push(format!("{file}\0{}", sha256_hex(&t)));
+            *text = Some(std::sync::Arc::from(t));
+        }
+    }
+    if mixed.is_empty() {
+        return;
+    }
+    let extra = mixed.join("\n");
+    *hash = sha256_hex(&format!("{hash}\0prompts\0{extra}"));
+    if !content.is_empty() {
+        *content = sha256_hex(&format!("{content}\0prompts\0{extra}"));
+    }
+}
+
 fn assemble(
     root: PathBuf,
     loaded: LoadedSettings,
@@ -786,6 +846,12 @@ fn assemble(
     pipelines_dir: bool,
 ) -> ConfigSet {
     let files = loaded.files + parsed.len();
+    let mut parsed = parsed;
+    for p in &mut parsed {
+        if let Some(Spec::Pipeline(spec)) = &mut p.spec {
+            read_prompt_files(&root, spec, &mut p.hash, &mut p.content);
+        }
+    }
     // The revision covers every file found, whether it loads or not: an invalid revision
     // made of new files never shares the hash of the one running.
     let mut hasher = Sha256::new();

@@ -690,7 +690,8 @@ fn hundred() -> Percent {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BiasLlm {
-    /// The `[llm.<name>]` provider of ztraded.toml.
+    /// The `[llm.<name>]` provider of ztraded.toml (default `default`).
+    #[serde(default = "default_provider")]
     #[schemars(schema_with = "name_schema")]
     pub provider: String,
     /// Model name (default: the provider's).
@@ -706,9 +707,24 @@ pub struct BiasLlm {
     #[serde(default = "default_temperature")]
     #[schemars(range(min = 0.0, max = 2.0))]
     pub temperature: f64,
-    /// Extra instructions appended to the system prompt.
+    /// Extra instructions placed in the prompt template's `{{instructions}}`.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// A prompt template of the config directory used instead of the built-in one (a path
+    /// relative to the directory, e.g. `prompts/my-bias.md`, UTF-8, at most 64 KiB): the
+    /// system message, a line `---`, the user message, with the built-in template's
+    /// `{{placeholders}}`. Its text is part of the pipeline's revision: editing it reloads
+    /// the pipeline.
+    #[serde(default)]
+    pub prompt_file: Option<String>,
+    /// The text of `prompt_file`, read when the directory is loaded (not a file field).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub prompt_text: Option<std::sync::Arc<str>>,
+}
+
+fn default_provider() -> String {
+    "default".to_string()
 }
 
 fn default_confidence_threshold() -> Percent {
@@ -794,7 +810,8 @@ pub struct StrategyRules {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StrategyLlm {
-    /// The `[llm.<name>]` provider of ztraded.toml.
+    /// The `[llm.<name>]` provider of ztraded.toml (default `default`).
+    #[serde(default = "default_provider")]
     #[schemars(schema_with = "name_schema")]
     pub provider: String,
     /// Model name (default: the provider's).
@@ -810,9 +827,20 @@ pub struct StrategyLlm {
     #[serde(default = "default_temperature")]
     #[schemars(range(min = 0.0, max = 2.0))]
     pub temperature: f64,
-    /// Extra instructions appended to the system prompt.
+    /// Extra instructions placed in the prompt template's `{{instructions}}`.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// A prompt template of the config directory used instead of the built-in one (a path
+    /// relative to the directory, e.g. `prompts/my-bias.md`, UTF-8, at most 64 KiB): the
+    /// system message, a line `---`, the user message, with the built-in template's
+    /// `{{placeholders}}`. Its text is part of the pipeline's revision: editing it reloads
+    /// the pipeline.
+    #[serde(default)]
+    pub prompt_file: Option<String>,
+    /// The text of `prompt_file`, read when the directory is loaded (not a file field).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub prompt_text: Option<std::sync::Arc<str>>,
 }
 
 fn default_reward_risk() -> f64 {

@@ -87,7 +87,7 @@ impl LlmClient {
         provider: &str,
         model: Option<&str>,
         temperature: f64,
-        template: prompt::Template,
+        template: (String, String),
         messages: (String, String),
         schema_name: &str,
         schema: &Value,
@@ -122,7 +122,7 @@ impl LlmClient {
         let mut trace = json!({
             "provider": provider,
             "model": model,
-            "prompt": { "template": template.name, "version": template.version, "messages": request.messages },
+            "prompt": { "template": template.0, "version": template.1, "messages": request.messages },
         });
         let completion = match p.chat(&request, &self.metrics).await {
             Ok(c) => c,
@@ -210,21 +210,28 @@ impl LlmAgents for LlmClient {
             .map_or(StructuredOutput::JsonSchema, |p| {
                 p.settings.structured_output
             });
-        let template = prompt::BIAS;
-        let messages = template.render(&[
-            ("symbol", context.symbol.clone()),
-            ("time", prompt::time(context.now)),
-            ("market", prompt::market(context, &config.timeframes)),
-            ("instructions", config.prompt.clone().unwrap_or_default()),
-            ("format", prompt::format_note(mode, &self.bias_schema)),
-        ]);
+        let (name, version, text) = prompt::chosen(
+            &prompt::BIAS,
+            config.prompt_file.as_deref(),
+            config.prompt_text.as_deref(),
+        );
+        let messages = prompt::render(
+            &text,
+            &[
+                ("symbol", context.symbol.clone()),
+                ("time", prompt::time(context.now)),
+                ("market", prompt::market(context, &config.timeframes)),
+                ("instructions", config.prompt.clone().unwrap_or_default()),
+                ("format", prompt::format_note(mode, &self.bias_schema)),
+            ],
+        );
         let schema = &self.bias_schema;
         self.call(
             &context.pipeline,
             &config.provider,
             config.model.as_deref(),
             config.temperature,
-            template,
+            (name, version),
             messages,
             "bias_signal",
             schema,
@@ -244,18 +251,25 @@ impl LlmAgents for LlmClient {
             .map_or(StructuredOutput::JsonSchema, |p| {
                 p.settings.structured_output
             });
-        let template = prompt::STRATEGY;
-        let messages = template.render(&[
-            ("symbol", context.symbol.clone()),
-            ("time", prompt::time(context.now)),
-            ("timeframe", config.timeframe.to_string()),
-            ("risk_reward_min", config.risk_reward_min.to_string()),
-            ("position", prompt::position(context)),
-            ("bias", prompt::bias(context)),
-            ("market", prompt::market(context, &[config.timeframe])),
-            ("instructions", config.prompt.clone().unwrap_or_default()),
-            ("format", prompt::format_note(mode, &self.strategy_schema)),
-        ]);
+        let (name, version, text) = prompt::chosen(
+            &prompt::STRATEGY,
+            config.prompt_file.as_deref(),
+            config.prompt_text.as_deref(),
+        );
+        let messages = prompt::render(
+            &text,
+            &[
+                ("symbol", context.symbol.clone()),
+                ("time", prompt::time(context.now)),
+                ("timeframe", config.timeframe.to_string()),
+                ("risk_reward_min", config.risk_reward_min.to_string()),
+                ("position", prompt::position(context)),
+                ("bias", prompt::bias(context)),
+                ("market", prompt::market(context, &[config.timeframe])),
+                ("instructions", config.prompt.clone().unwrap_or_default()),
+                ("format", prompt::format_note(mode, &self.strategy_schema)),
+            ],
+        );
         let schema = &self.strategy_schema;
         let close = prompt::last_close(context, config.timeframe);
         let min = config.risk_reward_min;
@@ -264,7 +278,7 @@ impl LlmAgents for LlmClient {
             &config.provider,
             config.model.as_deref(),
             config.temperature,
-            template,
+            (name, version),
             messages,
             "strategy_signal",
             schema,

@@ -40,17 +40,44 @@ impl Template {
         format!("{}.v{}", self.name, self.version)
     }
 
-    /// The system and user messages with `vars` substituted (`{{key}}` → value; unknown
-    /// placeholders are left as written).
+    /// The system and user messages with `vars` substituted (see [`render`]).
     pub fn render(&self, vars: &[(&str, String)]) -> (String, String) {
-        let mut text = self.text.to_string();
-        for (k, v) in vars {
-            text = text.replace(&format!("{{{{{k}}}}}"), v);
+        render(self.text, vars)
+    }
+}
+
+/// The prompt a node uses: its `prompt_file` (name = the file, version = `sha256:` and the
+/// first 12 hex digits of its text's SHA-256) or the built-in `template` (version `vN`).
+pub fn chosen<'a>(
+    template: &Template,
+    file: Option<&'a str>,
+    text: Option<&'a str>,
+) -> (String, String, std::borrow::Cow<'a, str>) {
+    match (file, text) {
+        (Some(f), Some(t)) => {
+            use sha2::Digest;
+            let hash = hex::encode(sha2::Sha256::digest(t.as_bytes()));
+            (f.to_string(), format!("sha256:{}", &hash[..12]), t.into())
         }
-        match text.split_once("\n---\n") {
-            Some((system, user)) => (system.trim().to_string(), user.trim().to_string()),
-            None => (String::new(), text.trim().to_string()),
-        }
+        _ => (
+            template.name.to_string(),
+            format!("v{}", template.version),
+            template.text.into(),
+        ),
+    }
+}
+
+/// The system and user messages of template `text` with `vars` substituted (`{{key}}` →
+/// value; unknown placeholders are left as written): the part before a line `---` is the
+/// system message (none without such a line), the rest the user message.
+pub fn render(text: &str, vars: &[(&str, String)]) -> (String, String) {
+    let mut text = text.to_string();
+    for (k, v) in vars {
+        text = text.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    match text.split_once("\n---\n") {
+        Some((system, user)) => (system.trim().to_string(), user.trim().to_string()),
+        None => (String::new(), text.trim().to_string()),
     }
 }
 

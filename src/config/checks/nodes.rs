@@ -407,6 +407,13 @@ fn check_node(
         AgentConfig::Bias(BiasConfig::Llm(c)) => {
             needs_data(r);
             refs::check_provider(ctx, &c.provider, &format!("{base}/provider"), r, severity);
+            check_prompt_file(
+                ctx,
+                r,
+                &base,
+                c.prompt_file.as_deref(),
+                c.prompt_text.as_deref(),
+            );
             for (j, tf) in c.timeframes.iter().enumerate() {
                 tf_provided(r, &format!("{base}/timeframes/{j}"), *tf);
             }
@@ -461,6 +468,13 @@ fn check_node(
         AgentConfig::Strategy(StrategyConfig::Llm(c)) => {
             needs_data(r);
             refs::check_provider(ctx, &c.provider, &format!("{base}/provider"), r, severity);
+            check_prompt_file(
+                ctx,
+                r,
+                &base,
+                c.prompt_file.as_deref(),
+                c.prompt_text.as_deref(),
+            );
             tf_provided(r, &format!("{base}/timeframe"), c.timeframe);
         }
         AgentConfig::RiskManager(_) => {}
@@ -553,6 +567,33 @@ fn check_raw_node(view: &PipelineView<'_>, i: usize, up: &Upstream, r: &mut Repo
 
 /// A cycle in the parent graph, as node indices in order, if there is one. Walks with an
 /// explicit stack (a pipeline has at most 64 nodes, but the walk does not rely on it).
+/// An LLM node's `prompt_file`: inside the config directory, readable UTF-8 of at most 64
+/// KiB (`text`: what the loader read), with the market data placeholder.
+fn check_prompt_file(
+    ctx: &Ctx<'_>,
+    r: &mut Reporter<'_>,
+    base: &str,
+    file: Option<&str>,
+    text: Option<&str>,
+) {
+    let Some(file) = file else { return };
+    let pointer = format!("{base}/prompt_file");
+    let Some(text) = text else {
+        let why = crate::config::load::prompt_file_text(&ctx.set.root, file)
+            .err()
+            .unwrap_or_else(|| format!("cannot read '{file}'"));
+        r.error("prompt-file", &pointer, why);
+        return;
+    };
+    if !text.contains("{{market}}") {
+        r.warning(
+            "prompt-file",
+            &pointer,
+            format!("'{file}' has no {{{{market}}}} placeholder: the model will not see the bars and indicators"),
+        );
+    }
+}
+
 fn find_cycle(parents: &[Vec<usize>]) -> Option<Vec<usize>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
