@@ -109,6 +109,9 @@ fn main() {
         to: None,
         keep_records: false,
         progress: None,
+        llm: Default::default(),
+        llm_file: None,
+        max_cost_usd: None,
     };
     let mut best = f64::MAX;
     let mut trades = 0;
@@ -151,6 +154,9 @@ fn main() {
         to: None,
         keep_records: false,
         progress: None,
+        llm: Default::default(),
+        llm_file: None,
+        max_cost_usd: None,
     };
     for pipeline in [
         "pipelines/golden-cross.yaml",

@@ -171,6 +171,19 @@ enum Command {
         /// Output directory (default: out/<pipeline>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// LLM nodes: `live` calls the providers, `record` calls them for answers not yet
+        /// recorded and appends those to the recording file, `replay` uses recorded answers
+        /// only (no network; a missing answer is an error naming the node and the bar).
+        #[arg(long, value_enum, default_value = "live")]
+        llm: ztraded::llm::cassette::LlmRun,
+        /// The LLM recording file (default: recordings/<pipeline>.llm.jsonl in the config
+        /// directory).
+        #[arg(long)]
+        llm_file: Option<PathBuf>,
+        /// With --llm record: most USD the run's new calls may cost; later calls fail their
+        /// node closed.
+        #[arg(long)]
+        max_cost_usd: Option<rust_decimal::Decimal>,
     },
     /// Print indicator values of a data file as CSV (TA-Lib parity checks, debugging rules).
     ///
@@ -376,6 +389,9 @@ fn main() -> ExitCode {
             from,
             to,
             out: out_dir,
+            llm,
+            llm_file,
+            max_cost_usd,
         } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -388,8 +404,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(cmd::EXIT_USAGE);
                 }
             };
+            let llm = cmd::backtest::LlmOptions {
+                mode: llm,
+                file: llm_file,
+                max_cost_usd,
+            };
             let code = runtime.block_on(cmd::backtest::run(
-                &pipeline, data, from, to, out_dir, &mut out, &mut err,
+                &pipeline, data, from, to, out_dir, llm, &mut out, &mut err,
             ));
             // The process ends now: mimalloc would hand every freed page back to the system
             // at exit (milliseconds of system calls for a large backtest), and the system

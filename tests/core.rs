@@ -200,6 +200,9 @@ async fn an_entry_pending_at_the_broker_counts_as_a_position() {
             to: None,
             keep_records: false,
             progress: None,
+            llm: Default::default(),
+            llm_file: None,
+            max_cost_usd: None,
         },
     )
     .await

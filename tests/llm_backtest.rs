@@ -227,3 +227,133 @@ async fn a_prompt_file_replaces_the_built_in_template_and_a_bad_one_is_a_validat
         );
     }
 }
+
+async fn backtest_args(dir: &Path, out: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztraded"))
+        .arg("backtest")
+        .arg(dir.join("pipelines/llm.yaml"))
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("ZTRADED_TEST_LLM_KEY", KEY)
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn files(out: &Path) -> Vec<Vec<u8>> {
+    ["trades.csv", "equity.csv", "equity.svg"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_recorded_llm_backtest_replays_byte_identically_without_the_provider() {
+    let fake = FakeOpenAi::start().await;
+    // Buy on the first bar, then close on the 12th, then hold: a trade to compare.
+    let buy = r#"{"action":"buy","conviction":80,"entry_price":null,"stop_loss":1.0,"target_1":100000.0,"target_2":null,"reasoning":"trend up"}"#;
+    let hold = r#"{"action":"hold","conviction":50,"entry_price":null,"stop_loss":null,"target_1":null,"target_2":null,"reasoning":"wait"}"#;
+    let close = r#"{"action":"close","conviction":70,"entry_price":null,"stop_loss":null,"target_1":null,"target_2":null,"reasoning":"done"}"#;
+    let mut script = vec![Reply::content(buy)];
+    script.extend((0..10).map(|_| Reply::content(hold)));
+    script.push(Reply::content(close));
+    script.push(Reply::content(hold));
+    fake.script(script);
+    let dir = tempfile::tempdir().unwrap();
+    config_dir(dir.path(), &fake.base_url);
+    let recorded = dir.path().join("rec");
+    let (code, stdout, stderr) = backtest_args(dir.path(), &recorded, &["--llm", "record"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let calls = fake.seen().len();
+    let file = dir.path().join("recordings/llm.llm.jsonl");
+    let lines = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(lines.lines().count(), calls, "one recording per call");
+    assert!(stdout.contains("Trades:               1"), "{stdout}");
+
+    // The provider is gone: the replays use the file only, and agree byte for byte.
+    let toml = std::fs::read_to_string(dir.path().join("ztraded.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("ztraded.toml"),
+        toml.replace(&fake.base_url, "http://127.0.0.1:9/v1"),
+    )
+    .unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (code_a, out_a, err_a) = backtest_args(dir.path(), &a, &["--llm", "replay"]).await;
+    assert_eq!(code_a, Some(0), "{out_a}\n{err_a}");
+    let (code_b, out_b, _) = backtest_args(dir.path(), &b, &["--llm", "replay"]).await;
+    assert_eq!(code_b, Some(0));
+    assert_eq!(fake.seen().len(), calls, "no request in replay");
+    assert_eq!(files(&a), files(&b));
+    assert_eq!(
+        files(&a),
+        files(&recorded),
+        "the replay is the recorded run"
+    );
+    let summary = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("Wrote"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(summary(&out_a), summary(&out_b));
+    assert_eq!(summary(&out_a), summary(&stdout));
+
+    // A recording without the later answers: the replay stops at the first missing one.
+    let first: Vec<&str> = lines.lines().take(5).collect();
+    std::fs::write(&file, first.join("\n") + "\n").unwrap();
+    let (code, out, err) =
+        backtest_args(dir.path(), &dir.path().join("c"), &["--llm", "replay"]).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        err.contains("no recorded answer for node 'strategy'"),
+        "{err}"
+    );
+    assert!(err.contains("2004-08-27"), "the sixth bar is named: {err}");
+
+    // A replay without any recording file says how to make one.
+    let (code, _, err) = backtest_args(
+        dir.path(),
+        &dir.path().join("d"),
+        &["--llm", "replay", "--llm-file", "nowhere.jsonl"],
+    )
+    .await;
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("nowhere.jsonl") && err.contains("--llm record"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_recording_run_stops_calling_at_its_max_cost() {
+    let fake = FakeOpenAi::start().await;
+    fake.script([Reply::content(
+        r#"{"action":"hold","conviction":50,"entry_price":null,"stop_loss":null,"target_1":null,"target_2":null,"reasoning":"wait"}"#,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    config_dir(dir.path(), &fake.base_url);
+    // 0.0038 USD a call: the third passes 0.01 USD, the fourth is refused.
+    let (code, stdout, stderr) = backtest_args(
+        dir.path(),
+        &dir.path().join("out"),
+        &["--llm", "record", "--max-cost-usd", "0.01"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert_eq!(fake.seen().len(), 3, "{stdout}");
+    assert!(
+        stdout.contains("Executions: 3 completed, 37 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--max-cost-usd of 0.01 USD is spent"),
+        "{stdout}"
+    );
+}

@@ -67,6 +67,7 @@ fn context() -> PromptContext {
         .collect();
     PromptContext {
         pipeline: "llm-test".into(),
+        node: "strategy".into(),
         symbol: "AAPL".into(),
         now: 1_700_000_000 + 30 * 86_400,
         market: json!({ "1d": { "bars": bars, "values": { "sma_20": 120.1, "rsi_14": 61.5 } } }),

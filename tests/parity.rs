@@ -77,6 +77,9 @@ async fn backtest(case: &Case, dir: &Path) -> BacktestResult {
             to: None,
             keep_records: false,
             progress: None,
+            llm: Default::default(),
+            llm_file: None,
+            max_cost_usd: None,
         },
     )
     .await

@@ -105,12 +105,12 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
         let started = run.explain.then(Instant::now);
         let (result, cost) = match &node.step {
             Step::BiasLlm(config) => {
-                let context = prompt(&input, run.bias.clone());
+                let context = prompt(&input, &node.id, run.bias.clone());
                 let answer = input.llm.bias(config, &context).await;
                 run.bias_llm(config, answer)
             }
             Step::StrategyLlm(config) => {
-                let context = prompt(&input, run.bias.clone());
+                let context = prompt(&input, &node.id, run.bias.clone());
                 let answer = input.llm.strategy(config, &context).await;
                 run.strategy_llm(&mut out, answer)
             }
@@ -521,10 +521,11 @@ impl<'i, 'a> Execution<'i, 'a> {
     }
 }
 
-fn prompt(input: &ExecInput<'_>, bias: Option<BiasSignal>) -> PromptContext {
+fn prompt(input: &ExecInput<'_>, node: &str, bias: Option<BiasSignal>) -> PromptContext {
     let timeframes = input.pipeline.timeframes();
     PromptContext {
         pipeline: input.pipeline.name.clone(),
+        node: node.to_string(),
         position: input.position.clone(),
         symbol: input.symbol.to_string(),
         now: input.now,

@@ -50,6 +50,8 @@ pub struct Cost {
 pub struct PromptContext {
     /// Pipeline name (for cost accounting).
     pub pipeline: String,
+    /// The node asking.
+    pub node: String,
     /// Ticker symbol.
     pub symbol: String,
     /// Unix seconds.

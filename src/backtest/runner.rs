@@ -62,6 +62,13 @@ pub struct BacktestOptions {
     pub keep_records: bool,
     /// Called with (bars done, bars total) now and then.
     pub progress: Option<fn(u64, u64)>,
+    /// How LLM nodes reach their providers: live calls, recording, or replay of recorded
+    /// answers (see [`crate::llm::cassette`]).
+    pub llm: crate::llm::cassette::LlmRun,
+    /// The recording file (default `recordings/<pipeline>.llm.jsonl` of the config dir).
+    pub llm_file: Option<PathBuf>,
+    /// With `llm: Record`: most USD the new calls of the run may cost.
+    pub max_cost_usd: Option<Decimal>,
 }
 
 /// What a backtest produced.
@@ -273,10 +280,36 @@ pub async fn run(
     account.reserve_history(usize::try_from(total).unwrap_or(0) / symbols.len().max(1) + 16);
     let strategy_timeframe = spec.compiled.strategy_timeframe;
     // LLM nodes call their providers (a rule-only pipeline never builds a client).
-    let llm: Arc<dyn crate::agents::LlmAgents> = if crate::agents::dag::needs_llm(&spec.compiled) {
-        Arc::new(crate::llm::LlmClient::new(&set.settings.llm, None).map_err(BacktestError::Data)?)
+    let client = if crate::agents::dag::needs_llm(&spec.compiled) {
+        let mut client =
+            crate::llm::LlmClient::new(&set.settings.llm, None).map_err(BacktestError::Data)?;
+        if options.llm != crate::llm::cassette::LlmRun::Live {
+            let file = options
+                .llm_file
+                .clone()
+                .unwrap_or_else(|| crate::llm::cassette::default_path(&set.root, &name));
+            // Opened now, so that a missing replay file is an error before the first bar.
+            let recordings = crate::llm::cassette::Recordings::new(
+                options.llm,
+                move |_| file.clone(),
+                options.max_cost_usd,
+            );
+            recordings.of(&name).map_err(BacktestError::Data)?;
+            client = client.with_recordings(recordings);
+        }
+        Some(Arc::new(client))
     } else {
-        Arc::new(NoLlm)
+        None
+    };
+    let llm: Arc<dyn crate::agents::LlmAgents> = match &client {
+        Some(c) => Arc::clone(c) as _,
+        None => Arc::new(NoLlm),
+    };
+    let replay_miss = || {
+        client
+            .as_ref()
+            .and_then(|c| c.recordings())
+            .and_then(|r| r.first_miss())
     };
     let mut runner = PipelineRunner::new(
         spec,
@@ -311,6 +344,17 @@ pub async fn run(
             }
             account.on_bars(&batch, tz).await;
             runner.step(t, &batch.bars, &account).await;
+            if client.is_some()
+                && let Some(miss) = replay_miss()
+            {
+                return Err(BacktestError::Data(format!(
+                    "--llm replay: no recorded answer for node '{}' of pipeline {} at the bar of {} (request {}); record the run with --llm record",
+                    miss.node,
+                    miss.pipeline,
+                    utc(miss.at).to_rfc3339(),
+                    miss.key
+                )));
+            }
             let before = bars;
             bars += batch.bars.len() as u64;
             if let Some(progress) = options.progress

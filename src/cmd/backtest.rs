@@ -24,6 +24,18 @@ use std::sync::OnceLock;
 
 static PROGRESS: OnceLock<ProgressBar> = OnceLock::new();
 
+/// How the backtest's LLM nodes reach their providers (`--llm`, `--llm-file`,
+/// `--max-cost-usd`).
+#[derive(Clone, Debug, Default)]
+pub struct LlmOptions {
+    /// Live calls, recording or replay.
+    pub mode: crate::llm::cassette::LlmRun,
+    /// The recording file (default `recordings/<pipeline>.llm.jsonl` of the config dir).
+    pub file: Option<PathBuf>,
+    /// Most USD the new calls of a recording run may cost.
+    pub max_cost_usd: Option<rust_decimal::Decimal>,
+}
+
 fn progress(done: u64, total: u64) {
     if let Some(bar) = PROGRESS.get() {
         bar.set_length(total);
@@ -33,12 +45,14 @@ fn progress(done: u64, total: u64) {
 
 /// Runs the backtest and writes `trades.csv`, `equity.csv` and `equity.svg` into `out_dir`.
 /// `data_dir` defaults to the config directory's `market_data.path`. Returns the exit code.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     pipeline_file: &Path,
     data_dir: Option<PathBuf>,
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
     out_dir: Option<PathBuf>,
+    llm: LlmOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
@@ -68,6 +82,9 @@ pub async fn run(
         to,
         keep_records: false,
         progress: show_progress.then_some(progress as fn(u64, u64)),
+        llm: llm.mode,
+        llm_file: llm.file,
+        max_cost_usd: llm.max_cost_usd,
     };
     let result = run_backtest(pipeline_file, &options).await;
     if let Some(bar) = PROGRESS.get() {

@@ -12,6 +12,7 @@
 //! template and version, the rendered messages, the raw response, usage and latency).
 
 pub mod answer;
+pub mod cassette;
 pub mod prompt;
 pub mod provider;
 
@@ -35,6 +36,7 @@ pub struct LlmClient {
     metrics: LlmMetrics,
     bias_schema: Value,
     strategy_schema: Value,
+    recordings: Option<cassette::Recordings>,
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -70,7 +72,19 @@ impl LlmClient {
             metrics,
             bias_schema: strict_schema::<BiasAnswer>(),
             strategy_schema: strict_schema::<StrategyAnswer>(),
+            recordings: None,
         })
+    }
+
+    /// This client recording or replaying answers (see [`cassette`]).
+    pub fn with_recordings(mut self, recordings: cassette::Recordings) -> LlmClient {
+        self.recordings = Some(recordings);
+        self
+    }
+
+    /// The recordings in use.
+    pub fn recordings(&self) -> Option<&cassette::Recordings> {
+        self.recordings.as_ref()
     }
 
     /// The provider named `name`.
@@ -83,7 +97,7 @@ impl LlmClient {
     #[allow(clippy::too_many_arguments)]
     async fn call<T>(
         &self,
-        pipeline: &str,
+        context: &PromptContext,
         provider: &str,
         model: Option<&str>,
         temperature: f64,
@@ -124,7 +138,66 @@ impl LlmClient {
             "model": model,
             "prompt": { "template": template.0, "version": template.1, "messages": request.messages },
         });
-        let completion = match p.chat(&request, &self.metrics).await {
+        let pipeline = context.pipeline.as_str();
+        let cassette = match self.recordings.as_ref().map(|r| r.of(pipeline)) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return LlmCall::failed(AgentError::Unavailable(e)),
+            None => None,
+        };
+        let answer = match &cassette {
+            None => p.chat(&request, &self.metrics).await,
+            Some(c) => {
+                let body = request.body(p.settings.max_tokens);
+                let key = cassette::key(provider, &body);
+                trace["recording"] = json!({ "key": key, "file": c.path().display().to_string() });
+                match c.answer(&key) {
+                    Some(raw) => p.read(raw, &request, 0.0),
+                    None if c.mode() == cassette::LlmRun::Replay => {
+                        let why = format!(
+                            "no recorded answer for node '{}' at {} (request {key}) in {}; record it with --llm record",
+                            context.node,
+                            prompt::time(context.now),
+                            c.path().display()
+                        );
+                        c.missed(cassette::Miss {
+                            pipeline: pipeline.to_string(),
+                            node: context.node.clone(),
+                            at: context.now,
+                            key,
+                        });
+                        return LlmCall {
+                            result: Err(AgentError::Unavailable(why)),
+                            cost: Cost::default(),
+                            trace,
+                        };
+                    }
+                    None => {
+                        if let Some(why) = c.over_cost() {
+                            return LlmCall {
+                                result: Err(AgentError::Budget(why)),
+                                cost: Cost::default(),
+                                trace,
+                            };
+                        }
+                        let fresh = p.chat(&request, &self.metrics).await;
+                        if let Ok(done) = &fresh
+                            && let Err(e) = c.record(
+                                &key,
+                                provider,
+                                &done.model,
+                                &body,
+                                &done.raw,
+                                p.cost(done.usage),
+                            )
+                        {
+                            tracing::warn!(error = %e, "LLM answer not recorded");
+                        }
+                        fresh
+                    }
+                }
+            }
+        };
+        let completion = match answer {
             Ok(c) => c,
             Err(e) => {
                 trace["error"] = json!(e.to_string());
@@ -227,7 +300,7 @@ impl LlmAgents for LlmClient {
         );
         let schema = &self.bias_schema;
         self.call(
-            &context.pipeline,
+            context,
             &config.provider,
             config.model.as_deref(),
             config.temperature,
@@ -274,7 +347,7 @@ impl LlmAgents for LlmClient {
         let close = prompt::last_close(context, config.timeframe);
         let min = config.risk_reward_min;
         self.call(
-            &context.pipeline,
+            context,
             &config.provider,
             config.model.as_deref(),
             config.temperature,

@@ -428,7 +428,7 @@ impl Provider {
     }
 
     /// Reads a chat completion body leniently.
-    fn read(
+    pub(crate) fn read(
         &self,
         raw: Value,
         request: &ChatRequest,
