@@ -47,70 +47,7 @@ async fn an_llm_pipeline_trades_from_the_model_and_stops_at_its_budget() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    for sub in ["pipelines", "risk", "data"] {
-        std::fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    std::fs::write(
-        root.join("ztraded.toml"),
-        format!(
-            r#"[http]
-admin_token_env = "ZTRADED_ADMIN_TOKEN"
-
-[store]
-url = "sqlite://.ztraded/ztraded.db"
-
-[market_data]
-source = "replay"
-timezone = "America/New_York"
-start = "2004-08-19"
-
-[brokers.sim]
-kind = "simulated"
-initial_balance = 100000
-
-[llm.default]
-base_url = "{}"
-api_key_env = "ZTRADED_TEST_LLM_KEY"
-model = "fake-model"
-input_usd_per_1k_tokens = 0.0025
-output_usd_per_1k_tokens = 0.01
-timeout = "5s"
-max_retries = 0
-"#,
-            fake.base_url
-        ),
-    )
-    .unwrap();
-    std::fs::write(root.join("pipelines/llm.yaml"), PIPELINE).unwrap();
-    std::fs::write(root.join("risk/open.yaml"), RISK).unwrap();
-    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/GOOG.csv"))
-        .unwrap();
-    let head: Vec<&str> = csv.lines().take(41).collect();
-    std::fs::write(root.join("data/GOOG.csv"), head.join("\n") + "\n").unwrap();
-    let data = root.join("data");
-    let data = data.to_string_lossy().into_owned();
-    let mut d = tokio::task::spawn_blocking({
-        let root = root.to_path_buf();
-        move || {
-            let mut d = Daemon::start(
-                &root,
-                free_port(),
-                // Ten trading days a second.
-                864_000,
-                &[
-                    ("ZTRADED_MARKET_DATA__PATH", data.as_str()),
-                    ("ZTRADED_TEST_LLM_KEY", KEY),
-                ],
-            );
-            d.wait_ready(Duration::from_secs(30));
-            d.wait_for("the end of the replay", Duration::from_secs(60), |d| {
-                d.log_text().contains("the replay data is exhausted")
-            });
-            d
-        }
-    })
-    .await
-    .unwrap();
+    let mut d = run_to_the_end(root, &fake.base_url, PIPELINE).await;
     let log = d.log_text();
     let metric = |s: &str| d.metric(s);
     // Five calls a month fit in 0.02 USD at 0.0038 USD a call: August, September, October.
@@ -161,4 +98,116 @@ max_retries = 0
         .filter(|i| i.kind == ztraded::store::InterventionKind::Budget)
         .count();
     assert_eq!(budget, 25, "the first skip of each day (one bar a day)");
+}
+
+/// Writes the config directory (settings pointing at the fake at `base_url`, `pipeline` as
+/// pipelines/llm.yaml, forty GOOG daily bars), runs the daemon until the replay is
+/// exhausted and answers it still running.
+async fn run_to_the_end(root: &std::path::Path, base_url: &str, pipeline: &str) -> Daemon {
+    for sub in ["pipelines", "risk", "data"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::write(root.join("ztraded.toml"), settings(base_url)).unwrap();
+    std::fs::write(root.join("pipelines/llm.yaml"), pipeline).unwrap();
+    std::fs::write(root.join("risk/open.yaml"), RISK).unwrap();
+    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/GOOG.csv"))
+        .unwrap();
+    let head: Vec<&str> = csv.lines().take(41).collect();
+    std::fs::write(root.join("data/GOOG.csv"), head.join("\n") + "\n").unwrap();
+    let data = root.join("data").to_string_lossy().into_owned();
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut d = Daemon::start(
+            &root,
+            free_port(),
+            // Ten trading days a second.
+            864_000,
+            &[
+                ("ZTRADED_MARKET_DATA__PATH", data.as_str()),
+                ("ZTRADED_TEST_LLM_KEY", KEY),
+            ],
+        );
+        d.wait_ready(Duration::from_secs(30));
+        d.wait_for("the end of the replay", Duration::from_secs(60), |d| {
+            d.log_text().contains("the replay data is exhausted")
+        });
+        d
+    })
+    .await
+    .unwrap()
+}
+
+fn settings(base_url: &str) -> String {
+    format!(
+        r#"[http]
+admin_token_env = "ZTRADED_ADMIN_TOKEN"
+
+[store]
+url = "sqlite://.ztraded/ztraded.db"
+
+[market_data]
+source = "replay"
+path = "data"
+timezone = "America/New_York"
+start = "2004-08-19"
+
+[brokers.sim]
+kind = "simulated"
+initial_balance = 100000
+
+[llm.default]
+base_url = "{base_url}"
+api_key_env = "ZTRADED_TEST_LLM_KEY"
+model = "fake-model"
+input_usd_per_1k_tokens = 0.0025
+output_usd_per_1k_tokens = 0.01
+timeout = "5s"
+max_retries = 0
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_pipeline_records_its_llm_calls_for_a_backtest_replay() {
+    let fake = FakeOpenAi::start().await;
+    fake.script([Reply::content(
+        r#"{"action":"buy","conviction":80,"entry_price":null,"stop_loss":1.0,"target_1":100000.0,"target_2":null,"reasoning":"trend up"}"#,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let pipeline = PIPELINE
+        .replace("mode: simulation", "mode: validation")
+        .replace("budget: { monthly_usd: 0.02 }\n", "");
+    let mut d = run_to_the_end(root, &fake.base_url, &pipeline).await;
+    d.signal("TERM", Duration::from_secs(15));
+    let calls = fake.seen().len();
+    assert_eq!(
+        calls,
+        40,
+        "one call a bar: {}",
+        common::tail(&d.log_text(), 30)
+    );
+    let file = root.join("recordings/llm.llm.jsonl");
+    let recorded = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(recorded.lines().count(), 40);
+    // The backtest of the same pipeline on the same bars replays them, with no provider.
+    std::fs::write(root.join("ztraded.toml"), settings("http://127.0.0.1:9/v1")).unwrap();
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztraded"))
+        .arg("backtest")
+        .arg(root.join("pipelines/llm.yaml"))
+        .args(["--llm", "replay", "--out"])
+        .arg(root.join("out"))
+        .env("ZTRADED_TEST_LLM_KEY", KEY)
+        .current_dir(root)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("Executions: 40 completed"), "{stdout}");
+    assert_eq!(fake.seen().len(), 40);
 }

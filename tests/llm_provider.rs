@@ -68,6 +68,7 @@ fn context() -> PromptContext {
     PromptContext {
         pipeline: "llm-test".into(),
         node: "strategy".into(),
+        validation: false,
         symbol: "AAPL".into(),
         now: 1_700_000_000 + 30 * 86_400,
         market: json!({ "1d": { "bars": bars, "values": { "sma_20": 120.1, "rsi_14": 61.5 } } }),

@@ -526,6 +526,7 @@ fn prompt(input: &ExecInput<'_>, node: &str, bias: Option<BiasSignal>) -> Prompt
     PromptContext {
         pipeline: input.pipeline.name.clone(),
         node: node.to_string(),
+        validation: input.pipeline.mode == crate::config::pipeline::Mode::Validation,
         position: input.position.clone(),
         symbol: input.symbol.to_string(),
         now: input.now,

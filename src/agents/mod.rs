@@ -52,6 +52,8 @@ pub struct PromptContext {
     pub pipeline: String,
     /// The node asking.
     pub node: String,
+    /// Whether the pipeline runs in `validation` mode (the daemon records its calls).
+    pub validation: bool,
     /// Ticker symbol.
     pub symbol: String,
     /// Unix seconds.

@@ -294,7 +294,7 @@ pub async fn run(
                 move |_| file.clone(),
                 options.max_cost_usd,
             );
-            recordings.of(&name).map_err(BacktestError::Data)?;
+            recordings.of(&name, false).map_err(BacktestError::Data)?;
             client = client.with_recordings(recordings);
         }
         Some(Arc::new(client))

@@ -248,10 +248,20 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         metrics: Arc::clone(&metrics),
         history,
         statuses: std::sync::Mutex::new(Default::default()),
-        llm: Arc::new(
+        llm: Arc::new({
+            // Validation pipelines record their LLM calls where a backtest replays them.
+            let root = dir.clone();
             crate::llm::LlmClient::new(&settings.llm, Some(metrics.registry()))
-                .map_err(DaemonError::Settings)?,
-        ),
+                .map_err(DaemonError::Settings)?
+                .with_recordings(
+                    crate::llm::cassette::Recordings::new(
+                        crate::llm::cassette::LlmRun::Record,
+                        move |p| crate::llm::cassette::default_path(&root, p),
+                        None,
+                    )
+                    .validation_only(),
+                )
+        }),
         tz,
         registry: Arc::clone(&registry),
     });

@@ -237,9 +237,6 @@ impl Cassette {
     }
 }
 
-/// Which pipelines record.
-type Filter = Box<dyn Fn(&str) -> bool + Send + Sync>;
-
 /// The recording files of a process: one [`Cassette`] per pipeline, opened when the
 /// pipeline first calls a model.
 pub struct Recordings {
@@ -248,8 +245,8 @@ pub struct Recordings {
     path_of: Box<dyn Fn(&str) -> PathBuf + Send + Sync>,
     max_cost_usd: Option<Decimal>,
     open: Mutex<HashMap<String, std::sync::Arc<Cassette>>>,
-    /// Only these pipelines record (the daemon's validation pipelines); `None`: all.
-    only: Option<Filter>,
+    /// Only the calls of `validation` pipelines record (the daemon's recordings).
+    validation_only: bool,
 }
 
 impl std::fmt::Debug for Recordings {
@@ -272,22 +269,27 @@ impl Recordings {
             path_of: Box::new(path_of),
             max_cost_usd,
             open: Mutex::new(HashMap::new()),
-            only: None,
+            validation_only: false,
         }
     }
 
-    /// Limits recording to the pipelines `only` accepts.
-    pub fn only(mut self, only: impl Fn(&str) -> bool + Send + Sync + 'static) -> Recordings {
-        self.only = Some(Box::new(only));
+    /// Records only the calls of pipelines in `validation` mode (the daemon's recordings).
+    pub fn validation_only(mut self) -> Recordings {
+        self.validation_only = true;
         self
     }
 
-    /// The cassette of `pipeline` (`None` when it does not record).
+    /// The cassette of `pipeline` (`None` when it does not record: `validation` tells
+    /// whether the pipeline runs in validation mode).
     ///
     /// # Errors
     /// The file cannot be opened (see [`Cassette::open`]).
-    pub fn of(&self, pipeline: &str) -> Result<Option<std::sync::Arc<Cassette>>, String> {
-        if self.only.as_ref().is_some_and(|f| !f(pipeline)) {
+    pub fn of(
+        &self,
+        pipeline: &str,
+        validation: bool,
+    ) -> Result<Option<std::sync::Arc<Cassette>>, String> {
+        if self.validation_only && !validation {
             return Ok(None);
         }
         let mut open = lock(&self.open);

@@ -139,7 +139,11 @@ impl LlmClient {
             "prompt": { "template": template.0, "version": template.1, "messages": request.messages },
         });
         let pipeline = context.pipeline.as_str();
-        let cassette = match self.recordings.as_ref().map(|r| r.of(pipeline)) {
+        let cassette = match self
+            .recordings
+            .as_ref()
+            .map(|r| r.of(pipeline, context.validation))
+        {
             Some(Ok(c)) => c,
             Some(Err(e)) => return LlmCall::failed(AgentError::Unavailable(e)),
             None => None,
