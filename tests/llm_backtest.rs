@@ -357,3 +357,42 @@ async fn a_recording_run_stops_calling_at_its_max_cost() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_reporting_summary_costs_a_call_and_never_fails_the_execution() {
+    let fake = FakeOpenAi::start().await;
+    let hold = r#"{"action":"hold","conviction":50,"entry_price":null,"stop_loss":null,"target_1":null,"target_2":null,"reasoning":"wait"}"#;
+    // Per bar: the plan, then the summary, which half of the time the provider fails.
+    let mut script = Vec::new();
+    for i in 0..40 {
+        script.push(Reply::content(hold));
+        script.push(if i % 2 == 0 {
+            Reply::content("Held GOOG: no setup.")
+        } else {
+            Reply::error(500, "server_error", "boom")
+        });
+    }
+    fake.script(script);
+    let dir = tempfile::tempdir().unwrap();
+    config_dir(dir.path(), &fake.base_url);
+    let with_summary = format!(
+        "{PIPELINE}  - id: report\n    agent: reporting\n    config: {{ summary: llm, provider: default }}\n"
+    );
+    std::fs::write(dir.path().join("pipelines/llm.yaml"), with_summary).unwrap();
+    let (ok, stdout, stderr) = backtest(dir.path(), &dir.path().join("out")).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(fake.seen().len(), 80, "a plan and a summary per bar");
+    assert!(stdout.contains("Executions: 40 completed\n"), "{stdout}");
+    // 40 plans and 20 summaries answered, at 0.0038 USD each.
+    assert!(stdout.contains("LLM cost: 0.228 USD"), "{stdout}");
+    let summaries = fake
+        .seen()
+        .iter()
+        .filter(|s| {
+            s.body["messages"][1]["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("What the execution decided"))
+        })
+        .count();
+    assert_eq!(summaries, 40);
+}

@@ -470,3 +470,31 @@ async fn a_missing_key_or_a_wrong_one_fails_closed_without_a_panic() {
     );
     assert_eq!(fake.seen().len(), 1, "a 401 is not retried");
 }
+
+#[tokio::test]
+async fn a_summary_is_plain_text_without_a_response_format() {
+    let fake = FakeOpenAi::start().await;
+    fake.script([Reply::content(
+        "  Bought 10 AAPL at 130 USD: a breakout with reward/risk 2.  ",
+    )]);
+    let (c, registry) = client(settings(&fake, StructuredOutput::JsonSchema, 0, 5_000));
+    let facts = json!({ "plan": { "action": "buy" } });
+    let call = c.summary("default", &context(), &facts).await;
+    assert_eq!(
+        call.result.unwrap(),
+        "Bought 10 AAPL at 130 USD: a breakout with reward/risk 2."
+    );
+    assert_eq!(call.cost.usd, Decimal::new(38, 4));
+    let body = &fake.seen()[0].body;
+    assert!(body.get("response_format").is_none(), "{body}");
+    assert!(
+        body["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains(r#""action":"buy""#)
+    );
+    assert_eq!(
+        metric(&registry, "ztraded_llm_requests_total", &[("result", "ok")]),
+        1.0
+    );
+}

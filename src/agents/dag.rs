@@ -91,10 +91,12 @@ pub use crate::engine::state::execution_id;
 /// Whether `pipeline` has a node that asks an LLM: its executions wait for the model
 /// (see [`execute`]); the others run to the end at once ([`execute_now`]).
 pub fn needs_llm(pipeline: &CompiledPipeline) -> bool {
-    pipeline
-        .nodes
-        .iter()
-        .any(|n| matches!(n.step, Step::BiasLlm(_) | Step::StrategyLlm(_)))
+    pipeline.nodes.iter().any(|n| {
+        matches!(
+            n.step,
+            Step::BiasLlm(_) | Step::StrategyLlm(_) | Step::ReportingLlm { .. }
+        )
+    })
 }
 
 /// Runs the DAG for one symbol.
@@ -113,6 +115,18 @@ pub async fn execute(input: ExecInput<'_>) -> ExecOutput {
                 let context = prompt(&input, &node.id, run.bias.clone());
                 let answer = input.llm.strategy(config, &context).await;
                 run.strategy_llm(&mut out, answer)
+            }
+            Step::ReportingLlm { provider } => {
+                let context = prompt(&input, &node.id, run.bias.clone());
+                let facts = serde_json::json!({
+                    "bias": run.bias,
+                    "plan": out.signal,
+                    "risk": out.decision,
+                    "trade": out.trade,
+                    "status_so_far": out.status.as_str(),
+                });
+                let call = input.llm.summary(provider, &context, &facts).await;
+                run.summary_llm(call)
             }
             step => (run.step(&mut out, step), Decimal::ZERO),
         };
@@ -387,7 +401,7 @@ impl<'i, 'a> Execution<'i, 'a> {
             }
             Step::Reporting => Ok((Value::Null, String::new())),
             // `execute` awaits the model for these; `execute_now` cannot.
-            Step::BiasLlm(_) | Step::StrategyLlm(_) => Err((
+            Step::BiasLlm(_) | Step::StrategyLlm(_) | Step::ReportingLlm { .. } => Err((
                 ExecutionStatus::Failed,
                 "an LLM node needs an execution that waits for the model".into(),
             )),
@@ -450,6 +464,21 @@ impl<'i, 'a> Execution<'i, 'a> {
                 (Err((ExecutionStatus::Failed, e.to_string())), usd)
             }
         }
+    }
+
+    /// The reporting node's written summary. A summary that could not be written does not
+    /// fail the execution (it decides nothing): the node's output says why.
+    fn summary_llm(&mut self, call: agents::LlmCall<String>) -> (NodeResult, Decimal) {
+        let usd = call.cost.usd;
+        let mut v = match &call.result {
+            Ok(text) => json!({ "summary": text }),
+            Err(e) => json!({ "summary": null, "error": e.to_string() }),
+        };
+        if !call.trace.is_null() {
+            v["llm"] = call.trace;
+        }
+        let reasoning = call.result.unwrap_or_default();
+        (Ok((v, reasoning)), usd)
     }
 
     /// Records what `node` produced (started at `started`, costing `cost` USD); answers

@@ -103,6 +103,14 @@ pub trait LlmAgents: Send + Sync {
         config: &StrategyLlm,
         context: &PromptContext,
     ) -> LlmCall<StrategySignal>;
+    /// A written summary (plain text) of what the execution decided (`facts`: the bias,
+    /// the plan, the risk decision and the trade as JSON) from `provider`.
+    async fn summary(
+        &self,
+        provider: &str,
+        context: &PromptContext,
+        facts: &serde_json::Value,
+    ) -> LlmCall<String>;
 }
 
 /// No LLM client: LLM nodes fail closed with a clear reason.
@@ -121,6 +129,16 @@ impl LlmAgents for NoLlm {
         LlmCall::failed(AgentError::Unavailable(format!(
             "LLM provider '{}' has no client in this process; the node fails closed",
             config.provider
+        )))
+    }
+    async fn summary(
+        &self,
+        provider: &str,
+        _: &PromptContext,
+        _: &serde_json::Value,
+    ) -> LlmCall<String> {
+        LlmCall::failed(AgentError::Unavailable(format!(
+            "LLM provider '{provider}' has no client in this process"
         )))
     }
 }

@@ -128,6 +128,11 @@ pub enum Step {
     TradeManager(TradeManagerConfig),
     /// `reporting`.
     Reporting,
+    /// `reporting` with `summary: llm`: a written summary from `provider`.
+    ReportingLlm {
+        /// The `[llm.<name>]` provider.
+        provider: String,
+    },
 }
 
 /// A node ready to run.
@@ -431,7 +436,12 @@ impl CompiledPipeline {
                     trade = Some(c.clone());
                     Step::TradeManager(c.clone())
                 }
-                AgentConfig::Reporting(_) => Step::Reporting,
+                AgentConfig::Reporting(c) => match (c.summary, &c.provider) {
+                    (crate::config::pipeline::Summary::Llm, Some(p)) => Step::ReportingLlm {
+                        provider: p.clone(),
+                    },
+                    _ => Step::Reporting,
+                },
             };
             nodes.push(CompiledNode {
                 id: node.id.clone(),

@@ -89,6 +89,9 @@ pub enum AnswerError {
     /// The JSON does not match the schema.
     #[error("the answer does not match the schema: {0}")]
     Schema(String),
+    /// The model answered nothing.
+    #[error("the answer is empty")]
+    Empty,
     /// The JSON matches the schema but says something impossible.
     #[error("the answer is not a valid decision: {0}")]
     Semantic(String),

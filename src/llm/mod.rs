@@ -104,7 +104,7 @@ impl LlmClient {
         template: (String, String),
         messages: (String, String),
         schema_name: &str,
-        schema: &Value,
+        schema: Option<&Value>,
         parse: impl FnOnce(&str) -> Result<T, AnswerError>,
     ) -> LlmCall<T> {
         let Some(p) = self.providers.get(provider) else {
@@ -113,13 +113,14 @@ impl LlmClient {
             )));
         };
         let model = model.unwrap_or(&p.settings.model).to_string();
-        let response_format = match p.settings.structured_output {
-            StructuredOutput::JsonSchema => Some(json!({
+        let response_format = match (schema, p.settings.structured_output) {
+            (None, _) => None,
+            (Some(schema), StructuredOutput::JsonSchema) => Some(json!({
                 "type": "json_schema",
                 "json_schema": { "name": schema_name, "strict": true, "schema": schema },
             })),
-            StructuredOutput::JsonObject => Some(json!({ "type": "json_object" })),
-            StructuredOutput::None => None,
+            (Some(_), StructuredOutput::JsonObject) => Some(json!({ "type": "json_object" })),
+            (Some(_), StructuredOutput::None) => None,
         };
         let (system, user) = messages;
         let mut list = Vec::new();
@@ -311,7 +312,7 @@ impl LlmAgents for LlmClient {
             (name, version),
             messages,
             "bias_signal",
-            schema,
+            Some(schema),
             |content| answer::parse_checked::<BiasAnswer>(content, schema)?.into_signal(),
         )
         .await
@@ -358,9 +359,42 @@ impl LlmAgents for LlmClient {
             (name, version),
             messages,
             "strategy_signal",
-            schema,
+            Some(schema),
             |content| {
                 answer::parse_checked::<StrategyAnswer>(content, schema)?.into_signal(close, min)
+            },
+        )
+        .await
+    }
+
+    async fn summary(
+        &self,
+        provider: &str,
+        context: &PromptContext,
+        facts: &Value,
+    ) -> LlmCall<String> {
+        let template = prompt::SUMMARY;
+        let messages = template.render(&[
+            ("symbol", context.symbol.clone()),
+            ("time", prompt::time(context.now)),
+            ("position", prompt::position(context)),
+            ("execution", facts.to_string()),
+        ]);
+        self.call(
+            context,
+            provider,
+            None,
+            0.2,
+            (template.name.to_string(), format!("v{}", template.version)),
+            messages,
+            "summary",
+            None,
+            |content| {
+                let text = content.trim();
+                if text.is_empty() {
+                    return Err(AnswerError::Empty);
+                }
+                Ok(text.chars().take(2_000).collect())
             },
         )
         .await

@@ -34,6 +34,13 @@ pub const STRATEGY: Template = Template {
     text: include_str!("../../prompts/strategy.v1.md"),
 };
 
+/// The reporting agent's summary prompt.
+pub const SUMMARY: Template = Template {
+    name: "summary",
+    version: 1,
+    text: include_str!("../../prompts/summary.v1.md"),
+};
+
 impl Template {
     /// `<name>.v<version>`.
     pub fn id(&self) -> String {
