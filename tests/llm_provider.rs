@@ -498,3 +498,36 @@ async fn a_summary_is_plain_text_without_a_response_format() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn chart_true_sends_a_candlestick_png_per_timeframe_as_image_input() {
+    use base64::Engine as _;
+    let fake = FakeOpenAi::start().await;
+    fake.script([Reply::content(GOOD_PLAN)]);
+    let (c, _) = client(settings(&fake, StructuredOutput::JsonSchema, 0, 5_000));
+    let config: StrategyLlm =
+        serde_json::from_value(json!({ "provider": "default", "timeframe": "1d", "chart": true }))
+            .unwrap();
+    let call = c.strategy(&config, &context()).await;
+    assert!(call.result.is_ok(), "{:?}", call.result);
+    let body = &fake.seen()[0].body;
+    let parts = body["messages"][1]["content"]
+        .as_array()
+        .expect("content parts");
+    assert_eq!(parts.len(), 2, "the text and one chart");
+    assert_eq!(parts[0]["type"], "text");
+    assert!(parts[0]["text"].as_str().unwrap().contains("Symbol: AAPL"));
+    assert_eq!(parts[1]["type"], "image_url");
+    let url = parts[1]["image_url"]["url"].as_str().unwrap();
+    let data = url.strip_prefix("data:image/png;base64,").expect(url);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // The trace keeps the image's size and hash, not its bytes.
+    let shown = call.trace["prompt"]["messages"][1]["content"][1]["image_url"]["url"]
+        .as_str()
+        .unwrap();
+    assert!(shown.starts_with("image/png, "), "{shown}");
+    assert_eq!(call.trace["prompt"]["charts"], 1);
+}

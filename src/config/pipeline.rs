@@ -721,6 +721,10 @@ pub struct BiasLlm {
     #[serde(skip)]
     #[schemars(skip)]
     pub prompt_text: Option<std::sync::Arc<str>>,
+    /// Also send a candlestick chart (PNG, with the node's price-scale indicators) of each
+    /// timeframe the node reads, as image input for vision models.
+    #[serde(default)]
+    pub chart: bool,
 }
 
 fn default_provider() -> String {
@@ -841,6 +845,10 @@ pub struct StrategyLlm {
     #[serde(skip)]
     #[schemars(skip)]
     pub prompt_text: Option<std::sync::Arc<str>>,
+    /// Also send a candlestick chart (PNG, with the node's price-scale indicators) of each
+    /// timeframe the node reads, as image input for vision models.
+    #[serde(default)]
+    pub chart: bool,
 }
 
 fn default_reward_risk() -> f64 {

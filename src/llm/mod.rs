@@ -13,6 +13,7 @@
 
 pub mod answer;
 pub mod cassette;
+pub mod chart;
 pub mod prompt;
 pub mod provider;
 
@@ -105,6 +106,7 @@ impl LlmClient {
         messages: (String, String),
         schema_name: &str,
         schema: Option<&Value>,
+        images: Vec<Vec<u8>>,
         parse: impl FnOnce(&str) -> Result<T, AnswerError>,
     ) -> LlmCall<T> {
         let Some(p) = self.providers.get(provider) else {
@@ -127,17 +129,49 @@ impl LlmClient {
         if !system.is_empty() {
             list.push(json!({ "role": "system", "content": system }));
         }
-        list.push(json!({ "role": "user", "content": user }));
+        let charts = images.len();
+        if images.is_empty() {
+            list.push(json!({ "role": "user", "content": user }));
+        } else {
+            use base64::Engine as _;
+            let mut parts = vec![json!({ "type": "text", "text": user })];
+            for png in &images {
+                let data = base64::engine::general_purpose::STANDARD.encode(png);
+                parts.push(json!({
+                    "type": "image_url",
+                    "image_url": { "url": format!("data:image/png;base64,{data}") },
+                }));
+            }
+            list.push(json!({ "role": "user", "content": parts }));
+        }
         let request = ChatRequest {
             model: model.clone(),
             messages: list,
             temperature,
             response_format,
         };
+        // The trace keeps the messages without the images' bytes (their size and hash).
+        let mut shown = request.messages.clone();
+        if charts > 0
+            && let Some(parts) = shown
+                .last_mut()
+                .and_then(|m| m.get_mut("content"))
+                .and_then(Value::as_array_mut)
+        {
+            for (part, png) in parts.iter_mut().skip(1).zip(&images) {
+                use sha2::Digest;
+                let hash = hex::encode(sha2::Sha256::digest(png));
+                part["image_url"]["url"] = json!(format!(
+                    "image/png, {} bytes, sha256 {}",
+                    png.len(),
+                    &hash[..16]
+                ));
+            }
+        }
         let mut trace = json!({
             "provider": provider,
             "model": model,
-            "prompt": { "template": template.0, "version": template.1, "messages": request.messages },
+            "prompt": { "template": template.0, "version": template.1, "messages": shown, "charts": charts },
         });
         let pipeline = context.pipeline.as_str();
         let cassette = match self
@@ -239,6 +273,38 @@ impl LlmClient {
     }
 }
 
+/// The PNG charts of a node with `chart: true`: one per timeframe of `timeframes` (all of the
+/// context's when empty) that has bars.
+fn charts(
+    wanted: bool,
+    context: &PromptContext,
+    timeframes: &[crate::market::Timeframe],
+) -> Vec<Vec<u8>> {
+    if !wanted {
+        return Vec::new();
+    }
+    let Some(map) = context.market.as_object() else {
+        return Vec::new();
+    };
+    let names: Vec<String> = if timeframes.is_empty() {
+        map.keys().cloned().collect()
+    } else {
+        timeframes.iter().map(ToString::to_string).collect()
+    };
+    names
+        .iter()
+        .filter_map(|tf| {
+            let indicators: Vec<String> = map
+                .get(tf)?
+                .get("values")
+                .and_then(Value::as_object)
+                .map(|v| v.keys().cloned().collect())
+                .unwrap_or_default();
+            chart::png(&chart::bars_of(&context.market, tf), &indicators)
+        })
+        .collect()
+}
+
 /// The decision in `completion`, or why there is none, with its metrics label.
 fn judge<T>(
     completion: &Completion,
@@ -313,6 +379,7 @@ impl LlmAgents for LlmClient {
             messages,
             "bias_signal",
             Some(schema),
+            charts(config.chart, context, &config.timeframes),
             |content| answer::parse_checked::<BiasAnswer>(content, schema)?.into_signal(),
         )
         .await
@@ -360,6 +427,7 @@ impl LlmAgents for LlmClient {
             messages,
             "strategy_signal",
             Some(schema),
+            charts(config.chart, context, &[config.timeframe]),
             |content| {
                 answer::parse_checked::<StrategyAnswer>(content, schema)?.into_signal(close, min)
             },
@@ -389,6 +457,7 @@ impl LlmAgents for LlmClient {
             messages,
             "summary",
             None,
+            Vec::new(),
             |content| {
                 let text = content.trim();
                 if text.is_empty() {
