@@ -211,3 +211,55 @@ async fn a_validation_pipeline_records_its_llm_calls_for_a_backtest_replay() {
     assert!(stdout.contains("Executions: 40 completed"), "{stdout}");
     assert_eq!(fake.seen().len(), 40);
 }
+
+/// How many LLM executions per second one daemon sustains: 100 LLM pipelines on 40 daily
+/// bars each (4,000 executions, one provider, `max_concurrency` 8), replayed as fast as the
+/// daemon goes, against a fake that answers at once. Prints the rate
+/// (`cargo test --test llm_daemon executions_per_second -- --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_per_second_with_100_llm_pipelines() {
+    let fake = FakeOpenAi::start().await;
+    fake.script([Reply::content(
+        r#"{"action":"hold","conviction":50,"entry_price":null,"stop_loss":null,"target_1":null,"target_2":null,"reasoning":"wait"}"#,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    for sub in ["pipelines", "risk", "data"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::write(root.join("ztraded.toml"), settings(&fake.base_url)).unwrap();
+    std::fs::write(root.join("risk/open.yaml"), RISK).unwrap();
+    let pipeline = PIPELINE.replace("budget: { monthly_usd: 0.02 }\n", "");
+    for i in 0..100 {
+        std::fs::write(root.join(format!("pipelines/llm-{i:03}.yaml")), &pipeline).unwrap();
+    }
+    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/GOOG.csv"))
+        .unwrap();
+    let head: Vec<&str> = csv.lines().take(41).collect();
+    std::fs::write(root.join("data/GOOG.csv"), head.join("\n") + "\n").unwrap();
+    let data = root.join("data").to_string_lossy().into_owned();
+    let (d, seconds) = tokio::task::spawn_blocking(move || {
+        let mut d = Daemon::start(
+            &root,
+            free_port(),
+            1_000_000_000,
+            &[
+                ("ZTRADED_MARKET_DATA__PATH", data.as_str()),
+                ("ZTRADED_TEST_LLM_KEY", KEY),
+            ],
+        );
+        d.wait_ready(Duration::from_secs(60));
+        let started = std::time::Instant::now();
+        d.wait_for("the end of the replay", Duration::from_secs(300), |d| {
+            d.log_text().contains("the replay data is exhausted")
+        });
+        (d, started.elapsed().as_secs_f64())
+    })
+    .await
+    .unwrap();
+    let calls = fake.seen().len();
+    let rate = calls as f64 / seconds;
+    println!("100 LLM pipelines: {calls} executions in {seconds:.2} s = {rate:.0} executions/s");
+    assert_eq!(calls, 4_000, "{}", common::tail(&d.log_text(), 20));
+    assert!(rate > 100.0, "{rate:.0} executions/s");
+}

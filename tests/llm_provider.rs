@@ -531,3 +531,38 @@ async fn chart_true_sends_a_candlestick_png_per_timeframe_as_image_input() {
     assert!(shown.starts_with("image/png, "), "{shown}");
     assert_eq!(call.trace["prompt"]["charts"], 1);
 }
+
+/// Measures what a strategy node costs beyond the provider's own latency: against a fake
+/// that answers at once (loopback HTTP), the whole call — prompt rendering, the request,
+/// the retry and timeout layers, reading, schema and semantic checks, cost and metrics — and
+/// against one that waits 20 ms, the call minus those 20 ms. Prints p50 and p99
+/// (`cargo test --test llm_provider overhead -- --nocapture`).
+#[tokio::test]
+async fn overhead_per_llm_node_beyond_the_provider_latency() {
+    for delay_ms in [0u64, 20] {
+        let fake = FakeOpenAi::start().await;
+        fake.script([Reply::content(GOOD_PLAN).after(Duration::from_millis(delay_ms))]);
+        let (c, _) = client(settings(&fake, StructuredOutput::JsonSchema, 0, 5_000));
+        let (config, ctx) = (strategy_config(), context());
+        let mut us: Vec<u128> = Vec::new();
+        for i in 0..220 {
+            let started = std::time::Instant::now();
+            let call = c.strategy(&config, &ctx).await;
+            let took = started.elapsed().as_micros();
+            assert!(call.result.is_ok());
+            if i >= 20 {
+                us.push(took.saturating_sub(u128::from(delay_ms) * 1000));
+            }
+        }
+        us.sort_unstable();
+        let p50 = us[us.len() / 2];
+        let p99 = us[us.len() * 99 / 100];
+        println!(
+            "LLM node overhead beyond a {delay_ms} ms provider: p50 {:.2} ms, p99 {:.2} ms ({} calls)",
+            p50 as f64 / 1000.0,
+            p99 as f64 / 1000.0,
+            us.len()
+        );
+        assert!(p99 < 50_000, "p99 {p99} µs");
+    }
+}

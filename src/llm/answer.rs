@@ -147,10 +147,22 @@ pub fn parse_checked<T: serde::de::DeserializeOwned>(
     content: &str,
     schema: &Value,
 ) -> Result<T, AnswerError> {
-    let value: Value = serde_json::from_str(json_text(content))
-        .map_err(|e| AnswerError::NotJson(format!("{e} in {}", excerpt(content))))?;
     let validator = jsonschema::validator_for(schema)
         .map_err(|e| AnswerError::Schema(format!("schema does not compile: {e}")))?;
+    parse_with(content, &validator)
+}
+
+/// [`parse_checked`] with the schema's validator compiled once (the client keeps one per
+/// answer type).
+///
+/// # Errors
+/// [`AnswerError::NotJson`], [`AnswerError::Schema`].
+pub fn parse_with<T: serde::de::DeserializeOwned>(
+    content: &str,
+    validator: &jsonschema::Validator,
+) -> Result<T, AnswerError> {
+    let value: Value = serde_json::from_str(json_text(content))
+        .map_err(|e| AnswerError::NotJson(format!("{e} in {}", excerpt(content))))?;
     let problems: Vec<String> = validator
         .iter_errors(&value)
         .take(5)

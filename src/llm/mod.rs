@@ -37,6 +37,8 @@ pub struct LlmClient {
     metrics: LlmMetrics,
     bias_schema: Value,
     strategy_schema: Value,
+    bias_validator: jsonschema::Validator,
+    strategy_validator: jsonschema::Validator,
     recordings: Option<cassette::Recordings>,
 }
 
@@ -68,11 +70,18 @@ impl LlmClient {
             }
             providers.insert(name.clone(), p);
         }
+        let bias_schema = strict_schema::<BiasAnswer>();
+        let strategy_schema = strict_schema::<StrategyAnswer>();
+        let compile = |s: &Value| {
+            jsonschema::validator_for(s).map_err(|e| format!("answer schema does not compile: {e}"))
+        };
         Ok(LlmClient {
             providers,
             metrics,
-            bias_schema: strict_schema::<BiasAnswer>(),
-            strategy_schema: strict_schema::<StrategyAnswer>(),
+            bias_validator: compile(&bias_schema)?,
+            strategy_validator: compile(&strategy_schema)?,
+            bias_schema,
+            strategy_schema,
             recordings: None,
         })
     }
@@ -380,7 +389,9 @@ impl LlmAgents for LlmClient {
             "bias_signal",
             Some(schema),
             charts(config.chart, context, &config.timeframes),
-            |content| answer::parse_checked::<BiasAnswer>(content, schema)?.into_signal(),
+            |content| {
+                answer::parse_with::<BiasAnswer>(content, &self.bias_validator)?.into_signal()
+            },
         )
         .await
     }
@@ -429,7 +440,8 @@ impl LlmAgents for LlmClient {
             Some(schema),
             charts(config.chart, context, &[config.timeframe]),
             |content| {
-                answer::parse_checked::<StrategyAnswer>(content, schema)?.into_signal(close, min)
+                answer::parse_with::<StrategyAnswer>(content, &self.strategy_validator)?
+                    .into_signal(close, min)
             },
         )
         .await

@@ -54,7 +54,11 @@ impl Daemon {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ztraded"));
+        // ZTRADED_BIN runs the daemon tests against another build (a release binary, for
+        // the measurements that print numbers).
+        let bin = std::env::var("ZTRADED_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ztraded").to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg(dir)
             .env("ZTRADED_HTTP__LISTEN", format!("127.0.0.1:{port}"))
