@@ -263,3 +263,92 @@ async fn executions_per_second_with_100_llm_pipelines() {
     assert_eq!(calls, 4_000, "{}", common::tail(&d.log_text(), 20));
     assert!(rate > 100.0, "{rate:.0} executions/s");
 }
+
+/// The shipped LLM example (examples/pipelines/llm-swing.yaml: an LLM bias on 1d and 1w, an
+/// LLM strategy, an LLM summary, a daily and a monthly budget), switched to simulation on the
+/// simulated broker, against the fake: it trades from the model's plans, and once a day's
+/// budget is spent its next execution is skipped with the reason `budget`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_llm_example_trades_in_simulation_and_is_skipped_at_its_budget() {
+    let fake = FakeOpenAi::start().await;
+    fake.answer_by(|body| {
+        let system = body["messages"][0]["content"].as_str().unwrap_or_default();
+        if system.contains("market-bias analyst") {
+            Reply::content(r#"{"bias":"bullish","confidence":85,"reasoning":"higher highs on the weekly","factors":["trend"]}"#)
+        } else if system.contains("strategy agent") {
+            Reply::content(r#"{"action":"buy","conviction":80,"entry_price":null,"stop_loss":1.0,"target_1":100000.0,"target_2":null,"reasoning":"pullback to the 50-day mean in an uptrend"}"#)
+        } else {
+            Reply::content("Bought on a bullish weekly trend.")
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for sub in ["pipelines", "risk"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let swing = std::fs::read_to_string(examples.join("pipelines/llm-swing.yaml")).unwrap();
+    assert!(swing.contains("mode: paper") && swing.contains("broker: alpaca-paper"));
+    let swing = swing
+        .replace("mode: paper", "mode: simulation")
+        .replace("broker: alpaca-paper", "broker: sim");
+    std::fs::write(root.join("pipelines/llm-swing.yaml"), swing).unwrap();
+    std::fs::copy(
+        examples.join("risk/conservative.yaml"),
+        root.join("risk/conservative.yaml"),
+    )
+    .unwrap();
+    // Prices that make the example's budget (2 USD a day) last one execution a day: a call
+    // costs 1200 × 0.4 / 1000 + 80 × 1 / 1000 = 0.56 USD, an execution (bias, strategy,
+    // summary) 1.68 USD, so the day's second execution (the other symbol) would pass 2 USD
+    // and is skipped.
+    let toml = settings(&fake.base_url)
+        .replace(
+            "input_usd_per_1k_tokens = 0.0025",
+            "input_usd_per_1k_tokens = 0.4",
+        )
+        .replace(
+            "output_usd_per_1k_tokens = 0.01",
+            "output_usd_per_1k_tokens = 1",
+        )
+        .replace("start = \"2004-08-19\"", "start = \"2014-03-03\"")
+        .replace("path = \"data\"\n", "");
+    std::fs::write(root.join("ztraded.toml"), toml).unwrap();
+    let data = examples.join("data").to_string_lossy().into_owned();
+    let (d, _) = tokio::task::spawn_blocking(move || {
+        // Two trading days a second, from March 2014.
+        let mut d = Daemon::start(
+            &root,
+            free_port(),
+            172_800,
+            &[
+                ("ZTRADED_MARKET_DATA__PATH", data.as_str()),
+                ("ZTRADED_TEST_LLM_KEY", KEY),
+            ],
+        );
+        d.wait_ready(Duration::from_secs(30));
+        d.wait_for("a budget skip and an order", Duration::from_secs(60), |d| {
+            d.metric("ztraded_executions_total{pipeline=\"llm-swing\",result=\"skipped\"}") >= 2.0
+                && d.log_text().contains("order submitted")
+        });
+        (d, ())
+    })
+    .await
+    .unwrap();
+    let log = d.log_text();
+    assert!(log.contains("budget reached"), "{}", common::tail(&log, 30));
+    assert!(log.contains("budget: "), "the skip says why");
+    let completed =
+        d.metric("ztraded_executions_total{pipeline=\"llm-swing\",result=\"completed\"}");
+    assert!(completed >= 1.0, "{}", common::tail(&log, 30));
+    let remaining =
+        d.metric("ztraded_budget_remaining_dollars{period=\"daily\",pipeline=\"llm-swing\"}");
+    assert!(remaining < 2.0, "{remaining}");
+    // The three LLM nodes were called for the executions that ran.
+    let seen = fake.seen();
+    assert!(seen.iter().any(|s| {
+        s.body["messages"][0]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("execution summaries"))
+    }));
+}

@@ -103,11 +103,15 @@ pub struct Seen {
     pub at: std::time::Instant,
 }
 
+/// Answers chosen from the request body.
+type Route = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     script: VecDeque<Reply>,
     last: Option<Reply>,
     seen: Vec<Seen>,
+    route: Option<Route>,
 }
 
 /// The running fake.
@@ -142,6 +146,11 @@ impl FakeOpenAi {
         i.script.extend(replies);
     }
 
+    /// Answers every request with `route(body)` instead of the script.
+    pub fn answer_by(&self, route: impl Fn(&Value) -> Reply + Send + Sync + 'static) {
+        self.inner.lock().unwrap().route = Some(Arc::new(route));
+    }
+
     /// The requests received so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.inner.lock().unwrap().seen.clone()
@@ -163,6 +172,9 @@ async fn chat(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
             == Some(&format!("Bearer {KEY}"));
         if !auth_ok {
             Reply::error(401, "invalid_request_error", "Incorrect API key provided")
+        } else if let Some(route) = i.route.clone() {
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            route(&body)
         } else {
             match i.script.pop_front() {
                 Some(r) => {
