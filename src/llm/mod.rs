@@ -111,8 +111,7 @@ impl LlmClient {
         provider: &str,
         model: Option<&str>,
         temperature: f64,
-        template: (String, String),
-        messages: (String, String),
+        messages: prompt::Rendered,
         schema_name: &str,
         schema: Option<&Value>,
         images: Vec<Vec<u8>>,
@@ -133,7 +132,12 @@ impl LlmClient {
             (Some(_), StructuredOutput::JsonObject) => Some(json!({ "type": "json_object" })),
             (Some(_), StructuredOutput::None) => None,
         };
-        let (system, user) = messages;
+        let prompt::Rendered {
+            template,
+            version,
+            system,
+            user,
+        } = messages;
         let mut list = Vec::new();
         if !system.is_empty() {
             list.push(json!({ "role": "system", "content": system }));
@@ -180,7 +184,7 @@ impl LlmClient {
         let mut trace = json!({
             "provider": provider,
             "model": model,
-            "prompt": { "template": template.0, "version": template.1, "messages": shown, "charts": charts },
+            "prompt": { "template": template, "version": version, "messages": shown, "charts": charts },
         });
         let pipeline = context.pipeline.as_str();
         let cassette = match self
@@ -363,28 +367,13 @@ impl LlmAgents for LlmClient {
             .map_or(StructuredOutput::JsonSchema, |p| {
                 p.settings.structured_output
             });
-        let (name, version, text) = prompt::chosen(
-            &prompt::BIAS,
-            config.prompt_file.as_deref(),
-            config.prompt_text.as_deref(),
-        );
-        let messages = prompt::render(
-            &text,
-            &[
-                ("symbol", context.symbol.clone()),
-                ("time", prompt::time(context.now)),
-                ("market", prompt::market(context, &config.timeframes)),
-                ("instructions", config.prompt.clone().unwrap_or_default()),
-                ("format", prompt::format_note(mode, &self.bias_schema)),
-            ],
-        );
+        let messages = prompt::bias_prompt(config, context, mode, &self.bias_schema);
         let schema = &self.bias_schema;
         self.call(
             context,
             &config.provider,
             config.model.as_deref(),
             config.temperature,
-            (name, version),
             messages,
             "bias_signal",
             Some(schema),
@@ -407,25 +396,7 @@ impl LlmAgents for LlmClient {
             .map_or(StructuredOutput::JsonSchema, |p| {
                 p.settings.structured_output
             });
-        let (name, version, text) = prompt::chosen(
-            &prompt::STRATEGY,
-            config.prompt_file.as_deref(),
-            config.prompt_text.as_deref(),
-        );
-        let messages = prompt::render(
-            &text,
-            &[
-                ("symbol", context.symbol.clone()),
-                ("time", prompt::time(context.now)),
-                ("timeframe", config.timeframe.to_string()),
-                ("risk_reward_min", config.risk_reward_min.to_string()),
-                ("position", prompt::position(context)),
-                ("bias", prompt::bias(context)),
-                ("market", prompt::market(context, &[config.timeframe])),
-                ("instructions", config.prompt.clone().unwrap_or_default()),
-                ("format", prompt::format_note(mode, &self.strategy_schema)),
-            ],
-        );
+        let messages = prompt::strategy_prompt(config, context, mode, &self.strategy_schema);
         let schema = &self.strategy_schema;
         let close = prompt::last_close(context, config.timeframe);
         let min = config.risk_reward_min;
@@ -434,7 +405,6 @@ impl LlmAgents for LlmClient {
             &config.provider,
             config.model.as_deref(),
             config.temperature,
-            (name, version),
             messages,
             "strategy_signal",
             Some(schema),
@@ -453,19 +423,12 @@ impl LlmAgents for LlmClient {
         context: &PromptContext,
         facts: &Value,
     ) -> LlmCall<String> {
-        let template = prompt::SUMMARY;
-        let messages = template.render(&[
-            ("symbol", context.symbol.clone()),
-            ("time", prompt::time(context.now)),
-            ("position", prompt::position(context)),
-            ("execution", facts.to_string()),
-        ]);
+        let messages = prompt::summary_prompt(context, facts);
         self.call(
             context,
             provider,
             None,
             0.2,
-            (template.name.to_string(), format!("v{}", template.version)),
             messages,
             "summary",
             None,

@@ -194,3 +194,94 @@ pub fn bias(context: &PromptContext) -> String {
         ),
     }
 }
+
+/// A rendered prompt: the template's name and version and the two messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    /// Template name (`bias`, `strategy`, `summary`, or the node's `prompt_file`).
+    pub template: String,
+    /// `vN`, or `sha256:…` of a prompt file.
+    pub version: String,
+    /// The system message (empty when the template has none).
+    pub system: String,
+    /// The user message.
+    pub user: String,
+}
+
+fn rendered(
+    template: &Template,
+    file: Option<&str>,
+    text: Option<&str>,
+    vars: &[(&str, String)],
+) -> Rendered {
+    let (name, version, text) = chosen(template, file, text);
+    let (system, user) = render(&text, vars);
+    Rendered {
+        template: name,
+        version,
+        system,
+        user,
+    }
+}
+
+/// The bias node's prompt (`schema`: the answer's JSON Schema, written out unless `mode` is
+/// `json_schema`). The client sends it and `ztraded estimate` counts it: one rendering.
+pub fn bias_prompt(
+    config: &crate::config::pipeline::BiasLlm,
+    context: &PromptContext,
+    mode: StructuredOutput,
+    schema: &Value,
+) -> Rendered {
+    rendered(
+        &BIAS,
+        config.prompt_file.as_deref(),
+        config.prompt_text.as_deref(),
+        &[
+            ("symbol", context.symbol.clone()),
+            ("time", time(context.now)),
+            ("market", market(context, &config.timeframes)),
+            ("instructions", config.prompt.clone().unwrap_or_default()),
+            ("format", format_note(mode, schema)),
+        ],
+    )
+}
+
+/// The strategy node's prompt (see [`bias_prompt`]).
+pub fn strategy_prompt(
+    config: &crate::config::pipeline::StrategyLlm,
+    context: &PromptContext,
+    mode: StructuredOutput,
+    schema: &Value,
+) -> Rendered {
+    rendered(
+        &STRATEGY,
+        config.prompt_file.as_deref(),
+        config.prompt_text.as_deref(),
+        &[
+            ("symbol", context.symbol.clone()),
+            ("time", time(context.now)),
+            ("timeframe", config.timeframe.to_string()),
+            ("risk_reward_min", config.risk_reward_min.to_string()),
+            ("position", position(context)),
+            ("bias", bias(context)),
+            ("market", market(context, &[config.timeframe])),
+            ("instructions", config.prompt.clone().unwrap_or_default()),
+            ("format", format_note(mode, schema)),
+        ],
+    )
+}
+
+/// The reporting node's summary prompt (`facts`: what the execution decided, as JSON).
+pub fn summary_prompt(context: &PromptContext, facts: &Value) -> Rendered {
+    rendered(
+        &SUMMARY,
+        None,
+        None,
+        &[
+            ("symbol", context.symbol.clone()),
+            ("time", time(context.now)),
+            ("position", position(context)),
+            ("execution", facts.to_string()),
+        ],
+    )
+}
