@@ -12,6 +12,7 @@
 //! template and version, the rendered messages, the raw response, usage and latency).
 
 pub mod answer;
+pub mod estimate;
 pub mod prompt;
 pub mod provider;
 
