@@ -71,7 +71,7 @@ pub(super) fn check_llm_budget(ctx: &Ctx<'_>, res: &Resource<Pipeline>, r: &mut 
     if let (true, Some(limit)) = (b.over_monthly, b.monthly_usd) {
         over.push(format!(
             "{} USD a month, over monthly_usd {limit} ({} %)",
-            e.cost_usd.per_month.round_dp(2).normalize(),
+            e.cost_usd.per_month.round_dp(4).normalize(),
             b.monthly_pct.unwrap_or_default()
         ));
     }
