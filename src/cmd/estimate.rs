@@ -22,19 +22,20 @@
 //!   "enabled": true,
 //!   "llm_nodes": [{ "node": "bias", "agent": "bias", "provider": "default",
 //!                   "model": "gpt-4o", "template": "bias.v1", "tokenizer": "o200k_base",
-//!                   "estimated": false, "input_tokens": 2571, "output_tokens": 100,
-//!                   "usd_per_call": "0.00044565", "calls_per_trading_day": "2",
-//!                   "usd_per_trading_day": "0.0008913" }],
+//!                   "estimated": false, "input_tokens": 4056, "output_tokens": 104,
+//!                   "usd_per_call": "0.0006708", "calls_per_trading_day": "2",
+//!                   "usd_per_trading_day": "0.0013416" }, …],
 //!   "executions": { "trigger": "schedule market_open +15m", "known": true, "symbols": 2,
 //!                   "per_trading_day": "2", "per_weekend_day": "0", "peak_day": "2",
 //!                   "one_off": "0", "trading_days_per_month": "21",
 //!                   "weekend_days_per_month": "8.7", "per_month": "42" },
-//!   "cost_usd": { "per_execution": "…", "per_trading_day": "…", "per_weekend_day": "0",
-//!                 "peak_day": "…", "per_month": "…" },
-//!   "budget": { "daily_usd": "2", "monthly_usd": "40", "daily_pct": "0.1",
-//!               "monthly_pct": "0.1", "over_daily": false, "over_monthly": false },
+//!   "cost_usd": { "per_execution": "0.00123645", "per_trading_day": "0.0024729",
+//!                 "per_weekend_day": "0", "peak_day": "0.0024729",
+//!                 "per_month": "0.0519309" },
+//!   "budget": { "daily_usd": "2", "monthly_usd": "40", "daily_pct": "0.12",
+//!               "monthly_pct": "0.13", "over_daily": false, "over_monthly": false },
 //!   "over_budget": false,
-//!   "assumptions": ["…"]
+//!   "assumptions": ["prompts: …", "…"]
 //! }
 //! ```
 //!

@@ -70,6 +70,7 @@ use super::provider::estimate_tokens;
 use crate::agents::PromptContext;
 use crate::config::pipeline::{
     AgentConfig, BiasConfig, Pipeline, ReportingConfig, StrategyConfig, Summary, Trigger,
+    WhilePositionOpen,
 };
 use crate::config::settings::{LlmSettings, StructuredOutput};
 use crate::domain::{Bias, BiasSignal};
@@ -98,6 +99,10 @@ pub const WEEKEND_DAYS_PER_MONTH: Decimal = Decimal::from_parts(87, 0, 0, false,
 /// Matching signals per symbol per trading day assumed for a `signal` trigger.
 pub const DEFAULT_SIGNALS_PER_DAY: Decimal = Decimal::ONE;
 
+/// Most schedule firings counted in the reference week (an interval of a second fires
+/// 604,800 times a week; anything denser is counted up to here).
+const MAX_FIRINGS: usize = 1_000_000;
+
 /// The reference week's Monday (see the module documentation).
 fn reference_monday() -> NaiveDate {
     NaiveDate::from_ymd_opt(2025, 1, 13).unwrap_or_default()
@@ -114,6 +119,7 @@ pub enum Tokenizer {
     /// tiktoken's `cl100k_base`: GPT-4 and GPT-3.5.
     Cl100kBase,
     /// No known tokenizer: one token per 4 characters, rounded up (an estimate).
+    #[serde(rename = "chars/4")]
     CharsPer4,
     /// An upper bound: one token per byte (no byte-pair encoding produces more tokens than
     /// bytes). `ztraded validate` tries it first, so that a pipeline well within its budget
@@ -191,27 +197,25 @@ impl Tokenizer {
         }
     }
 
-    /// Input tokens of a chat request with `messages` (`(role, content)`) and, in
-    /// `json_schema` mode, its `response_format`. With a real tokenizer: the contents, the
-    /// roles, 3 tokens per message, 3 to prime the reply (OpenAI's documented framing) and
-    /// the `response_format` JSON; otherwise 4 characters a token of the messages' JSON and
-    /// of the `response_format` JSON.
-    pub fn count_request(self, messages: &[(&str, &str)], response_format: Option<&Value>) -> u64 {
-        let format = response_format.map_or(0, |f| self.count(&f.to_string()));
+    /// Input tokens of the messages (`(role, content)`) of a chat request. With a real
+    /// tokenizer: the contents, the roles, 3 tokens per message and 3 to prime the reply
+    /// (OpenAI's documented framing); otherwise 4 characters a token of the messages' JSON.
+    /// A `response_format` counts on top.
+    pub fn count_request(self, messages: &[(&str, &str)]) -> u64 {
         match self {
             Tokenizer::CharsPer4 => {
                 let text: String = messages
                     .iter()
                     .map(|(role, content)| json!({ "role": role, "content": content }).to_string())
                     .collect();
-                estimate_tokens(&text) + format
+                estimate_tokens(&text)
             }
             _ => {
                 let framing: u64 = messages
                     .iter()
                     .map(|(role, content)| 3 + self.count(role) + self.count(content))
                     .sum();
-                framing + 3 + format
+                framing + 3
             }
         }
     }
@@ -423,23 +427,21 @@ pub fn estimate(input: &Input<'_>) -> Result<Estimate, EstimateError> {
         .first()
         .cloned()
         .unwrap_or_else(|| "SPY".to_string());
-    let market = market_context(&layout);
-    let upstream_bias = upstream_bias(p);
+    let context = PromptContext {
+        pipeline: input.name.to_string(),
+        symbol: symbol.clone(),
+        now: reference_now(),
+        market: market_context(&layout),
+        position: None,
+        bias: upstream_bias(p),
+    };
     let mut nodes = Vec::new();
     let mut tokenizers: Vec<(String, Tokenizer)> = Vec::new();
     for node in &p.nodes {
         let Some(agent) = llm_kind(&node.agent) else {
             continue;
         };
-        let n = node_estimate(
-            input,
-            &node.id,
-            agent,
-            &node.agent,
-            &symbol,
-            &market,
-            &upstream_bias,
-        )?;
+        let n = node_estimate(input, &node.id, agent, &node.agent, &context)?;
         if !tokenizers.contains(&(n.model.clone(), n.tokenizer)) {
             tokenizers.push((n.model.clone(), n.tokenizer));
         }
@@ -589,6 +591,9 @@ pub fn estimate(input: &Input<'_>) -> Result<Estimate, EstimateError> {
         per_trigger,
         if per_trigger == 1 { "" } else { "s" }
     ));
+    if input.symbols.is_empty() {
+        assumptions.push("no symbols: the pipeline's symbols, scanner or stock picker give none, so it executes nothing".to_string());
+    }
     assumptions.extend(week.notes);
     if p.nodes.iter().any(|n| {
         matches!(
@@ -874,8 +879,8 @@ struct Rendered<'a> {
     system: String,
     /// The user message.
     user: String,
-    /// The `response_format`, in `json_schema` mode.
-    format: Option<Value>,
+    /// Which `response_format` the client sends (in `json_schema` mode).
+    format: Option<Answer>,
     /// A typical answer.
     answer: String,
 }
@@ -885,9 +890,7 @@ fn render<'a>(
     input: &Input<'a>,
     id: &str,
     config: &AgentConfig,
-    symbol: &str,
-    market: &Value,
-    bias: &Option<BiasSignal>,
+    context: &PromptContext,
 ) -> Result<Rendered<'a>, EstimateError> {
     let provider_of = |name: &str| {
         input
@@ -898,14 +901,6 @@ fn render<'a>(
                 provider: name.to_string(),
             })
     };
-    let context = PromptContext {
-        pipeline: input.name.to_string(),
-        symbol: symbol.to_string(),
-        now: reference_now(),
-        market: market.clone(),
-        position: None,
-        bias: bias.clone(),
-    };
     // (provider, model, template, system, user, response_format, typical answer)
     let (provider, model, template, system, user, format, answer) = match config {
         AgentConfig::Bias(BiasConfig::Llm(c)) => {
@@ -914,7 +909,7 @@ fn render<'a>(
             let (system, user) = prompt::BIAS.render(&[
                 ("symbol", context.symbol.clone()),
                 ("time", prompt::time(context.now)),
-                ("market", prompt::market(&context, &c.timeframes)),
+                ("market", prompt::market(context, &c.timeframes)),
                 ("instructions", c.prompt.clone().unwrap_or_default()),
                 ("format", prompt::format_note(s.structured_output, schema)),
             ]);
@@ -924,7 +919,7 @@ fn render<'a>(
                 Some(prompt::BIAS.id()),
                 system,
                 user,
-                response_format(s.structured_output, "bias_signal", schema),
+                (s.structured_output == StructuredOutput::JsonSchema).then_some(Answer::Bias),
                 serde_json::to_string(&typical_bias()).unwrap_or_default(),
             )
         }
@@ -936,9 +931,9 @@ fn render<'a>(
                 ("time", prompt::time(context.now)),
                 ("timeframe", c.timeframe.to_string()),
                 ("risk_reward_min", c.risk_reward_min.to_string()),
-                ("position", prompt::position(&context)),
-                ("bias", prompt::bias(&context)),
-                ("market", prompt::market(&context, &[c.timeframe])),
+                ("position", prompt::position(context)),
+                ("bias", prompt::bias(context)),
+                ("market", prompt::market(context, &[c.timeframe])),
                 ("instructions", c.prompt.clone().unwrap_or_default()),
                 ("format", prompt::format_note(s.structured_output, schema)),
             ]);
@@ -948,7 +943,7 @@ fn render<'a>(
                 Some(prompt::STRATEGY.id()),
                 system,
                 user,
-                response_format(s.structured_output, "strategy_signal", schema),
+                (s.structured_output == StructuredOutput::JsonSchema).then_some(Answer::Strategy),
                 serde_json::to_string(&typical_plan()).unwrap_or_default(),
             )
         }
@@ -958,7 +953,7 @@ fn render<'a>(
                 .clone()
                 .ok_or_else(|| EstimateError::NoProvider(id.to_string()))?;
             let s = provider_of(&name)?;
-            let (system, user, answer) = typical_report(input.pipeline, symbol);
+            let (system, user, answer) = typical_report(input.pipeline, &context.symbol);
             ((name, s), s.model.clone(), None, system, user, None, answer)
         }
         _ => return Err(EstimateError::Invalid(format!("node {id} asks no LLM"))),
@@ -979,9 +974,7 @@ fn node_estimate(
     id: &str,
     agent: &'static str,
     config: &AgentConfig,
-    symbol: &str,
-    market: &Value,
-    bias: &Option<BiasSignal>,
+    context: &PromptContext,
 ) -> Result<NodeEstimate, EstimateError> {
     let Rendered {
         provider,
@@ -991,7 +984,7 @@ fn node_estimate(
         user,
         format,
         answer,
-    } = render(input, id, config, symbol, market, bias)?;
+    } = render(input, id, config, context)?;
     let (provider, settings) = provider;
     let tokenizer = if input.options.upper_bound {
         Tokenizer::Bytes
@@ -1003,7 +996,8 @@ fn node_estimate(
         messages.push(("system", system.as_str()));
     }
     messages.push(("user", user.as_str()));
-    let input_tokens = tokenizer.count_request(&messages, format.as_ref());
+    let input_tokens =
+        tokenizer.count_request(&messages) + format.map_or(0, |a| a.format_tokens(tokenizer));
     let output_tokens = tokenizer.count(&answer).min(u64::from(settings.max_tokens));
     let usd_per_call = ((Decimal::from(input_tokens) * settings.input_usd_per_1k_tokens
         + Decimal::from(output_tokens) * settings.output_usd_per_1k_tokens)
@@ -1025,15 +1019,38 @@ fn node_estimate(
     })
 }
 
-/// The `response_format` the client sends in `mode` (`None` unless `json_schema`: JSON
-/// mode's `{"type": "json_object"}` is a few tokens, ignored).
-fn response_format(mode: StructuredOutput, name: &str, schema: &Value) -> Option<Value> {
-    match mode {
-        StructuredOutput::JsonSchema => Some(json!({
-            "type": "json_schema",
-            "json_schema": { "name": name, "strict": true, "schema": schema },
-        })),
-        StructuredOutput::JsonObject | StructuredOutput::None => None,
+/// The answer types, for their `response_format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    /// `bias_signal`: [`BiasAnswer`].
+    Bias,
+    /// `strategy_signal`: [`StrategyAnswer`].
+    Strategy,
+}
+
+impl Answer {
+    /// The `response_format` JSON the client sends in `json_schema` mode (JSON mode's
+    /// `{"type": "json_object"}` is a few tokens, ignored), built once.
+    fn response_format(self) -> &'static str {
+        static BIAS: OnceLock<String> = OnceLock::new();
+        static STRATEGY: OnceLock<String> = OnceLock::new();
+        let (cell, name, schema) = match self {
+            Answer::Bias => (&BIAS, "bias_signal", bias_schema()),
+            Answer::Strategy => (&STRATEGY, "strategy_signal", strategy_schema()),
+        };
+        cell.get_or_init(|| {
+            json!({
+                "type": "json_schema",
+                "json_schema": { "name": name, "strict": true, "schema": schema },
+            })
+            .to_string()
+        })
+    }
+
+    /// Tokens of [`Answer::response_format`] with `t`, counted once.
+    fn format_tokens(self, t: Tokenizer) -> u64 {
+        static COUNTS: [[OnceLock<u64>; 4]; 2] = [const { [const { OnceLock::new() }; 4] }; 2];
+        *COUNTS[self as usize][t as usize].get_or_init(|| t.count(self.response_format()))
     }
 }
 
@@ -1208,7 +1225,7 @@ fn simulate(
         let end = midnight(tz, monday + TimeDelta::days(7));
         // (a, b]: the firings whose day (the local date a second before, as the engine's
         // limits count days) is in the week.
-        for at in schedule.iter_after(anchor) {
+        for at in schedule.iter_after(anchor).take(MAX_FIRINGS) {
             if at > end {
                 break;
             }
@@ -1216,6 +1233,11 @@ fn simulate(
             if let Some(d) = dates.iter().position(|x| *x == day) {
                 firings.push((d, at));
             }
+        }
+        if firings.len() >= MAX_FIRINGS {
+            week.notes.push(format!(
+                "schedule: counted only the first {MAX_FIRINGS} firings of the reference week"
+            ));
         }
         if s.interval.is_some() && window.is_none() {
             week.notes.push("schedule interval: fires around the clock, every day of the week; only a window restricts it".to_string());
@@ -1242,8 +1264,13 @@ fn simulate(
             }
         }
         week.notes.push(format!(
-            "continuous: runs at each closed {tf} bar at least {} after the previous run; while_position_open: skip is assumed never to skip",
-            c.cooldown
+            "continuous: runs at each closed {tf} bar at least {} after the previous run{}",
+            c.cooldown,
+            if c.while_position_open == WhilePositionOpen::Skip {
+                "; while_position_open: skip is assumed never to skip (no position open)"
+            } else {
+                ""
+            }
         ));
     } else if let Some(s) = &t.signal {
         let per_day = input
@@ -1627,10 +1654,18 @@ mod tests {
         );
         assert!(Tokenizer::O200kBase.is_exact());
         assert!(!Tokenizer::CharsPer4.is_exact());
+        for t in [
+            Tokenizer::O200kBase,
+            Tokenizer::Cl100kBase,
+            Tokenizer::CharsPer4,
+            Tokenizer::Bytes,
+        ] {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name());
+        }
         assert_eq!(Tokenizer::CharsPer4.count("abcdefghi"), 3);
         assert_eq!(Tokenizer::Bytes.count("héllo"), 6);
         // The chat framing: 3 a message plus the role, and 3 for the reply.
-        let one = Tokenizer::O200kBase.count_request(&[("user", "hello world")], None);
+        let one = Tokenizer::O200kBase.count_request(&[("user", "hello world")]);
         assert_eq!(one, 3 + 1 + 2 + 3);
     }
 
@@ -1709,10 +1744,16 @@ mod tests {
             symbols: &symbols,
             options: Options::default(),
         };
-        let market = market_context(&layout(&p));
-        let bias = upstream_bias(&p);
+        let context = PromptContext {
+            pipeline: "t".into(),
+            symbol: "AAPL".into(),
+            now: reference_now(),
+            market: market_context(&layout(&p)),
+            position: None,
+            bias: upstream_bias(&p),
+        };
         for node in &p.nodes[1..] {
-            let r = render(&input, &node.id, &node.agent, "AAPL", &market, &bias).unwrap();
+            let r = render(&input, &node.id, &node.agent, &context).unwrap();
             let text = format!("{}\n---\n{}", r.system, r.user);
             assert!(!text.contains("{{"), "{text}");
             assert!(text.contains("Symbol: AAPL"), "{text}");
