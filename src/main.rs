@@ -185,6 +185,23 @@ enum Command {
         #[arg(long)]
         max_cost_usd: Option<rust_decimal::Decimal>,
     },
+    /// Estimate what a pipeline's LLM calls cost: tokens per call of each LLM node (rendered
+    /// prompts; tiktoken for OpenAI model families, 4 characters a token otherwise),
+    /// executions per trading day from the trigger, window and NYSE calendar, USD per
+    /// execution, per trading day and per month, against the pipeline's budget.
+    ///
+    /// Exit status: 0 within the budget (or no budget), 1 over the daily or monthly budget
+    /// or an invalid configuration, 2 usage or I/O error.
+    Estimate {
+        /// The pipeline file, inside a config directory (`<dir>/pipelines/<name>.yaml`).
+        pipeline: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: cmd::estimate::Format,
+        /// For a `signal` trigger: matching signals per symbol per trading day (default 1).
+        #[arg(long, value_name = "N")]
+        signals_per_day: Option<rust_decimal::Decimal>,
+    },
     /// Print indicator values of a data file as CSV (TA-Lib parity checks, debugging rules).
     ///
     /// Columns: timestamp, close, then every output of the indicators in the order given;
@@ -301,7 +318,10 @@ fn main() -> ExitCode {
     let mut err = std::io::stderr();
     if !matches!(
         cli.command,
-        Command::Validate { .. } | Command::Schema { .. } | Command::Indicators { .. }
+        Command::Validate { .. }
+            | Command::Schema { .. }
+            | Command::Indicators { .. }
+            | Command::Estimate { .. }
     ) {
         init_logs(cli.log_format);
     }
@@ -418,6 +438,11 @@ fn main() -> ExitCode {
             set_purge_delay(NEVER_PURGE);
             code
         }
+        Command::Estimate {
+            pipeline,
+            format,
+            signals_per_day,
+        } => cmd::estimate::run(&pipeline, format, signals_per_day, &mut out, &mut err),
         Command::Indicators {
             data,
             indicators,

@@ -2,6 +2,7 @@
 
 pub mod backtest;
 pub mod brokers;
+pub mod estimate;
 pub mod indicators;
 pub mod plan;
 pub mod run;

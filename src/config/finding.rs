@@ -299,6 +299,10 @@ pub const CODES: &[(&str, &str)] = &[
         "warning: legal but probably not what was meant",
     ),
     (
+        "llm-budget-exceeded",
+        "warning: the estimated LLM cost of a pipeline exceeds its daily or monthly budget (see ztraded estimate)",
+    ),
+    (
         "no-pipelines-dir",
         "daemon and plan: the revision has no pipelines/ directory while pipelines run; refused",
     ),

@@ -14,6 +14,7 @@
 pub mod answer;
 pub mod cassette;
 pub mod chart;
+pub mod estimate;
 pub mod prompt;
 pub mod provider;
 

@@ -15,8 +15,10 @@
 //! - `nodes`: the DAG and each node's configuration;
 //! - `expressions`: what an expression may read, compiled where it is written;
 //! - `scanner`: a scanner's symbols source, filters and signals;
-//! - `risk`: a pipeline against its risk policy.
+//! - `risk`: a pipeline against its risk policy;
+//! - `budget`: a pipeline's estimated LLM cost against its budget (a warning).
 
+mod budget;
 mod expressions;
 mod nodes;
 mod pipeline;

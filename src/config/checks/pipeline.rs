@@ -2,7 +2,7 @@
 //! on a [`PipelineView`] so that a pipeline that does not deserialize whole is still
 //! checked wherever it can be.
 
-use super::{Ctx, nodes, refs, risk, trigger};
+use super::{Ctx, budget, nodes, refs, risk, trigger};
 use crate::config::finding::{Finding, Reporter, Severity};
 use crate::config::pipeline::{Node, Pipeline};
 use crate::config::schema;
@@ -173,6 +173,7 @@ pub(super) fn check_pipeline(ctx: &Ctx<'_>, res: &Resource<Pipeline>, out: &mut 
     if let Some(p) = head {
         risk::check_loss_limits(ctx, p, policy, &mut r);
     }
+    budget::check_llm_budget(ctx, res, &mut r);
 }
 
 /// Exactly one of `scanner` and `symbols` (or a stock_picker node choosing the symbols).
