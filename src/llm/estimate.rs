@@ -1320,7 +1320,7 @@ fn simulate(
     }
     if window.is_some() {
         week.notes.push(format!(
-            "window: firings outside it start nothing ({outside} of the reference week's did not)"
+            "window: a firing outside it starts nothing ({outside} of the reference week's firings fell outside)"
         ));
     }
     if has_gates {
