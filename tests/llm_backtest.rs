@@ -4,41 +4,11 @@
 
 mod fake_openai;
 
-use fake_openai::{FakeOpenAi, KEY, Reply};
+use fake_openai::{FakeOpenAi, KEY, LLM_PIPELINE as PIPELINE, Reply, write_goog_dir};
 use std::path::Path;
 
-const PIPELINE: &str = r#"
-description: LLM strategy on daily bars (test)
-mode: simulation
-broker: sim
-symbols: [GOOG]
-risk: open
-trigger:
-  bar_close: { timeframe: 1d }
-nodes:
-  - id: data
-    agent: market_data
-    config: { timeframes: [1d], indicators: [sma_10], lookback: 20 }
-  - id: strategy
-    agent: strategy
-    config: { kind: llm, provider: default, timeframe: 1d, risk_reward_min: 1.5 }
-  - id: risk
-    agent: risk_manager
-  - id: trade
-    agent: trade_manager
-"#;
-
-const RISK: &str = r#"
-description: Lets every plan trade
-sizing: { max_position_pct: 50 }
-limits: { max_pipeline_capital_pct: 100, max_deployed_pct: 100 }
-trade: { require_stop_loss: false, min_reward_risk: 0, min_profit_margin_pct: 0 }
-"#;
-
 fn config_dir(dir: &Path, base_url: &str) {
-    for sub in ["pipelines", "risk", "data"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
+    write_goog_dir(dir);
     std::fs::write(
         dir.join("ztraded.toml"),
         format!(
@@ -63,30 +33,11 @@ max_retries = 0
     )
     .unwrap();
     std::fs::write(dir.join("pipelines/llm.yaml"), PIPELINE).unwrap();
-    std::fs::write(dir.join("risk/open.yaml"), RISK).unwrap();
-    // Forty trading days of GOOG from 2004-08-19.
-    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/GOOG.csv"))
-        .unwrap();
-    let head: Vec<&str> = csv.lines().take(41).collect();
-    std::fs::write(dir.join("data/GOOG.csv"), head.join("\n") + "\n").unwrap();
 }
 
 async fn backtest(dir: &Path, out: &Path) -> (bool, String, String) {
-    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztraded"))
-        .arg("backtest")
-        .arg(dir.join("pipelines/llm.yaml"))
-        .arg("--out")
-        .arg(out)
-        .env("ZTRADED_TEST_LLM_KEY", KEY)
-        .current_dir(dir)
-        .output()
-        .await
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    let (code, stdout, stderr) = backtest_args(dir, out, &[]).await;
+    (code == Some(0), stdout, stderr)
 }
 
 #[tokio::test]

@@ -98,6 +98,16 @@ impl LlmClient {
         self.recordings.as_ref()
     }
 
+    /// How provider `name` is asked for structured output (`json_schema` for an unknown
+    /// one: its calls fail anyway).
+    fn structured_output(&self, name: &str) -> StructuredOutput {
+        self.providers
+            .get(name)
+            .map_or(StructuredOutput::JsonSchema, |p| {
+                p.settings.structured_output
+            })
+    }
+
     /// The provider named `name`.
     pub fn provider(&self, name: &str) -> Option<&Provider> {
         self.providers.get(name)
@@ -362,12 +372,7 @@ fn judge<T>(
 #[async_trait]
 impl LlmAgents for LlmClient {
     async fn bias(&self, config: &BiasLlm, context: &PromptContext) -> LlmCall<BiasSignal> {
-        let mode = self
-            .providers
-            .get(&config.provider)
-            .map_or(StructuredOutput::JsonSchema, |p| {
-                p.settings.structured_output
-            });
+        let mode = self.structured_output(&config.provider);
         let messages = prompt::bias_prompt(config, context, mode, &self.bias_schema);
         let schema = &self.bias_schema;
         self.call(
@@ -391,12 +396,7 @@ impl LlmAgents for LlmClient {
         config: &StrategyLlm,
         context: &PromptContext,
     ) -> LlmCall<StrategySignal> {
-        let mode = self
-            .providers
-            .get(&config.provider)
-            .map_or(StructuredOutput::JsonSchema, |p| {
-                p.settings.structured_output
-            });
+        let mode = self.structured_output(&config.provider);
         let messages = prompt::strategy_prompt(config, context, mode, &self.strategy_schema);
         let schema = &self.strategy_schema;
         let close = prompt::last_close(context, config.timeframe);

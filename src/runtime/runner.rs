@@ -163,6 +163,32 @@ impl PipelineRunner {
         }
     }
 
+    /// The record of `request` without nodes: the skeleton stored when an execution starts
+    /// (`interrupted` until it finishes), or a whole execution that ran no node.
+    fn empty_record(
+        &self,
+        request: &ExecRequest,
+        status: ExecutionStatus,
+        reason: Option<String>,
+    ) -> ExecutionRecord {
+        let c = self.core.compiled();
+        let symbol = self.core.symbol(request.symbol);
+        ExecutionRecord {
+            id: execution_id(&c.name, symbol, request.at),
+            pipeline: c.name.clone(),
+            revision: self.core.spec().revision.clone(),
+            symbol: symbol.to_string(),
+            mode: c.mode.as_str().to_string(),
+            trigger: request.trigger.label(),
+            started_at: request.at,
+            finished_at: request.at,
+            status,
+            reason,
+            nodes: Vec::new(),
+            cost_usd: Decimal::ZERO,
+        }
+    }
+
     /// The execution `request` skipped by the budget: counted, recorded as `skipped` with the
     /// reason, and, the first time of the day, an intervention.
     async fn skip_for_budget(
@@ -181,22 +207,7 @@ impl PipelineRunner {
             self.core.executed(request, None, &ledger, &mut Vec::new());
         }
         if self.record {
-            let c = self.core.compiled();
-            let symbol = self.core.symbol(request.symbol);
-            let record = ExecutionRecord {
-                id: execution_id(&c.name, symbol, request.at),
-                pipeline: c.name.clone(),
-                revision: self.core.spec().revision.clone(),
-                symbol: symbol.to_string(),
-                mode: c.mode.as_str().to_string(),
-                trigger: request.trigger.label(),
-                started_at: request.at,
-                finished_at: request.at,
-                status: ExecutionStatus::Skipped,
-                reason: Some(reason.clone()),
-                nodes: Vec::new(),
-                cost_usd: Decimal::ZERO,
-            };
+            let record = self.empty_record(request, ExecutionStatus::Skipped, Some(reason.clone()));
             if let Some(store) = account.store()
                 && let Err(e) = store.finish_execution(&record).await
             {
@@ -491,22 +502,7 @@ impl PipelineRunner {
         let started = account.metrics().map(|_| std::time::Instant::now());
         let store = account.store().filter(|_| self.record);
         if let Some(store) = store {
-            let c = self.core.compiled();
-            let symbol = self.core.symbol(request.symbol);
-            let skeleton = ExecutionRecord {
-                id: execution_id(&c.name, symbol, request.at),
-                pipeline: c.name.clone(),
-                revision: self.core.spec().revision.clone(),
-                symbol: symbol.to_string(),
-                mode: c.mode.as_str().to_string(),
-                trigger: request.trigger.label(),
-                started_at: request.at,
-                finished_at: request.at,
-                status: ExecutionStatus::Interrupted,
-                reason: None,
-                nodes: Vec::new(),
-                cost_usd: Decimal::ZERO,
-            };
+            let skeleton = self.empty_record(&request, ExecutionStatus::Interrupted, None);
             if let Err(e) = store.start_execution(&skeleton).await {
                 warn!(error = %e, "execution start not stored");
                 if let Some(m) = account.metrics() {

@@ -206,3 +206,46 @@ async fn chat(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
     }
     response
 }
+
+/// A pipeline whose strategy asks the fake: simulation, GOOG daily bars, every bar.
+pub const LLM_PIPELINE: &str = r#"
+description: LLM strategy on daily bars (test)
+mode: simulation
+broker: sim
+symbols: [GOOG]
+risk: open
+trigger:
+  bar_close: { timeframe: 1d }
+nodes:
+  - id: data
+    agent: market_data
+    config: { timeframes: [1d], indicators: [sma_10], lookback: 20 }
+  - id: strategy
+    agent: strategy
+    config: { kind: llm, provider: default, timeframe: 1d, risk_reward_min: 1.5 }
+  - id: risk
+    agent: risk_manager
+  - id: trade
+    agent: trade_manager
+"#;
+
+/// The risk policy `open`: every plan may trade.
+pub const OPEN_RISK: &str = r#"
+description: Lets every plan trade
+sizing: { max_position_pct: 50 }
+limits: { max_pipeline_capital_pct: 100, max_deployed_pct: 100 }
+trade: { require_stop_loss: false, min_reward_risk: 0, min_profit_margin_pct: 0 }
+"#;
+
+/// Writes `risk/open.yaml` and `data/GOOG.csv` (the first forty trading days of the test
+/// data, from 2004-08-19) under `dir`, creating `pipelines/` too.
+pub fn write_goog_dir(dir: &std::path::Path) {
+    for sub in ["pipelines", "risk", "data"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("risk/open.yaml"), OPEN_RISK).unwrap();
+    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/GOOG.csv"))
+        .unwrap();
+    let head: Vec<&str> = csv.lines().take(41).collect();
+    std::fs::write(dir.join("data/GOOG.csv"), head.join("\n") + "\n").unwrap();
+}
