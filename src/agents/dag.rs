@@ -559,7 +559,12 @@ fn prompt(input: &ExecInput<'_>, node: &str, bias: Option<BiasSignal>) -> Prompt
         position: input.position.clone(),
         symbol: input.symbol.to_string(),
         now: input.now,
-        market: agents::market_data::snapshot(&input.pipeline.layout, input.feed, &timeframes, 50),
+        market: agents::market_data::snapshot(
+            &input.pipeline.layout,
+            input.feed,
+            &timeframes,
+            crate::llm::prompt::PROMPT_BARS,
+        ),
         bias,
     }
 }

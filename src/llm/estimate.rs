@@ -87,9 +87,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-/// Bars per timeframe in an LLM node's prompt: the client's prompt context holds the last 50
-/// bars of every timeframe (`agents::dag`'s `prompt`), at most the timeframe's lookback.
-pub const PROMPT_BARS: usize = 50;
+pub use super::prompt::PROMPT_BARS;
 
 /// Trading days in a month: 252 a year over 12 months (seed 002 §9 uses 21 too).
 pub const TRADING_DAYS_PER_MONTH: Decimal = Decimal::from_parts(21, 0, 0, false, 0);

@@ -20,6 +20,9 @@ pub struct Template {
     pub text: &'static str,
 }
 
+/// Bars of each timeframe an LLM prompt lists (the executor's market snapshot).
+pub const PROMPT_BARS: usize = 50;
+
 /// The bias agent's prompt.
 pub const BIAS: Template = Template {
     name: "bias",
