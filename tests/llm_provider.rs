@@ -469,6 +469,30 @@ async fn a_missing_key_or_a_wrong_one_fails_closed_without_a_panic() {
         call.result
     );
     assert_eq!(fake.seen().len(), 1, "a 401 is not retried");
+
+    // A key read from a file with its newline works; one with a line break inside fails
+    // closed without a request (an HTTP header cannot carry it).
+    unsafe { std::env::set_var("ZTRADED_TEST_NEWLINE_KEY_VAR", format!("{KEY}\n")) };
+    fake.script([Reply::content(
+        r#"{"bias":"neutral","confidence":50,"reasoning":"flat","factors":[]}"#,
+    )]);
+    let mut s = settings(&fake, StructuredOutput::JsonSchema, 0, 5_000);
+    s.api_key_env = "ZTRADED_TEST_NEWLINE_KEY_VAR".into();
+    let (c, _) = client(s);
+    let call = c.bias(&bias_config(), &context()).await;
+    assert!(call.result.is_ok(), "{:?}", call.result);
+    unsafe { std::env::set_var("ZTRADED_TEST_BROKEN_KEY_VAR", "sk-abc\ndef") };
+    let mut s = settings(&fake, StructuredOutput::JsonSchema, 0, 5_000);
+    s.api_key_env = "ZTRADED_TEST_BROKEN_KEY_VAR".into();
+    let (c, _) = client(s);
+    let before = fake.seen().len();
+    let call = c.bias(&bias_config(), &context()).await;
+    assert!(
+        matches!(&call.result, Err(AgentError::Unavailable(w)) if w.contains("not a valid HTTP header value")),
+        "{:?}",
+        call.result
+    );
+    assert_eq!(fake.seen().len(), before);
 }
 
 #[tokio::test]

@@ -66,7 +66,7 @@ impl LlmClient {
         let mut providers = BTreeMap::new();
         for (name, s) in settings {
             let p = Provider::new(name, s)?;
-            if std::env::var(&s.api_key_env).map_or(true, |k| k.is_empty()) {
+            if std::env::var(&s.api_key_env).map_or(true, |k| k.trim().is_empty()) {
                 tracing::warn!(provider = %name, variable = %s.api_key_env, "LLM provider has no API key in the environment: its nodes fail closed");
             }
             providers.insert(name.clone(), p);

@@ -183,6 +183,17 @@ pub enum CallError {
         /// `api_key_env`.
         var: String,
     },
+    /// The key variable holds characters an HTTP header cannot carry (a line break
+    /// inside, a control character, non-ASCII).
+    #[error(
+        "provider '{provider}': the API key in {var} is not a valid HTTP header value (a line break or a control character inside it?)"
+    )]
+    BadKey {
+        /// Provider name.
+        provider: String,
+        /// `api_key_env`.
+        var: String,
+    },
     /// HTTP 429 after the retries.
     #[error("provider '{provider}' is rate limiting (HTTP 429) after {retries} retries: {message}")]
     RateLimited {
@@ -287,6 +298,8 @@ pub struct Provider {
     /// Its settings.
     pub settings: LlmSettings,
     client: Option<Client<OpenAIConfig>>,
+    /// The key variable holds characters an HTTP header cannot carry.
+    bad_key: bool,
     permits: Arc<Semaphore>,
 }
 
@@ -306,9 +319,16 @@ impl Provider {
     /// # Errors
     /// The HTTP client cannot be built (no TLS provider).
     pub fn new(name: &str, settings: &LlmSettings) -> Result<Provider, String> {
+        // Surrounding whitespace (a newline from a secrets file) is not part of a key; a key
+        // that cannot be an HTTP header value is refused here, not at the first call.
         let key = std::env::var(&settings.api_key_env)
             .ok()
+            .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty());
+        let bad_key = key.as_ref().is_some_and(|k| {
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).is_err()
+        });
+        let key = key.filter(|_| !bad_key);
         let client = match key {
             Some(key) => {
                 crate::install_tls_provider();
@@ -333,6 +353,7 @@ impl Provider {
         Ok(Provider {
             name: name.to_string(),
             settings: settings.clone(),
+            bad_key,
             client,
             permits: Arc::new(Semaphore::new(settings.max_concurrency.max(1) as usize)),
         })
@@ -358,6 +379,12 @@ impl Provider {
 
     async fn send(&self, request: &ChatRequest) -> Result<Completion, CallError> {
         let Some(client) = &self.client else {
+            if self.bad_key {
+                return Err(CallError::BadKey {
+                    provider: self.name.clone(),
+                    var: self.settings.api_key_env.clone(),
+                });
+            }
             return Err(CallError::NoKey {
                 provider: self.name.clone(),
                 var: self.settings.api_key_env.clone(),
