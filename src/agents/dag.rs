@@ -491,12 +491,8 @@ impl<'i, 'a> Execution<'i, 'a> {
         cost: Decimal,
         result: NodeResult,
     ) -> bool {
-        if !cost.is_zero() {
-            out.cost_usd += cost;
-            if let Some(r) = self.record.as_mut() {
-                r.cost_usd += cost;
-            }
-        }
+        // The record's total is summed from its nodes when it finishes.
+        out.cost_usd += cost;
         let stop = match result {
             Ok((output, reasoning)) => {
                 if let Some(r) = self.record.as_mut() {

@@ -189,6 +189,22 @@ impl PipelineRunner {
         }
     }
 
+    /// Stores a finished execution record (a store error is logged and counted) and keeps
+    /// it with `keep_records`. Records exist only when the runner records.
+    async fn finish_record(&mut self, record: ExecutionRecord, account: &Account) {
+        if let Some(store) = account.store()
+            && let Err(e) = store.finish_execution(&record).await
+        {
+            warn!(error = %e, "execution not stored");
+            if let Some(m) = account.metrics() {
+                m.store_error(crate::metrics::StoreOperation::Execution);
+            }
+        }
+        if self.keep_records {
+            self.records.push(record);
+        }
+    }
+
     /// The execution `request` skipped by the budget: counted, recorded as `skipped` with the
     /// reason, and, the first time of the day, an intervention.
     async fn skip_for_budget(
@@ -208,17 +224,7 @@ impl PipelineRunner {
         }
         if self.record {
             let record = self.empty_record(request, ExecutionStatus::Skipped, Some(reason.clone()));
-            if let Some(store) = account.store()
-                && let Err(e) = store.finish_execution(&record).await
-            {
-                warn!(error = %e, "execution not stored");
-                if let Some(m) = account.metrics() {
-                    m.store_error(crate::metrics::StoreOperation::Execution);
-                }
-            }
-            if self.keep_records {
-                self.records.push(record);
-            }
+            self.finish_record(record, account).await;
         }
         if over.first_today {
             warn!(pipeline = %self.core.name(), %reason, "budget reached: executions are skipped until the period ends");
@@ -647,17 +653,7 @@ impl PipelineRunner {
         self.spent(&request, cost_usd, record.as_ref(), account)
             .await;
         if let Some(record) = record {
-            if let Some(store) = store
-                && let Err(e) = store.finish_execution(&record).await
-            {
-                warn!(error = %e, "execution not stored");
-                if let Some(m) = account.metrics() {
-                    m.store_error(crate::metrics::StoreOperation::Execution);
-                }
-            }
-            if self.keep_records {
-                self.records.push(record);
-            }
+            self.finish_record(record, account).await;
         }
         if let Some(m) = account.metrics() {
             m.execution_finished(
