@@ -17,6 +17,7 @@ pub mod http;
 pub mod llm;
 pub mod market;
 pub mod metrics;
+pub mod notify;
 pub mod reconcile;
 pub mod risk;
 pub mod runtime;

@@ -88,8 +88,35 @@ impl Shared {
                 }
                 _ => info!(pipeline = name, status = status.as_str(), "pipeline status"),
             }
+            self.notify_status(name, &status);
         }
         map.insert(name.to_string(), status);
+    }
+}
+
+impl Shared {
+    /// Tells the sinks that pipeline `name` failed, or stopped entering by one of its own
+    /// limits (a daily loss limit as `daily_loss`); halts of the account, a pipeline or a
+    /// symbol latched in the ledger are told about by the account when they are latched.
+    fn notify_status(&self, name: &str, status: &Status) {
+        use crate::config::settings::NotifyEvent;
+        let (event, reason) = match status {
+            Status::Failed(r) => (NotifyEvent::PipelineFailed, r),
+            Status::Halted(r) if r.starts_with("halt on ") => return,
+            Status::Halted(r) if r.starts_with("daily_loss_usd") => (NotifyEvent::DailyLoss, r),
+            Status::Halted(r) => (NotifyEvent::Halt, r),
+            _ => return,
+        };
+        self.account
+            .notify(&[event], || crate::notify::Notification {
+                event,
+                at: self.account.now(),
+                title: format!("pipeline {name} {}", status.as_str()),
+                text: reason.clone(),
+                pipeline: Some(name.to_string()),
+                symbol: None,
+                details: serde_json::json!({"status": status.as_str(), "reason": reason}),
+            });
     }
 }
 

@@ -71,6 +71,34 @@ impl Controller {
             .filter(|f| f.severity == crate::config::Severity::Error)
             .count();
         error!(revision = %set.short_revision(), running, errors, "config revision refused; the running revision stays");
+        {
+            use crate::config::settings::NotifyEvent;
+            let first: Vec<String> = findings
+                .iter()
+                .filter(|f| f.severity == crate::config::Severity::Error)
+                .take(10)
+                .map(crate::config::Finding::human)
+                .collect();
+            let revision = set.short_revision();
+            self.shared
+                .account
+                .notify(&[NotifyEvent::RevisionRefused], || crate::notify::Notification {
+                    event: NotifyEvent::RevisionRefused,
+                    at: now,
+                    title: format!(
+                        "config revision {revision} refused ({errors} errors); {running} keeps running"
+                    ),
+                    text: first.join("\n"),
+                    pipeline: None,
+                    symbol: None,
+                    details: serde_json::json!({
+                        "revision": set.revision,
+                        "running": self.revision(),
+                        "diff": diff,
+                        "findings": findings,
+                    }),
+                });
+        }
         metrics.config_reloaded(ReloadResult::Refused, SystemTime::now());
         self.store_reconcile(set, ReconcileResult::Refused, diff, findings, now, started)
             .await;

@@ -59,6 +59,9 @@ pub enum DaemonError {
     Watch(String),
 }
 
+/// How long queued notifications get to be delivered at shutdown.
+const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long running executions get to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
@@ -163,7 +166,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
             }
         }
     }
-    let account = Account::new(
+    let mut account = Account::new(
         brokers,
         AccountOptions {
             store: Some(store.clone()),
@@ -172,6 +175,13 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
             keep_history: false,
         },
     );
+    // Notifications: one delivery task per `[notify.*]` sink; trading never waits for them.
+    let notifier = Arc::new(crate::notify::Notifier::start(
+        &settings.notify,
+        |v| std::env::var(v).ok(),
+        Some(metrics.registry()),
+    ));
+    account.set_notifier(Arc::clone(&notifier));
     for (name, reason) in unavailable {
         account.set_unavailable(&name, reason);
     }
@@ -393,6 +403,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         }
     }
     account.persist().await;
+    notifier.close(NOTIFY_GRACE).await;
     let _ = http.await;
     store.close().await;
     info!("stopped");

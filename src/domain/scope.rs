@@ -110,6 +110,22 @@ impl Scope {
         }
     }
 
+    /// The pipeline of a pipeline scope.
+    pub fn pipeline_name(&self) -> Option<&str> {
+        match self {
+            Scope::Pipeline(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The symbol of a symbol scope.
+    pub fn symbol_name(&self) -> Option<&str> {
+        match self {
+            Scope::Symbol(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The kind, for the `scope` label of metrics.
     pub fn kind(&self) -> ScopeKind {
         match self {

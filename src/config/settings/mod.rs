@@ -7,8 +7,10 @@
 //! config directory.
 
 mod merge;
+mod notify;
 
 pub use merge::{EnvVars, SettingSource, env_overrides, merge_settings, process_env};
+pub use notify::{Delivery, NotifyEvent, NotifySettings, SlackSink, TelegramSink, WebhookSink};
 
 use super::common::{Duration, Percent, TimeZoneName, usd_schema};
 use rust_decimal::Decimal;
@@ -42,6 +44,9 @@ pub struct Settings {
     /// How the daemon follows the config directory.
     #[serde(default)]
     pub reconcile: ReconcileSettings,
+    /// Notification sinks, by name (`[notify.ops]`).
+    #[serde(default)]
+    pub notify: BTreeMap<String, NotifySettings>,
 }
 
 impl Default for Settings {
@@ -54,6 +59,7 @@ impl Default for Settings {
             brokers: default_brokers(),
             llm: BTreeMap::new(),
             reconcile: ReconcileSettings::default(),
+            notify: BTreeMap::new(),
         }
     }
 }

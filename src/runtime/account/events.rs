@@ -3,7 +3,7 @@
 //! bracket cancelled, legs of brokers without native brackets).
 
 use super::{Account, lock};
-use crate::broker::{BrokerEvent, Fill};
+use crate::broker::{BrokerEvent, Fill, OrderPurpose};
 use crate::engine::core::{BarBatch, Intent};
 use crate::metrics::StoreOperation;
 use crate::store::{BatchEntry, BookChange, WriteBatch};
@@ -161,6 +161,7 @@ impl Account {
                         }
                     }
                     self.keep_trades(&applied.closed);
+                    self.notify_fill(broker, &fill, &applied.closed);
                     if let Some(batch) = batch.as_mut() {
                         batch.push(BatchEntry::Fill {
                             broker: broker.to_string(),
@@ -226,6 +227,69 @@ impl Account {
             }
         }
         follow
+    }
+
+    /// Tells the sinks about `fill` (a stop fill as `stop_hit`, a target fill as
+    /// `target_hit` where a sink takes them, else as `fill`), with the P&L of the trades it
+    /// closed.
+    fn notify_fill(
+        &self,
+        broker: &str,
+        fill: &Fill,
+        closed: &[crate::engine::trades::TradeRecord],
+    ) {
+        use crate::config::settings::NotifyEvent;
+        let candidates: &[NotifyEvent] = match fill.purpose {
+            OrderPurpose::StopLoss => &[NotifyEvent::StopHit, NotifyEvent::Fill],
+            OrderPurpose::Target1 | OrderPurpose::Target2 => {
+                &[NotifyEvent::TargetHit, NotifyEvent::Fill]
+            }
+            _ => &[NotifyEvent::Fill],
+        };
+        self.notify(candidates, || {
+            let pnl: Option<rust_decimal::Decimal> =
+                (!closed.is_empty()).then(|| closed.iter().map(|t| t.pnl).sum());
+            let what = match fill.purpose {
+                OrderPurpose::StopLoss => "stop hit",
+                OrderPurpose::Target1 => "target 1 hit",
+                OrderPurpose::Target2 => "target 2 hit",
+                _ => "fill",
+            };
+            let mut text = format!(
+                "pipeline {}, {} order {} at {}",
+                fill.pipeline,
+                fill.purpose.as_str(),
+                fill.client_order_id,
+                broker
+            );
+            if let Some(pnl) = pnl {
+                text.push_str(&format!("; trade closed, P&L {} USD", pnl.round_dp(2)));
+            }
+            crate::notify::Notification {
+                event: NotifyEvent::Fill,
+                at: fill.ts,
+                title: format!(
+                    "{what}: {} {} {} at {} USD",
+                    fill.side.as_str(),
+                    fill.quantity.normalize(),
+                    fill.symbol,
+                    fill.price.normalize()
+                ),
+                text,
+                pipeline: Some(fill.pipeline.clone()),
+                symbol: Some(fill.symbol.clone()),
+                details: serde_json::json!({
+                    "broker": broker,
+                    "client_order_id": fill.client_order_id,
+                    "side": fill.side.as_str(),
+                    "quantity": fill.quantity,
+                    "price": fill.price,
+                    "commission": fill.commission,
+                    "purpose": fill.purpose.as_str(),
+                    "realized_pnl": pnl,
+                }),
+            }
+        });
     }
 
     /// Sends one follow-up of a broker event (the caller holds the order lock).

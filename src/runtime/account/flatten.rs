@@ -294,6 +294,25 @@ impl Account {
         )
         .await;
         warn!(%scope, %reason, positions = results.len(), duration_ms = started.elapsed().as_secs_f64() * 1000.0, "emergency close");
+        {
+            use crate::config::settings::NotifyEvent;
+            let failed = results
+                .iter()
+                .filter(|r| r.status == CloseStatus::Failed)
+                .count();
+            self.notify(&[NotifyEvent::EmergencyClose], || crate::notify::Notification {
+                event: NotifyEvent::EmergencyClose,
+                at: now,
+                title: format!("emergency close of {scope}: {} positions", results.len()),
+                text: format!(
+                    "reason: {reason}; {} closing orders sent, {failed} failed; entries halted until resumed",
+                    results.len() - failed
+                ),
+                pipeline: scope.pipeline_name().map(str::to_string),
+                symbol: scope.symbol_name().map(str::to_string),
+                details: answer.clone(),
+            });
+        }
         answer
     }
 
@@ -350,6 +369,26 @@ impl Account {
                 .await;
             }
             warn!(scope = %halt.scope, reason = %halt.reason, cause = halt.cause.as_str(), "halt");
+        }
+        // An emergency close is told about as such (with its result), not as a halt too.
+        if fresh && halt.cause != HaltCause::Emergency {
+            use crate::config::settings::NotifyEvent;
+            let event = match halt.cause {
+                HaltCause::RiskDailyLoss => NotifyEvent::DailyLoss,
+                _ => NotifyEvent::Halt,
+            };
+            self.notify(&[event], || crate::notify::Notification {
+                event,
+                at: halt.since,
+                title: format!("halt on {}: new entries stopped", halt.scope),
+                text: format!(
+                    "{}; exits are still managed; `ztraded resume` clears it",
+                    halt.reason
+                ),
+                pipeline: halt.scope.pipeline_name().map(str::to_string),
+                symbol: halt.scope.symbol_name().map(str::to_string),
+                details: json!({"scope": halt.scope, "reason": halt.reason, "cause": halt.cause, "until": halt.until}),
+            });
         }
         self.update_halt_metrics();
     }

@@ -70,6 +70,8 @@ pub struct Account {
     ledger: Mutex<Ledger>,
     store: Option<Store>,
     metrics: Option<Arc<Metrics>>,
+    /// The notification sinks (the daemon, when `[notify.*]` is set).
+    notifier: Option<Arc<crate::notify::Notifier>>,
     clock: Arc<dyn Clock>,
     /// Serializes broker traffic so that the ledger, the store and the broker see the same
     /// order of events.
@@ -123,6 +125,7 @@ impl Account {
             ledger: Mutex::new(ledger),
             store: options.store,
             metrics: options.metrics,
+            notifier: None,
             clock: options.clock,
             order_lock: tokio::sync::Mutex::new(()),
             history: options.keep_history.then(|| Mutex::new(History::default())),
@@ -131,6 +134,26 @@ impl Account {
             drift: Mutex::new(BTreeMap::new()),
             days: Mutex::new(None),
             position_pipelines: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Sends notifications to `notifier`'s sinks from now on (fills, stops and targets hit,
+    /// halts, daily loss, emergency closes, broker drift).
+    pub fn set_notifier(&mut self, notifier: Arc<crate::notify::Notifier>) {
+        self.notifier = Some(notifier);
+    }
+
+    /// Queues a notification for the sinks that take one of `candidates` (see
+    /// [`crate::notify::Notifier::send`]); `build` runs only when one does. Never waits.
+    pub fn notify(
+        &self,
+        candidates: &[crate::config::settings::NotifyEvent],
+        build: impl FnOnce() -> crate::notify::Notification,
+    ) {
+        if let Some(n) = &self.notifier
+            && n.wants(candidates)
+        {
+            n.send(candidates, build());
         }
     }
 

@@ -198,6 +198,27 @@ impl Account {
                 info!(%broker, "broker reconciliation: no drift");
             } else {
                 warn!(%broker, positions = ?found.drift_positions, orders = ?found.drift_orders, "drift: positions and orders at the broker that no pipeline owns; never touched");
+                use crate::config::settings::NotifyEvent;
+                self.notify(&[NotifyEvent::BrokerDrift], || {
+                    crate::notify::Notification {
+                        event: NotifyEvent::BrokerDrift,
+                        at: now,
+                        title: format!(
+                            "drift at {broker}: {} positions and {} orders no pipeline owns",
+                            found.drift_positions.len(),
+                            found.drift_orders.len()
+                        ),
+                        text: "ztraded never touches them; `ztraded brokers` lists them"
+                            .to_string(),
+                        pipeline: None,
+                        symbol: None,
+                        details: json!({
+                            "broker": broker,
+                            "positions": found.drift_positions,
+                            "orders": found.drift_orders,
+                        }),
+                    }
+                });
             }
             self.record_intervention(
                 InterventionKind::BrokerDrift,
