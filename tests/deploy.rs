@@ -808,7 +808,7 @@ fn the_dockerfile_builds_in_two_stages_and_runs_unprivileged() {
     let user = text
         .lines()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("a USER");
     let uid: u32 = user
         .split(':')
