@@ -84,7 +84,9 @@ pub const BUDGET_REMAINING_DOLLARS: &str = "ztraded_budget_remaining_dollars";
 pub const MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS: &str =
     "ztraded_market_data_last_bar_timestamp_seconds";
 
-/// Every metric family name, in the order above. Tests check that each one is rendered.
+/// The families of [`Metrics`] but [`BUDGET_REMAINING_DOLLARS`], in the order above: the ones a
+/// test gives a series each before checking the exposition with `promtool check metrics`.
+/// [`EXPORTED_NAMES`] lists every family `/metrics` serves.
 pub const ALL_NAMES: [&str; 19] = [
     BUILD_INFO,
     CONFIG_RELOADS_TOTAL,
@@ -105,6 +107,37 @@ pub const ALL_NAMES: [&str; 19] = [
     HALTS,
     STORE_ERRORS_TOTAL,
     MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS,
+];
+
+/// Every family the daemon's `/metrics` serves: [`ALL_NAMES`], [`BUDGET_REMAINING_DOLLARS`] and
+/// the LLM families of [`crate::llm::provider`]. Each is listed from the start, with its
+/// `# HELP` and `# TYPE` lines, even before its first series (see [`Metrics::try_render`]), so
+/// dashboards and alert rules can rely on every name existing.
+pub const EXPORTED_NAMES: [&str; 24] = [
+    BUILD_INFO,
+    CONFIG_RELOADS_TOTAL,
+    CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+    CONFIG_REVISION_INFO,
+    RECONCILE_DURATION_SECONDS,
+    PIPELINES,
+    EXECUTIONS_TOTAL,
+    EXECUTION_DURATION_SECONDS,
+    ORDERS_TOTAL,
+    ORDER_REJECTIONS_TOTAL,
+    RISK_REJECTIONS_TOTAL,
+    POSITIONS_OPEN,
+    REALIZED_PNL_DOLLARS,
+    EQUITY_DOLLARS,
+    EMERGENCY_CLOSES_TOTAL,
+    BROKER_DRIFT_POSITIONS,
+    HALTS,
+    STORE_ERRORS_TOTAL,
+    MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS,
+    BUDGET_REMAINING_DOLLARS,
+    crate::llm::provider::LLM_REQUESTS_TOTAL,
+    crate::llm::provider::LLM_TOKENS_TOTAL,
+    crate::llm::provider::LLM_COST_DOLLARS_TOTAL,
+    crate::llm::provider::LLM_REQUEST_DURATION_SECONDS,
 ];
 
 /// What the store was doing when it failed (`operation` label of
@@ -320,6 +353,44 @@ pub struct Metrics {
     last_bar: prometheus::GaugeVec,
     drift: IntGaugeVec,
     budget_remaining: prometheus::GaugeVec,
+    /// Every family this registry can serve, by name, for the ones without a series yet.
+    declared: BTreeMap<String, Declared>,
+}
+
+/// The `# HELP` text and `# TYPE` of a family.
+#[derive(Clone, Debug)]
+struct Declared {
+    help: String,
+    kind: MetricType,
+}
+
+/// Adds the families of `collector`, all of type `kind`, to `declared`.
+fn declare(declared: &mut BTreeMap<String, Declared>, collector: &dyn Collector, kind: MetricType) {
+    for d in collector.desc() {
+        declared.insert(
+            d.fq_name.clone(),
+            Declared {
+                help: d.help.clone(),
+                kind,
+            },
+        );
+    }
+}
+
+/// The `# TYPE` word of `kind`.
+fn type_word(kind: MetricType) -> &'static str {
+    match kind {
+        MetricType::COUNTER => "counter",
+        MetricType::GAUGE => "gauge",
+        MetricType::SUMMARY => "summary",
+        MetricType::HISTOGRAM => "histogram",
+        MetricType::UNTYPED => "untyped",
+    }
+}
+
+/// `help` escaped as the text format wants it in a `# HELP` line (backslash and newline).
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 impl std::fmt::Debug for Metrics {
@@ -750,7 +821,55 @@ impl Metrics {
                 &["pipeline", "period"],
             ),
         )?;
+        let mut declared = BTreeMap::new();
+        declare(&mut declared, &build_info, MetricType::GAUGE);
+        declare(&mut declared, &config_reloads, MetricType::COUNTER);
+        declare(
+            &mut declared,
+            &config_last_reload_success,
+            MetricType::GAUGE,
+        );
+        declare(&mut declared, &config_revision, MetricType::GAUGE);
+        declare(&mut declared, &reconcile_duration, MetricType::HISTOGRAM);
+        declare(&mut declared, &pipelines, MetricType::GAUGE);
+        for (desc, kind) in [
+            (&per_pipeline.executions, MetricType::COUNTER),
+            (&per_pipeline.positions_open, MetricType::GAUGE),
+            (&per_pipeline.realized_pnl, MetricType::GAUGE),
+        ] {
+            declared.insert(
+                desc.fq_name.clone(),
+                Declared {
+                    help: desc.help.clone(),
+                    kind,
+                },
+            );
+        }
+        declare(&mut declared, &execution_duration, MetricType::HISTOGRAM);
+        declare(&mut declared, &orders, MetricType::COUNTER);
+        declare(&mut declared, &order_rejections, MetricType::COUNTER);
+        declare(&mut declared, &risk_rejections, MetricType::COUNTER);
+        declare(&mut declared, &equity, MetricType::GAUGE);
+        declare(&mut declared, &emergency_closes, MetricType::COUNTER);
+        declare(&mut declared, &halts, MetricType::GAUGE);
+        declare(&mut declared, &store_errors, MetricType::COUNTER);
+        declare(&mut declared, &last_bar, MetricType::GAUGE);
+        declare(&mut declared, &drift, MetricType::GAUGE);
+        declare(&mut declared, &budget_remaining, MetricType::GAUGE);
+        // The LLM client registers its families in this registry when the daemon starts; its
+        // definitions are read here (from an unregistered copy) so that they are listed before
+        // the first call, and before the client exists.
+        let llm = crate::llm::provider::LlmMetrics::register(None).map_err(|source| {
+            MetricsError::Register {
+                name: crate::llm::provider::LLM_REQUESTS_TOTAL,
+                source,
+            }
+        })?;
+        for (name, help, kind) in llm.families() {
+            declared.insert(name, Declared { help, kind });
+        }
         let m = Metrics {
+            declared,
             budget_remaining,
             drift,
             registry: r,
@@ -943,15 +1062,42 @@ impl Metrics {
         &self.registry
     }
 
-    /// Every non-empty family in the Prometheus text format, version 0.0.4
-    /// (`Content-Type: text/plain; version=0.0.4`, see [`prometheus::TEXT_FORMAT`]), sorted by
-    /// name. Errors: [`MetricsError::Encode`] (not expected: it only refuses empty families,
-    /// which the registry already drops).
+    /// Every family in the Prometheus text format, version 0.0.4 (`Content-Type: text/plain;
+    /// version=0.0.4`, see [`prometheus::TEXT_FORMAT`]), sorted by name. A family without a
+    /// series yet (no order rejected, no LLM call made, no broker reconciled) is listed with
+    /// its `# HELP` and `# TYPE` lines only, as the format allows, so that every name of
+    /// [`EXPORTED_NAMES`] is there from the first scrape. Errors: [`MetricsError::Encode`]
+    /// (not expected).
     pub fn try_render(&self) -> Result<String, MetricsError> {
+        let gathered = self.registry.gather();
+        let mut families: BTreeMap<&str, Option<&MetricFamily>> = self
+            .declared
+            .keys()
+            .map(|name| (name.as_str(), None))
+            .collect();
+        for f in &gathered {
+            families.insert(f.name(), Some(f));
+        }
+        let encoder = TextEncoder::new();
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .map_err(MetricsError::Encode)?;
+        for (name, family) in families {
+            match family {
+                Some(f) => encoder
+                    .encode(std::slice::from_ref(f), &mut buf)
+                    .map_err(MetricsError::Encode)?,
+                None => {
+                    let d = &self.declared[name];
+                    buf.extend_from_slice(
+                        format!(
+                            "# HELP {name} {}\n# TYPE {name} {}\n",
+                            escape_help(&d.help),
+                            type_word(d.kind)
+                        )
+                        .as_bytes(),
+                    );
+                }
+            }
+        }
         String::from_utf8(buf)
             .map_err(|e| MetricsError::Encode(prometheus::Error::Msg(e.to_string())))
     }
@@ -1038,6 +1184,72 @@ mod tests {
         ));
         assert!(text.contains("ztraded_halts{scope=\"symbol\"} 2\n"));
         assert!(text.contains("ztraded_pipelines{state=\"stopped\"} 3\n"));
+    }
+
+    #[test]
+    fn every_family_is_listed_before_its_first_series() {
+        let m = Metrics::new().unwrap();
+        let text = m.render();
+        for name in EXPORTED_NAMES {
+            assert!(
+                text.contains(&format!("\n# HELP {name} "))
+                    || text.starts_with(&format!("# HELP {name} ")),
+                "no HELP for {name}:\n{text}"
+            );
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "no TYPE for {name}:\n{text}"
+            );
+        }
+        // Exactly the families above, each once, in name order.
+        let types: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let mut expected = EXPORTED_NAMES.to_vec();
+        expected.sort_unstable();
+        assert_eq!(types, expected);
+        assert!(text.contains("# TYPE ztraded_order_rejections_total counter\n"));
+        assert!(text.contains("# TYPE ztraded_risk_rejections_total counter\n"));
+        assert!(text.contains("# TYPE ztraded_llm_request_duration_seconds histogram\n"));
+        assert!(!text.contains("ztraded_risk_rejections_total{"), "{text}");
+        // Once a series exists the family is rendered by the encoder, still once.
+        m.risk_rejected("p", "max_position_pct");
+        let text = m.render();
+        assert_eq!(
+            text.matches("# TYPE ztraded_risk_rejections_total ")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains(
+            "ztraded_risk_rejections_total{pipeline=\"p\",rule=\"max_position_pct\"} 1\n"
+        ));
+    }
+
+    #[test]
+    fn llm_families_keep_their_help_once_the_client_registers_them() {
+        let m = Metrics::new().unwrap();
+        let llm = crate::llm::provider::LlmMetrics::register(Some(m.registry())).unwrap();
+        llm.cost("p", rust_decimal::dec!(0.25));
+        let text = m.render();
+        assert_eq!(
+            text.matches("# TYPE ztraded_llm_cost_dollars_total counter\n")
+                .count(),
+            1
+        );
+        assert!(text.contains("ztraded_llm_cost_dollars_total{pipeline=\"p\"} 0.25\n"));
+        assert_eq!(
+            text.matches("# TYPE ztraded_llm_requests_total counter\n")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn help_is_escaped() {
+        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
     }
 
     #[test]
@@ -1136,7 +1348,7 @@ mod tests {
         let a = Metrics::new().unwrap();
         let b = Metrics::new().unwrap();
         a.order_rejected("p", "x");
-        assert!(a.render().contains("ztraded_order_rejections_total"));
-        assert!(!b.render().contains("ztraded_order_rejections_total"));
+        assert!(a.render().contains("ztraded_order_rejections_total{"));
+        assert!(!b.render().contains("ztraded_order_rejections_total{"));
     }
 }

@@ -17,6 +17,8 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::ReqwestService;
 use async_openai::middleware::retry::OpenAIRetryLayer;
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -94,6 +96,26 @@ impl LlmMetrics {
             cost,
             duration,
         })
+    }
+
+    /// Name, help text and type of each family: what `/metrics` lists with its `# HELP` and
+    /// `# TYPE` lines before the first call gives it a series.
+    pub fn families(&self) -> Vec<(String, String, MetricType)> {
+        let collectors: [(&dyn Collector, MetricType); 4] = [
+            (&self.requests, MetricType::COUNTER),
+            (&self.tokens, MetricType::COUNTER),
+            (&self.cost, MetricType::COUNTER),
+            (&self.duration, MetricType::HISTOGRAM),
+        ];
+        collectors
+            .into_iter()
+            .flat_map(|(c, kind)| {
+                c.desc()
+                    .into_iter()
+                    .map(move |d| (d.fq_name.clone(), d.help.clone(), kind))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Counts one call.
