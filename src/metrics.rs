@@ -69,6 +69,9 @@ pub const EQUITY_DOLLARS: &str = "ztraded_equity_dollars";
 /// `ztraded_broker_drift_positions{broker}`: positions at the broker that no pipeline owns,
 /// as of the last broker reconciliation.
 pub const BROKER_DRIFT_POSITIONS: &str = "ztraded_broker_drift_positions";
+/// `ztraded_notifications_total{sink,result}`: notifications by `[notify.<sink>]` and result
+/// (`delivered`, `dropped`), see [`crate::notify`].
+pub const NOTIFICATIONS_TOTAL: &str = "ztraded_notifications_total";
 /// `ztraded_emergency_closes_total{scope}`: emergency closes by [`ScopeKind`].
 pub const EMERGENCY_CLOSES_TOTAL: &str = "ztraded_emergency_closes_total";
 /// `ztraded_halts{scope}`: latched halts by [`ScopeKind`].
@@ -113,7 +116,7 @@ pub const ALL_NAMES: [&str; 19] = [
 /// the LLM families of [`crate::llm::provider`]. Each is listed from the start, with its
 /// `# HELP` and `# TYPE` lines, even before its first series (see [`Metrics::try_render`]), so
 /// dashboards and alert rules can rely on every name existing.
-pub const EXPORTED_NAMES: [&str; 24] = [
+pub const EXPORTED_NAMES: [&str; 25] = [
     BUILD_INFO,
     CONFIG_RELOADS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
@@ -134,6 +137,7 @@ pub const EXPORTED_NAMES: [&str; 24] = [
     STORE_ERRORS_TOTAL,
     MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS,
     BUDGET_REMAINING_DOLLARS,
+    NOTIFICATIONS_TOTAL,
     crate::llm::provider::LLM_REQUESTS_TOTAL,
     crate::llm::provider::LLM_TOKENS_TOTAL,
     crate::llm::provider::LLM_COST_DOLLARS_TOTAL,
@@ -348,6 +352,7 @@ pub struct Metrics {
     risk_rejections: IntCounterVec,
     equity: Gauge,
     emergency_closes: IntCounterVec,
+    notifications: IntCounterVec,
     halts: IntGaugeVec,
     store_errors: IntCounterVec,
     last_bar: prometheus::GaugeVec,
@@ -753,6 +758,18 @@ impl Metrics {
                 &["scope"],
             ),
         )?;
+        let notifications = register(
+            &r,
+            NOTIFICATIONS_TOTAL,
+            IntCounterVec::new(
+                Opts::new(
+                    NOTIFICATIONS_TOTAL,
+                    "Notifications by [notify.<sink>] and result: delivered, or dropped (queue \
+                     full, retries exhausted, refused by the receiver, or the sink not started).",
+                ),
+                &["sink", "result"],
+            ),
+        )?;
         for kind in ScopeKind::ALL {
             emergency_closes
                 .with_label_values(&[kind.as_str()])
@@ -851,6 +868,7 @@ impl Metrics {
         declare(&mut declared, &risk_rejections, MetricType::COUNTER);
         declare(&mut declared, &equity, MetricType::GAUGE);
         declare(&mut declared, &emergency_closes, MetricType::COUNTER);
+        declare(&mut declared, &notifications, MetricType::COUNTER);
         declare(&mut declared, &halts, MetricType::GAUGE);
         declare(&mut declared, &store_errors, MetricType::COUNTER);
         declare(&mut declared, &last_bar, MetricType::GAUGE);
@@ -888,6 +906,7 @@ impl Metrics {
             risk_rejections,
             equity,
             emergency_closes,
+            notifications,
             halts,
         };
         m.set_pipeline_counts(PipelineCounts::default());
@@ -1010,6 +1029,21 @@ impl Metrics {
         self.emergency_closes
             .with_label_values(&[scope.as_str()])
             .inc();
+    }
+
+    /// Starts `ztraded_notifications_total{sink}` at zero for both results.
+    pub fn notification_sink(&self, sink: &str) {
+        for result in ["delivered", "dropped"] {
+            self.notifications
+                .with_label_values(&[sink, result])
+                .inc_by(0);
+        }
+    }
+
+    /// Counts one notification of `sink`: `delivered` or `dropped`.
+    pub fn notification(&self, sink: &str, delivered: bool) {
+        let result = if delivered { "delivered" } else { "dropped" };
+        self.notifications.with_label_values(&[sink, result]).inc();
     }
 
     /// Sets all three `ztraded_halts{scope}` series.

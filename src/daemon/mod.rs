@@ -179,7 +179,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     let notifier = Arc::new(crate::notify::Notifier::start(
         &settings.notify,
         |v| std::env::var(v).ok(),
-        Some(metrics.registry()),
+        Some(Arc::clone(&metrics)),
     ));
     account.set_notifier(Arc::clone(&notifier));
     for (name, reason) in unavailable {

@@ -23,7 +23,7 @@
 //! it would have got is counted as dropped, so an alert on drops sees the mistake.
 
 use crate::config::settings::{Delivery, NotifyEvent, NotifySettings};
-use prometheus::{IntCounterVec, Opts, Registry};
+use crate::metrics::Metrics;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -51,42 +51,6 @@ pub struct Notification {
     pub details: Value,
 }
 
-/// `ztraded_notifications_total{sink,result}`.
-#[derive(Clone)]
-struct NotifyMetrics {
-    total: IntCounterVec,
-}
-
-impl NotifyMetrics {
-    fn new(registry: &Registry) -> Option<NotifyMetrics> {
-        let total = IntCounterVec::new(
-            Opts::new(
-                "ztraded_notifications_total",
-                "Notifications by sink and result: delivered, or dropped (queue full, retries exhausted, refused by the receiver, or the sink not configured)",
-            ),
-            &["sink", "result"],
-        )
-        .ok()?;
-        match registry.register(Box::new(total.clone())) {
-            Ok(()) => Some(NotifyMetrics { total }),
-            Err(e) => {
-                warn!(error = %e, "notification metrics not registered");
-                None
-            }
-        }
-    }
-
-    fn count(&self, sink: &str, result: &str) {
-        self.total.with_label_values(&[sink, result]).inc();
-    }
-
-    fn zero(&self, sink: &str) {
-        for result in ["delivered", "dropped"] {
-            let _ = self.total.with_label_values(&[sink, result]);
-        }
-    }
-}
-
 /// Where a sink's requests go (secrets resolved from the environment).
 #[derive(Clone)]
 enum Target {
@@ -106,7 +70,7 @@ struct Sink {
 /// from anywhere, it never blocks.
 pub struct Notifier {
     sinks: Vec<Sink>,
-    metrics: Option<NotifyMetrics>,
+    metrics: Option<Arc<Metrics>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -124,15 +88,15 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// Starts one delivery task per sink of `settings` (call it inside the tokio runtime),
     /// reading URLs, tokens and chat ids through `env` (the process environment in the
-    /// daemon). Registers `ztraded_notifications_total` on `registry`, with a zero series
-    /// per sink and result. A sink whose variables are missing or empty is logged and not
+    /// daemon). Counts in `metrics` (`ztraded_notifications_total`, a zero series per sink
+    /// and result from the start). A sink whose variables are missing or empty is logged and not
     /// started; its notifications are counted as dropped.
     pub fn start(
         settings: &BTreeMap<String, NotifySettings>,
         env: impl Fn(&str) -> Option<String>,
-        registry: Option<&Registry>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Notifier {
-        let metrics = registry.and_then(NotifyMetrics::new);
+        crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("ztraded/", env!("CARGO_PKG_VERSION")))
             .build();
@@ -141,7 +105,7 @@ impl Notifier {
         for (name, s) in settings {
             let delivery = s.delivery();
             if let Some(m) = &metrics {
-                m.zero(name);
+                m.notification_sink(name);
             }
             let var = |v: &str| {
                 env(v)
@@ -235,7 +199,7 @@ impl Notifier {
                 None => false,
             };
             if !sent && let Some(m) = &self.metrics {
-                m.count(&sink.name, "dropped");
+                m.notification(&sink.name, false);
             }
         }
     }
@@ -263,7 +227,7 @@ struct Worker {
     target: Target,
     client: reqwest::Client,
     delivery: Delivery,
-    metrics: Option<NotifyMetrics>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Why an attempt failed, and whether to try again (after how long, when the receiver
@@ -285,15 +249,15 @@ const TELEGRAM_TEXT_LIMIT: usize = 4096;
 impl Worker {
     async fn run(self, mut rx: mpsc::Receiver<Arc<Notification>>) {
         while let Some(n) = rx.recv().await {
-            let result = match self.deliver(&n).await {
-                Ok(()) => "delivered",
+            let delivered = match self.deliver(&n).await {
+                Ok(()) => true,
                 Err(reason) => {
                     warn!(sink = %self.sink, event = n.event.as_str(), %reason, "notification dropped");
-                    "dropped"
+                    false
                 }
             };
             if let Some(m) = &self.metrics {
-                m.count(&self.sink, result);
+                m.notification(&self.sink, delivered);
             }
         }
     }
@@ -432,12 +396,10 @@ mod tests {
 
     #[test]
     fn bodies_follow_each_receivers_format() {
-        let (url, body) = request(
-            &Target::Webhook {
-                url: "http://h/x".into(),
-            },
-            &note(),
-        );
+        let hook = Target::Webhook {
+            url: "http://h/x".into(),
+        };
+        let (url, body) = request(&hook, &note());
         assert_eq!(url, "http://h/x");
         assert_eq!(body["event"], "fill");
         assert_eq!(body["at"], "2023-11-14T22:13:20Z");
@@ -469,7 +431,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sink_without_its_variable_counts_drops_and_send_never_blocks() {
-        let registry = Registry::new();
+        let metrics = Arc::new(Metrics::new().unwrap());
         let settings: BTreeMap<String, NotifySettings> = toml::from_str(
             r#"
             [ops]
@@ -479,10 +441,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        let n = Notifier::start(&settings, |_| None, Some(&registry));
+        let n = Notifier::start(&settings, |_| None, Some(Arc::clone(&metrics)));
         n.send(&[NotifyEvent::Halt], note());
         n.send(&[NotifyEvent::StopHit, NotifyEvent::Fill], note());
-        let families = registry.gather();
+        let families = metrics.registry().gather();
         let f = families
             .iter()
             .find(|f| f.name() == "ztraded_notifications_total")
@@ -491,7 +453,7 @@ mod tests {
             f.get_metric()
                 .iter()
                 .find(|m| m.get_label().iter().any(|l| l.value() == result))
-                .map(|m| m.get_counter().value())
+                .map(|m| m.get_counter().get_value())
         };
         assert_eq!(value("dropped"), Some(1.0));
         assert_eq!(value("delivered"), Some(0.0));
