@@ -460,6 +460,19 @@ fn plan_markdown_lists_changed_fields_and_the_open_positions_each_change_touches
         "close - 1.5 * atr_14"
     );
     assert_eq!(v["store"]["positions_known"], false);
+    for key in [
+        "base",
+        "revision",
+        "changes",
+        "positions",
+        "settings_changed",
+        "refused",
+    ] {
+        assert!(v.get(key).is_some(), "no {key} in {v}");
+    }
+    // `--json` is still `--format json`.
+    let o = ztraded(&r.root, &["plan", change, "--base", base, "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&stdout_ok(&o)).unwrap(), v);
 
     // With the daemon's store: the positions each change touches and what happens to them.
     tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -501,6 +514,24 @@ fn plan_markdown_lists_changed_fields_and_the_open_positions_each_change_touches
     assert!(
         human.contains("open position: AAPL long 10 @ 150.25 — kept"),
         "{human}"
+    );
+
+    // An invalid revision: the comment says so, with the errors.
+    std::fs::write(
+        r.change.join("pipelines/broken.yaml"),
+        "mode: simulation\nbogus: 1\n",
+    )
+    .unwrap();
+    let o = ztraded(
+        &r.root,
+        &["plan", change, "--base", base, "--format", "markdown"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let md = String::from_utf8(o.stdout).unwrap();
+    assert!(md.contains("❌"), "{md}");
+    assert!(
+        md.contains("pipelines/broken.yaml:2:1: error[unknown-field]"),
+        "{md}"
     );
 }
 

@@ -303,8 +303,8 @@ fn json_text(v: &Result<serde_json::Value, serde_json::Error>) -> String {
 /// What changed in the pipeline's config between the baseline and this revision.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ConfigChange {
-    /// How the pipeline changed (`changed`, `enabled`, `disabled`); None when it did not
-    /// (or is new: there is nothing to compare).
+    /// How the pipeline changed (`changed`, `enabled`, `disabled`, `added` for a new one);
+    /// None when neither it nor what it uses changed.
     pub kind: Option<ChangeKind>,
     /// Its changed fields with their values before and after.
     pub fields: Vec<FieldChange>,

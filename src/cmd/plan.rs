@@ -267,7 +267,11 @@ pub async fn run(
         ),
         Format::Markdown => markdown(&Plan {
             dir,
-            source: &source,
+            source_md: if base.is_some() {
+                md_code(&source)
+            } else {
+                md_text(&source)
+            },
             revision: set.short_revision(),
             old: &old,
             new: &new,
@@ -443,7 +447,8 @@ fn line(c: &Change) -> String {
 /// Everything the Markdown plan shows.
 struct Plan<'a> {
     dir: &'a Path,
-    source: &'a str,
+    /// What the plan compares with, as Markdown (a `--base` directory as code).
+    source_md: String,
     revision: &'a str,
     old: &'a Snapshot,
     new: &'a Snapshot,
@@ -528,7 +533,7 @@ fn markdown(p: &Plan<'_>) -> String {
         "{} (revision {}) against {}: **{summary}**.\n",
         md_code(&p.dir.display().to_string()),
         md_code(p.revision),
-        md_code(p.source)
+        p.source_md
     );
     if !p.changes.is_empty() {
         s.push_str("| pipeline | change | what changes | open positions |\n");
@@ -603,7 +608,7 @@ fn markdown(p: &Plan<'_>) -> String {
         let _ = writeln!(
             s,
             "**The daemon would refuse this revision** and keep running {}:\n",
-            md_code(p.source)
+            p.source_md
         );
         for f in p.refused {
             let _ = writeln!(s, "- {}", md_text(&f.human()));
@@ -614,17 +619,25 @@ fn markdown(p: &Plan<'_>) -> String {
     s
 }
 
-/// The validation summary line, and the findings in a collapsed list.
+/// The validation summary line, the errors listed, the warnings in a collapsed list.
 fn findings_markdown(findings: &[Finding], files: usize) -> String {
     let summary = Summary::of(files, findings);
     let mut s = format!("Validation: {}.\n", summary.line());
-    if !findings.is_empty() {
+    let (errors, warnings): (Vec<&Finding>, Vec<&Finding>) =
+        findings.iter().partition(|f| f.severity == Severity::Error);
+    if !errors.is_empty() {
+        s.push('\n');
+        for f in errors {
+            let _ = writeln!(s, "- {}", md_text(&f.human()));
+        }
+    }
+    if !warnings.is_empty() {
         let _ = writeln!(
             s,
             "\n<details><summary>{}</summary>\n",
-            plural(findings.len(), "finding", "findings")
+            plural(warnings.len(), "warning", "warnings")
         );
-        for f in findings {
+        for f in warnings {
             let _ = writeln!(s, "- {}", md_text(&f.human()));
         }
         s.push_str("\n</details>\n");
