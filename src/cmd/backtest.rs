@@ -61,8 +61,8 @@ pub enum Format {
     /// The summary for a terminal (with `--baseline`: the comparison table).
     #[default]
     Human,
-    /// One JSON object: the run's [`RunSummary`] (with `--baseline`: both runs, the
-    /// config changes and the metric rows).
+    /// One JSON object: the run's summary, every performance statistic included (with
+    /// `--baseline`: both runs, the config changes and the metric rows).
     Json,
     /// GitHub-flavoured Markdown, for a pull-request comment.
     Markdown,
