@@ -87,8 +87,12 @@ enum Command {
         /// (read from DIR's store).
         #[arg(long)]
         base: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
+        /// Output format: `markdown` is a table for a pull-request comment (changed fields
+        /// with their old and new values, open positions, validation summary).
+        #[arg(long, value_enum, default_value = "human")]
+        format: cmd::plan::Format,
+        /// Print JSON (the same as --format json).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
     },
     /// Apply the store's migrations (the daemon also applies them at start).
@@ -184,6 +188,17 @@ enum Command {
         /// node closed.
         #[arg(long)]
         max_cost_usd: Option<rust_decimal::Decimal>,
+        /// Also run the pipeline of the same name from this config directory (e.g. a
+        /// checkout of the main branch) on the same bars, and print both runs' metrics side
+        /// by side with their differences and the config fields that changed. The
+        /// baseline's files go to <out>/baseline/. A pipeline the baseline does not have is
+        /// reported as new.
+        #[arg(long, value_name = "DIR")]
+        baseline: Option<PathBuf>,
+        /// Output format: `human` (the summary), `json`, or `markdown` (for a pull-request
+        /// comment).
+        #[arg(long, value_enum, default_value = "human")]
+        format: cmd::backtest::Format,
     },
     /// Estimate what a pipeline's LLM calls cost: tokens per call of each LLM node (rendered
     /// prompts; tiktoken for OpenAI model families, 4 characters a token otherwise),
@@ -338,11 +353,20 @@ fn main() -> ExitCode {
             Ok(rt) => rt.block_on(cmd::brokers::run(&dir, json, &mut out, &mut err)),
             Err(_) => cmd::EXIT_USAGE,
         },
-        Command::Plan { dir, base, json } => match runtime(Some(1)) {
+        Command::Plan {
+            dir,
+            base,
+            format,
+            json,
+        } => match runtime(Some(1)) {
             Ok(rt) => rt.block_on(cmd::plan::run(
                 &dir,
                 base.as_deref(),
-                json,
+                if json {
+                    cmd::plan::Format::Json
+                } else {
+                    format
+                },
                 &mut out,
                 &mut err,
             )),
@@ -412,6 +436,8 @@ fn main() -> ExitCode {
             llm,
             llm_file,
             max_cost_usd,
+            baseline,
+            format,
         } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -430,7 +456,16 @@ fn main() -> ExitCode {
                 max_cost_usd,
             };
             let code = runtime.block_on(cmd::backtest::run(
-                &pipeline, data, from, to, out_dir, llm, &mut out, &mut err,
+                &pipeline,
+                data,
+                from,
+                to,
+                out_dir,
+                llm,
+                format,
+                baseline.as_deref(),
+                &mut out,
+                &mut err,
             ));
             // The process ends now: mimalloc would hand every freed page back to the system
             // at exit (milliseconds of system calls for a large backtest), and the system

@@ -294,6 +294,72 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing store for reading only (what `ztraded plan` lists): no file or
+    /// directory is created and no migration runs. A SQLite file is opened read-only (a
+    /// relative path is resolved against `base_dir`, as in [`Store::connect`]); PostgreSQL
+    /// sessions are read-only (`default_transaction_read_only`). `Ok(None)` when there is
+    /// no store to read: the SQLite file does not exist, or `sqlite::memory:` (empty
+    /// whenever it is opened).
+    ///
+    /// Errors: as [`Store::connect`], without [`StoreError::CreateDir`] and
+    /// [`StoreError::Migrate`].
+    pub async fn open_read_only(url: &str, base_dir: &Path) -> Result<Option<Store>, StoreError> {
+        let shown = redact_url(url);
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let Some(path) = sqlite_path(&shown, rest, base_dir)? else {
+                return Ok(None);
+            };
+            if !path.is_file() {
+                return Ok(None);
+            }
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .read_only(true)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            let pool = PoolOptions::<Sqlite>::new()
+                .max_connections(1)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    backend: "sqlite",
+                    url: shown.clone(),
+                    source,
+                })?;
+            return Ok(Some(Store {
+                pool: Pool::Sqlite(pool),
+                url: shown,
+            }));
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::Url {
+                url: shown,
+                reason: "expected sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DB"
+                    .to_string(),
+            });
+        }
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url {
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?
+            .options([("default_transaction_read_only", "on")]);
+        let pool = PoolOptions::<Postgres>::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                backend: "postgres",
+                url: shown.clone(),
+                source,
+            })?;
+        Ok(Some(Store {
+            pool: Pool::Postgres(pool),
+            url: shown,
+        }))
+    }
+
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self.pool {
@@ -348,12 +414,9 @@ async fn connect_failure<C: sqlx::Connection>(
     }
 }
 
-/// SQLite options for the part of the URL after `sqlite:`; `true` for an in-memory database.
-async fn sqlite_options(
-    shown: &str,
-    rest: &str,
-    base_dir: &Path,
-) -> Result<(SqliteConnectOptions, bool), StoreError> {
+/// The database file of the part of a SQLite URL after `sqlite:` (a relative path resolved
+/// against `base_dir`); `None` for `:memory:`.
+fn sqlite_path(shown: &str, rest: &str, base_dir: &Path) -> Result<Option<PathBuf>, StoreError> {
     let url_err = |reason: &str| StoreError::Url {
         url: shown.to_string(),
         reason: reason.to_string(),
@@ -365,19 +428,30 @@ async fn sqlite_options(
         ));
     }
     if path == ":memory:" {
-        let options = SqliteConnectOptions::new()
-            .in_memory(true)
-            .foreign_keys(true);
-        return Ok((options, true));
+        return Ok(None);
     }
     if path.is_empty() {
         return Err(url_err("no file path (expected sqlite://PATH)"));
     }
     let path = Path::new(path);
-    let path = if path.is_absolute() {
+    Ok(Some(if path.is_absolute() {
         path.to_path_buf()
     } else {
         base_dir.join(path)
+    }))
+}
+
+/// SQLite options for the part of the URL after `sqlite:`; `true` for an in-memory database.
+async fn sqlite_options(
+    shown: &str,
+    rest: &str,
+    base_dir: &Path,
+) -> Result<(SqliteConnectOptions, bool), StoreError> {
+    let Some(path) = sqlite_path(shown, rest, base_dir)? else {
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true);
+        return Ok((options, true));
     };
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
