@@ -15,6 +15,7 @@ pub mod controller;
 pub mod live;
 pub mod market;
 pub mod registry;
+pub mod status;
 
 use crate::config::load::{ConfigSet, load_dir_with_env, load_settings_of, process_env};
 use crate::config::semantic::{StartPoint, parse_start};
@@ -240,8 +241,16 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         }
         (None, None) => unreachable!("replay or live data"),
     };
+    // Pipeline statuses: this run's pipelines write their rows as they start.
+    if let Err(e) = store.clear_pipeline_statuses().await {
+        warn!(error = %e, "the last run's pipeline statuses are not cleared");
+        metrics.store_error(crate::metrics::StoreOperation::State);
+    }
+    let heartbeat = status::Heartbeat::new(store.clone(), Arc::clone(&metrics));
+    heartbeat.write(account.now(), false).await;
     // Actors and the reconciler.
     let shared = Arc::new(Shared {
+        status_writer: status::StatusWriter::spawn(store.clone(), Arc::clone(&metrics)),
         live,
         account: Arc::clone(&account),
         store: store.clone(),
@@ -357,6 +366,12 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| DaemonError::Http(e.to_string()))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut beat = tokio::time::interval_at(
+        tokio::time::Instant::now() + status::HEARTBEAT_INTERVAL,
+        status::HEARTBEAT_INTERVAL,
+    );
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beating: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
@@ -372,6 +387,12 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
                 watcher.release(&revision);
             }
             _ = tick.tick() => controller.reap(),
+            // Off the loop: a slow store delays the next heartbeat, never a reload or a
+            // signal.
+            _ = beat.tick() => if beating.as_ref().is_none_or(|b| b.is_finished()) {
+                let (hb, now) = (heartbeat.clone(), account.now());
+                beating = Some(tokio::spawn(async move { hb.write(now, false).await }));
+            },
         }
     }
     // Shutdown: no more triggers; running executions finish within the grace period.
@@ -393,6 +414,11 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         }
     }
     account.persist().await;
+    shared.status_writer.flush().await;
+    if let Some(b) = beating {
+        let _ = b.await;
+    }
+    heartbeat.write(account.now(), true).await;
     let _ = http.await;
     store.close().await;
     info!("stopped");
