@@ -48,8 +48,11 @@ fn cli_json(args: &[&str], env: &[(&str, &str)]) -> Value {
 }
 
 fn dec(v: &Value) -> Decimal {
-    Decimal::from_str(v.as_str().unwrap_or_else(|| panic!("a decimal string: {v}")))
-        .unwrap_or_else(|e| panic!("{v}: {e}"))
+    Decimal::from_str(
+        v.as_str()
+            .unwrap_or_else(|| panic!("a decimal string: {v}")),
+    )
+    .unwrap_or_else(|e| panic!("{v}: {e}"))
 }
 
 fn opt_dec(v: &Value) -> Option<Decimal> {
@@ -59,7 +62,10 @@ fn opt_dec(v: &Value) -> Option<Decimal> {
 fn close(a: Option<f64>, b: &Value, what: &str) {
     match (a, b.as_f64()) {
         (None, None) => {}
-        (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{what}: {a} vs {b}"),
+        (Some(a), Some(b)) => assert!(
+            (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+            "{what}: {a} vs {b}"
+        ),
         (a, _) => panic!("{what}: {a:?} vs {b}"),
     }
 }
@@ -288,12 +294,20 @@ async fn status_and_report(dir: &Path, env: &[(&str, &str)], store_url: &str, sq
 
     // --- report: the same numbers as the store and as Performance::compute ---
     let trades = sql.trades().await;
-    assert!(trades.len() >= 5, "the replay traded: {} trades", trades.len());
+    assert!(
+        trades.len() >= 5,
+        "the replay traded: {} trades",
+        trades.len()
+    );
     let sql_pnl: Decimal = trades.iter().map(|t| t.1).sum();
     let (first_equity, last_equity) = sql.equity_ends().await;
     let report = cli_json(&["report", dir_s, "--format", "json"], env);
     let m = &report["metrics"];
-    assert_eq!(m["trades"].as_u64().unwrap() as usize, trades.len(), "{m:#}");
+    assert_eq!(
+        m["trades"].as_u64().unwrap() as usize,
+        trades.len(),
+        "{m:#}"
+    );
     assert_eq!(dec(&m["closed_pnl_usd"]), sql_pnl);
     assert_eq!(dec(&m["initial_equity_usd"]), first_equity);
     assert_eq!(dec(&m["total_pnl_usd"]), last_equity - first_equity);
@@ -337,17 +351,33 @@ async fn status_and_report(dir: &Path, env: &[(&str, &str)], store_url: &str, sq
     for r in b["revision"].as_array().unwrap() {
         assert!(revisions.contains(r["bucket"].as_str().unwrap()), "{r}");
     }
-    assert_eq!(report["costs"]["records"], 0, "rules pipelines cost nothing");
-    assert_eq!(report["open_positions"]["count"].as_u64().unwrap() as usize, open.len());
+    assert_eq!(
+        report["costs"]["records"], 0,
+        "rules pipelines cost nothing"
+    );
+    assert_eq!(
+        report["open_positions"]["count"].as_u64().unwrap() as usize,
+        open.len()
+    );
 
     // One pipeline: its trades on the closed-trade curve.
     let golden: Vec<&(String, Decimal, i64)> =
         trades.iter().filter(|t| t.0 == "golden-cross").collect();
     let g = cli_json(
-        &["report", dir_s, "--pipeline", "golden-cross", "--format", "json"],
+        &[
+            "report",
+            dir_s,
+            "--pipeline",
+            "golden-cross",
+            "--format",
+            "json",
+        ],
         env,
     );
-    assert_eq!(g["metrics"]["trades"].as_u64().unwrap() as usize, golden.len());
+    assert_eq!(
+        g["metrics"]["trades"].as_u64().unwrap() as usize,
+        golden.len()
+    );
     let golden_pnl: Decimal = golden.iter().map(|t| t.1).sum();
     assert_eq!(dec(&g["metrics"]["closed_pnl_usd"]), golden_pnl);
     assert_eq!(dec(&g["metrics"]["total_pnl_usd"]), golden_pnl);
@@ -367,11 +397,21 @@ async fn status_and_report(dir: &Path, env: &[(&str, &str)], store_url: &str, sq
     let in_2013: Vec<_> = trades.iter().filter(|t| t.2 >= from && t.2 < to).collect();
     let y = cli_json(
         &[
-            "report", dir_s, "--from", "2013-01-01", "--to", "2013-12-31", "--format", "json",
+            "report",
+            dir_s,
+            "--from",
+            "2013-01-01",
+            "--to",
+            "2013-12-31",
+            "--format",
+            "json",
         ],
         env,
     );
-    assert_eq!(y["metrics"]["trades"].as_u64().unwrap() as usize, in_2013.len());
+    assert_eq!(
+        y["metrics"]["trades"].as_u64().unwrap() as usize,
+        in_2013.len()
+    );
     assert_eq!(
         dec(&y["metrics"]["closed_pnl_usd"]),
         in_2013.iter().map(|t| t.1).sum::<Decimal>()
@@ -379,10 +419,7 @@ async fn status_and_report(dir: &Path, env: &[(&str, &str)], store_url: &str, sq
 
     // Human, CSV and the chart.
     let out_dir = dir.join("report-out");
-    let (code, human, err) = cli(
-        &["report", dir_s, "--out", out_dir.to_str().unwrap()],
-        env,
-    );
+    let (code, human, err) = cli(&["report", dir_s, "--out", out_dir.to_str().unwrap()], env);
     assert_eq!(code, 0, "{err}");
     let trades_line = human
         .lines()
@@ -408,7 +445,11 @@ async fn status_and_report(dir: &Path, env: &[(&str, &str)], store_url: &str, sq
         assert!(human.contains(section), "{section}:\n{human}");
     }
     let svg = std::fs::read_to_string(out_dir.join("equity.svg")).unwrap();
-    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..80]);
+    assert!(
+        svg.starts_with("<svg") || svg.starts_with("<?xml"),
+        "{}",
+        &svg[..80]
+    );
     assert!(svg.contains("id=\"equity\"") && svg.contains("id=\"drawdown\""));
     let csv_trades = std::fs::read_to_string(out_dir.join("trades.csv")).unwrap();
     assert_eq!(csv_trades.lines().count(), trades.len() + 1);

@@ -495,7 +495,9 @@ fn human(r: &Report, files: Option<&Files>) -> String {
         }
     });
     let total_meaning = match r.source {
-        CurveSource::Account => "final minus initial equity: closed trades, open positions, commissions",
+        CurveSource::Account => {
+            "final minus initial equity: closed trades, open positions, commissions"
+        }
         CurveSource::ClosedTrades => "the closed trades' P&L",
     };
     let c = &r.costs;
@@ -515,7 +517,8 @@ fn human(r: &Report, files: Option<&Files>) -> String {
         ),
         (
             "Return",
-            p.return_pct.map_or_else(na, |v| format!("{}%", format_pct(v))),
+            p.return_pct
+                .map_or_else(na, |v| format!("{}%", format_pct(v))),
         ),
         ("Trades", p.trades.to_string()),
         ("Wins", p.wins.to_string()),

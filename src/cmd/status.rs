@@ -295,6 +295,16 @@ pub async fn run(
         },
         Some(every) => {
             let every = every.max(Duration::from_millis(200));
+            // One listener for the whole watch: a Ctrl-C while the store is read is kept.
+            let mut interrupt =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = writeln!(err, "ztraded status: cannot watch for Ctrl-C: {e}");
+                        store.close().await;
+                        return EXIT_INVALID;
+                    }
+                };
             loop {
                 match read(&store, tz).await {
                     Ok(view) => print(&view, format, true, out),
@@ -305,7 +315,7 @@ pub async fn run(
                 }
                 let _ = out.flush();
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => break EXIT_OK,
+                    _ = interrupt.recv() => break EXIT_OK,
                     _ = tokio::time::sleep(every) => {}
                 }
             }
@@ -341,10 +351,11 @@ pub(crate) async fn open(
         .unwrap_or(chrono_tz::America::New_York);
     match Store::open_existing(&settings.store.url, 2, dir).await {
         Ok(s) => Some((s, tz)),
-        Err(e @ StoreError::Missing { .. }) => {
+        Err(StoreError::Missing { path }) => {
             let _ = writeln!(
                 err,
-                "ztraded {command}: no store yet: {e}; start `ztraded run {}` first, or point [store] url (ZTRADED_STORE__URL) at the daemon's store",
+                "ztraded {command}: no store yet: {} does not exist (the daemon has not run with this store); start `ztraded run {}` first, or point [store] url (ZTRADED_STORE__URL) at the daemon's store",
+                path.display(),
                 dir.display()
             );
             None
@@ -445,7 +456,11 @@ async fn revision_view(store: &Store) -> Result<RevisionView, StoreError> {
         applied: applied.map(|a| AppliedView {
             revision: a.revision,
             at: format_ts(a.at),
-            changes: a.diff.get("changes").cloned().unwrap_or(Value::Array(vec![])),
+            changes: a
+                .diff
+                .get("changes")
+                .cloned()
+                .unwrap_or(Value::Array(vec![])),
         }),
         refused: refused.map(|r| RefusedView {
             revision: r.revision,
@@ -465,7 +480,11 @@ async fn pipeline_view(
     clock: i64,
     tz: chrono_tz::Tz,
 ) -> Result<PipelineView, StoreError> {
-    let last = store.last_executions(&p.pipeline, 1).await?.into_iter().next();
+    let last = store
+        .last_executions(&p.pipeline, 1)
+        .await?
+        .into_iter()
+        .next();
     let budget = match &p.budget {
         None => None,
         Some(b) => {
@@ -486,8 +505,10 @@ async fn pipeline_view(
                         daily_usd: b.daily_usd,
                         monthly_usd: b.monthly_usd,
                         timezone: zone.name().to_string(),
-                        day: local(d0).map_or_else(String::new, |d| d.format("%Y-%m-%d").to_string()),
-                        month: local(m0).map_or_else(String::new, |d| d.format("%Y-%m").to_string()),
+                        day: local(d0)
+                            .map_or_else(String::new, |d| d.format("%Y-%m-%d").to_string()),
+                        month: local(m0)
+                            .map_or_else(String::new, |d| d.format("%Y-%m").to_string()),
                         spent_day_usd: store.cost_total_usd(Some(&p.pipeline), d0, d1).await?,
                         spent_month_usd: store.cost_total_usd(Some(&p.pipeline), m0, m1).await?,
                     })
@@ -610,7 +631,10 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
 }
 
 fn price(d: Option<Decimal>) -> String {
-    d.map_or_else(|| "-".to_string(), |d| d.round_dp(4).normalize().to_string())
+    d.map_or_else(
+        || "-".to_string(),
+        |d| d.round_dp(4).normalize().to_string(),
+    )
 }
 
 /// The human tables.
@@ -638,7 +662,9 @@ pub fn human(v: &StatusView) -> String {
     };
     out.push(format!("Daemon:    {daemon}"));
     if let Some(c) = &d.clock {
-        out.push(format!("Clock:     {c} (the daemon's clock at its last heartbeat)"));
+        out.push(format!(
+            "Clock:     {c} (the daemon's clock at its last heartbeat)"
+        ));
     }
     out.push(format!("Store:     {} {}", v.store.backend, v.store.url));
     match &v.revision.applied {
@@ -790,7 +816,11 @@ pub fn human(v: &StatusView) -> String {
             ],
             &rows,
         ));
-        let total: Decimal = v.positions.iter().filter_map(|p| p.unrealized_pnl_usd).sum();
+        let total: Decimal = v
+            .positions
+            .iter()
+            .filter_map(|p| p.unrealized_pnl_usd)
+            .sum();
         out.push(format!("  total unrealized: {} USD", format_usd(total)));
     }
     out.push(String::new());
@@ -829,7 +859,13 @@ pub fn human(v: &StatusView) -> String {
         out.push("  (no pipeline has a budget)".to_string());
     } else {
         out.extend(table(
-            &["PIPELINE", "DAY", "SPENT / DAILY", "MONTH", "SPENT / MONTHLY"],
+            &[
+                "PIPELINE",
+                "DAY",
+                "SPENT / DAILY",
+                "MONTH",
+                "SPENT / MONTHLY",
+            ],
             &budgets,
         ));
     }

@@ -31,6 +31,9 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a clean stop waits for the queued status writes.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What was last queued for a pipeline: its state, reason and revision.
+type Queued = (PipelineState, Option<String>, String);
+
 enum Write {
     Set(Box<PipelineStatus>),
     Remove(String),
@@ -41,7 +44,7 @@ enum Write {
 pub struct StatusWriter {
     tx: mpsc::UnboundedSender<Write>,
     /// What was last queued per pipeline: (state, reason, revision).
-    last: Mutex<HashMap<String, (PipelineState, Option<String>, String)>>,
+    last: Mutex<HashMap<String, Queued>>,
 }
 
 /// The stored state and reason of a status.

@@ -137,7 +137,8 @@ pub struct RevisionTrade {
     pub revision: Option<String>,
 }
 
-const STATUS_COLUMNS: &str = "pipeline, state, reason, revision, mode, broker, symbols, budget, since";
+const STATUS_COLUMNS: &str =
+    "pipeline, state, reason, revision, mode, broker, symbols, budget, since";
 
 fn status_from_row<R: RowGet>(row: &R) -> Result<PipelineStatus, StoreError> {
     let c = Cols::new(row, "pipeline_status");
@@ -499,7 +500,13 @@ mod tests {
         }
     }
 
-    fn execution(pipeline: &str, symbol: &str, at: i64, revision: &str, close: f64) -> ExecutionRecord {
+    fn execution(
+        pipeline: &str,
+        symbol: &str,
+        at: i64,
+        revision: &str,
+        close: f64,
+    ) -> ExecutionRecord {
         ExecutionRecord {
             id: format!("{pipeline}:{symbol}:{at}"),
             pipeline: pipeline.into(),
@@ -573,7 +580,13 @@ mod tests {
     #[tokio::test]
     async fn the_last_reconcile_of_each_result() {
         let store = memory().await;
-        assert_eq!(store.last_reconcile(ReconcileResult::Applied).await.unwrap(), None);
+        assert_eq!(
+            store
+                .last_reconcile(ReconcileResult::Applied)
+                .await
+                .unwrap(),
+            None
+        );
         for (at, result) in [
             (1, ReconcileResult::Applied),
             (2, ReconcileResult::Refused),
@@ -593,9 +606,17 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let applied = store.last_reconcile(ReconcileResult::Applied).await.unwrap().unwrap();
+        let applied = store
+            .last_reconcile(ReconcileResult::Applied)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((applied.at, applied.revision.as_str()), (3, "rev3"));
-        let refused = store.last_reconcile(ReconcileResult::Refused).await.unwrap().unwrap();
+        let refused = store
+            .last_reconcile(ReconcileResult::Refused)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(refused.revision, "rev2");
         assert_eq!(refused.findings[0]["code"], "cel-syntax");
     }
@@ -657,7 +678,10 @@ mod tests {
             .await
             .unwrap();
         let p = store.last_price("p", "AAPL").await.unwrap().unwrap();
-        assert_eq!((p.price, p.at, p.source), (dec!(34.4), 2_000_100, PriceSource::Fill));
+        assert_eq!(
+            (p.price, p.at, p.source),
+            (dec!(34.4), 2_000_100, PriceSource::Fill)
+        );
     }
 
     #[tokio::test]
@@ -675,9 +699,18 @@ mod tests {
             .finish_execution(&execution("p", "SPY", 150, "r9", 1.0))
             .await
             .unwrap();
-        store.insert_trade(&trade("p", "AAPL", 150, 300, dec!(1.5))).await.unwrap();
-        store.insert_trade(&trade("p", "AAPL", 250, 400, dec!(-2))).await.unwrap();
-        store.insert_trade(&trade("p", "AAPL", 50, 60, dec!(3))).await.unwrap();
+        store
+            .insert_trade(&trade("p", "AAPL", 150, 300, dec!(1.5)))
+            .await
+            .unwrap();
+        store
+            .insert_trade(&trade("p", "AAPL", 250, 400, dec!(-2)))
+            .await
+            .unwrap();
+        store
+            .insert_trade(&trade("p", "AAPL", 50, 60, dec!(3)))
+            .await
+            .unwrap();
         let mut other = trade("q", "AAPL", 250, 500, dec!(7));
         other.mode = "paper".into();
         store.insert_trade(&other).await.unwrap();
@@ -691,7 +724,12 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            vec![(60, None), (300, Some("r1")), (400, Some("r2")), (500, None)]
+            vec![
+                (60, None),
+                (300, Some("r1")),
+                (400, Some("r2")),
+                (500, None)
+            ]
         );
         assert_eq!(all[1].trade, trade("p", "AAPL", 150, 300, dec!(1.5)));
         let p = store
@@ -734,7 +772,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let all = store.cost_summary(None, None, i64::MIN, i64::MAX).await.unwrap();
+        let all = store
+            .cost_summary(None, None, i64::MIN, i64::MAX)
+            .await
+            .unwrap();
         assert_eq!(
             all,
             CostSummary {
