@@ -1911,4 +1911,40 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn any_key_groups_trades_like_the_built_in_breakdowns() {
+        let trades = sample_trades();
+        // By symbol through the generic grouping: the same buckets as `by_symbol`.
+        let perf = Performance::compute(&trades, &sample_equity(), dec!(10000), ny());
+        let by_symbol = breakdown_by(&trades, |_, t| Some(t.symbol.clone()));
+        assert_eq!(by_symbol, perf.by_symbol);
+        // A key per trade index (a revision read alongside), leaving one trade out.
+        let revisions = ["r1", "r1", "r2", "r2", "r3"];
+        let by_revision = breakdown_by(&trades, |i, _| (i != 4).then_some(revisions[i]));
+        assert_eq!(
+            by_revision.keys().copied().collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
+        assert_eq!(by_revision["r1"].trades, 2);
+        assert_eq!(by_revision["r1"].pnl, dec!(100.00));
+        assert_eq!(by_revision["r2"].wins, 1);
+        assert_eq!(by_revision["r2"].losses, 1);
+        assert_eq!(by_revision["r2"].win_rate_pct, 50.0);
+        assert_eq!(
+            bucket_lines(
+                "By revision",
+                by_revision
+                    .iter()
+                    .map(|(k, b)| (k.to_string(), b))
+                    .collect()
+            ),
+            vec![
+                "By revision",
+                "  r1  trades 2  win rate 50.00%  P&L 100.00 USD",
+                "  r2  trades 2  win rate 50.00%  P&L 150.00 USD",
+            ]
+        );
+        assert_eq!(bucket_lines("Empty", Vec::new()), vec!["Empty", "  (none)"]);
+    }
 }

@@ -765,6 +765,46 @@ mod tests {
         assert_eq!(got, vec![(10, dec!(100)), (20, dec!(150)), (30, dec!(150))]);
     }
 
+    fn trade(entry: i64, exit: i64, pnl: Decimal) -> TradeRecord {
+        TradeRecord {
+            pipeline: "p".into(),
+            symbol: "AAPL".into(),
+            side: PositionSide::Long,
+            entry_time: entry,
+            exit_time: exit,
+            entry_price: dec!(10),
+            exit_price: dec!(11),
+            quantity: dec!(1),
+            stop_loss: None,
+            final_stop: None,
+            target_1: None,
+            target_2: None,
+            exit_reason: crate::broker::OrderPurpose::ExitRule,
+            pnl,
+            fees: Decimal::ZERO,
+            mode: "simulation".into(),
+        }
+    }
+
+    #[test]
+    fn the_closed_trade_curve_adds_each_trade_at_its_exit() {
+        let trades = [
+            trade(50, 300, dec!(-2)),
+            trade(10, 100, dec!(5)),
+            trade(150, 300, dec!(1)),
+        ];
+        let curve = closed_trade_curve(&trades, dec!(1000), Some(20));
+        let got: Vec<(i64, Decimal)> = curve.iter().map(|p| (p.ts, p.equity)).collect();
+        // Starts at the first entry (before the account's first point); two exits in the
+        // same second are one point.
+        assert_eq!(
+            got,
+            vec![(10, dec!(1000)), (100, dec!(1005)), (300, dec!(1004))]
+        );
+        assert!(closed_trade_curve(&[], dec!(1000), None).is_empty());
+        assert_eq!(closed_trade_curve(&[], dec!(1000), Some(7)).len(), 1);
+    }
+
     #[test]
     fn bounds_are_local_days_with_the_last_included() {
         let tz = chrono_tz::America::New_York;

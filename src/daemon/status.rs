@@ -260,3 +260,90 @@ impl Heartbeat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn writer() -> (Store, StatusWriter) {
+        let store = Store::connect("sqlite::memory:", 1, std::path::Path::new("."))
+            .await
+            .expect("in-memory store");
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let writer = StatusWriter::spawn(store.clone(), metrics);
+        (store, writer)
+    }
+
+    #[tokio::test]
+    async fn only_changes_are_queued() {
+        let (_store, w) = writer().await;
+        assert!(w.changed("p", &Status::Running, "rev1"));
+        assert!(!w.changed("p", &Status::Running, "rev1"));
+        assert!(w.changed("p", &Status::Running, "rev2"), "a new revision");
+        assert!(w.changed("p", &Status::Halted("limit".into()), "rev2"));
+        assert!(!w.changed("p", &Status::Halted("limit".into()), "rev2"));
+        assert!(
+            w.changed("p", &Status::Halted("other".into()), "rev2"),
+            "a new reason"
+        );
+        assert!(w.changed("q", &Status::Running, "rev2"), "per pipeline");
+        w.remove("p");
+        assert!(
+            w.changed("p", &Status::Halted("other".into()), "rev2"),
+            "after a removal"
+        );
+    }
+
+    #[tokio::test]
+    async fn statuses_reach_the_store_once_per_change() {
+        let (store, w) = writer().await;
+        let set = crate::config::load::load_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+        let tz = chrono_tz::America::New_York;
+        let failed = Status::Failed("broker sim is not configured".into());
+        w.publish_config("golden-cross", &failed, &set, tz, 100);
+        w.flush().await;
+        let rows = store.pipeline_statuses().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(row.pipeline, "golden-cross");
+        assert_eq!(row.state, PipelineState::Failed);
+        assert_eq!(row.reason.as_deref(), Some("broker sim is not configured"));
+        assert_eq!(row.revision, set.short_revision());
+        assert_eq!(
+            (row.mode.as_str(), row.broker.as_deref()),
+            ("simulation", Some("sim"))
+        );
+        assert_eq!(row.since, 100);
+        // The same status again is not written (the deleted row stays deleted).
+        store.clear_pipeline_statuses().await.unwrap();
+        w.publish_config("golden-cross", &failed, &set, tz, 200);
+        w.flush().await;
+        assert!(store.pipeline_statuses().await.unwrap().is_empty());
+        // A change is; a removal deletes it.
+        w.publish_config("golden-cross", &Status::Stopped, &set, tz, 300);
+        w.flush().await;
+        let rows = store.pipeline_statuses().await.unwrap();
+        assert_eq!(
+            (rows[0].state, rows[0].reason.clone(), rows[0].since),
+            (PipelineState::Stopped, None, 300)
+        );
+        w.remove("golden-cross");
+        w.flush().await;
+        assert!(store.pipeline_statuses().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_heartbeat_is_a_daemon_state_record() {
+        let (store, _w) = writer().await;
+        let hb = Heartbeat::new(store.clone(), Arc::new(Metrics::new().unwrap()));
+        hb.write(1_325_566_800, false).await;
+        let v = store.get_state(DAEMON_KEY).await.unwrap().unwrap();
+        assert_eq!(v["pid"], std::process::id());
+        assert_eq!(v["clock"], 1_325_566_800);
+        assert!(v["stopped_at"].is_null());
+        assert!(v["heartbeat_at"].as_i64().unwrap() >= v["started_at"].as_i64().unwrap());
+        hb.write(1_325_653_200, true).await;
+        let v = store.get_state(DAEMON_KEY).await.unwrap().unwrap();
+        assert!(v["stopped_at"].is_i64());
+    }
+}
