@@ -699,7 +699,7 @@ pub fn human(v: &StatusView) -> String {
     }
     if let Some(r) = &v.revision.refused {
         out.push(format!(
-            "Refused:   {} at {}: {} error{}; the applied revision keeps running",
+            "Refused:   {} at {}: {} error{}; the applied revision stays",
             short(&r.revision),
             r.at,
             r.errors,

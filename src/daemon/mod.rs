@@ -7,7 +7,8 @@
 //! brokers, pending intents settled) → the first reconcile (ready) → the watcher and the
 //! market loop. SIGHUP rescans the directory; SIGINT and SIGTERM stop taking triggers, let
 //! running executions finish for up to 8 s, mark the rest interrupted, save the brokers and
-//! exit 0.
+//! exit 0. The pipelines' states and the daemon's heartbeat go to the store as they change
+//! ([`status`]), for `ztraded status`.
 
 pub mod actor;
 pub mod control;
