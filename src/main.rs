@@ -95,6 +95,50 @@ enum Command {
         #[arg(long, conflicts_with = "format")]
         json: bool,
     },
+    /// Show the daemon's pipelines and their states (running, halted and why, draining,
+    /// stopped, failed and why) with their last execution, the open positions with stops,
+    /// targets and unrealized P&L, the halts, the applied and any refused revision with its
+    /// findings, and the budgets: read from the store DIR's settings name, not from the HTTP
+    /// port. Exit 1 when the store cannot be read (it does not exist yet, say).
+    Status {
+        /// The config directory whose ztraded.toml names the store.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Output format (`json`: the documented object; with --watch one per line).
+        #[arg(long, value_enum, default_value = "human")]
+        format: cmd::status::Format,
+        /// Refresh every SECONDS (default 2) until Ctrl-C; put DIR before it.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
+    },
+    /// Trading performance from the store for a pipeline, a mode and a period: P&L, win rate,
+    /// Sharpe, Sortino, max drawdown, profit factor, expectancy, average win and loss,
+    /// exposure, by symbol, weekday, hour of day, exit reason and config revision; LLM cost
+    /// per trade; with --out, the equity curve and drawdown as SVG. The backtest's
+    /// analytics.
+    Report {
+        /// The config directory whose ztraded.toml names the store.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// One pipeline (default: all).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// One mode (default: all).
+        #[arg(long, value_parser = ["live", "paper", "simulation", "validation"])]
+        mode: Option<String>,
+        /// First day, YYYY-MM-DD in the market time zone (trades by exit time).
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day, YYYY-MM-DD, included.
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// Output format (`csv`: one row per breakdown bucket).
+        #[arg(long, value_enum, default_value = "human")]
+        format: cmd::report::Format,
+        /// Write equity.svg (equity and drawdown), trades.csv and equity.csv here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Apply the store's migrations (the daemon also applies them at start).
     Migrate {
         /// The config directory whose ztraded.toml names the store.
@@ -367,6 +411,50 @@ fn main() -> ExitCode {
                 } else {
                     format
                 },
+                &mut out,
+                &mut err,
+            )),
+            Err(_) => cmd::EXIT_USAGE,
+        },
+        Command::Status { dir, format, watch } => {
+            let watch = match watch {
+                None => Ok(None),
+                Some(w) if w.is_finite() && w > 0.0 => {
+                    Ok(Some(std::time::Duration::from_secs_f64(w.min(86_400.0))))
+                }
+                Some(w) => Err(w),
+            };
+            match (watch, runtime(Some(1))) {
+                (Ok(watch), Ok(rt)) => {
+                    rt.block_on(cmd::status::run(&dir, format, watch, &mut out, &mut err))
+                }
+                (Err(w), _) => {
+                    use std::io::Write;
+                    let _ = writeln!(err, "ztraded status: --watch {w}: expected seconds > 0");
+                    cmd::EXIT_USAGE
+                }
+                _ => cmd::EXIT_USAGE,
+            }
+        }
+        Command::Report {
+            dir,
+            pipeline,
+            mode,
+            from,
+            to,
+            format,
+            out: out_dir,
+        } => match runtime(Some(1)) {
+            Ok(rt) => rt.block_on(cmd::report::run(
+                &dir,
+                cmd::report::Selection {
+                    pipeline,
+                    mode,
+                    from,
+                    to,
+                },
+                format,
+                out_dir,
                 &mut out,
                 &mut err,
             )),

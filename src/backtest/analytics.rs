@@ -563,6 +563,38 @@ pub fn weekday_name(iso: u8) -> &'static str {
     }
 }
 
+/// Trades grouped by any key (a config revision, a pipeline, a mode, …): one [`Bucket`] per
+/// key, in key order, counted like [`Performance`]'s breakdowns (a win has `pnl > 0`, a loss
+/// `pnl < 0`, P&L after fees in USD). `key` gets each trade with its index in `trades` and
+/// returns `None` to leave it out.
+pub fn breakdown_by<K: Ord>(
+    trades: &[TradeRecord],
+    mut key: impl FnMut(usize, &TradeRecord) -> Option<K>,
+) -> BTreeMap<K, Bucket> {
+    let mut acc: BTreeMap<K, BucketAcc> = BTreeMap::new();
+    for (i, t) in trades.iter().enumerate() {
+        if let Some(k) = key(i, t) {
+            acc.entry(k).or_default().add(t.pnl);
+        }
+    }
+    acc.into_iter().map(|(k, v)| (k, v.finish())).collect()
+}
+
+/// A breakdown table in the layout of [`Performance::breakdown_lines`]: `header`, then
+/// `  KEY  trades N  win rate P%  P&L X USD` per row, columns aligned; `  (none)` without
+/// rows.
+pub fn bucket_lines(header: &str, rows: Vec<(String, &Bucket)>) -> Vec<String> {
+    let mut out = Vec::new();
+    bucket_section(&mut out, header.to_string(), rows);
+    out
+}
+
+/// `label: value` lines with the values aligned in one column (the layout of
+/// [`Performance::summary_lines`]).
+pub fn aligned_lines(rows: &[(&str, String)]) -> Vec<String> {
+    aligned(rows)
+}
+
 /// The drawdown of every point of an equity curve from its running peak, percent 0-100:
 /// `(max_{s≤t} E_s − E_t) / max_{s≤t} E_s × 100` (0 while the peak is not positive). Same
 /// length and order as `points`.
@@ -609,13 +641,13 @@ pub fn format_usd(d: Decimal) -> String {
 
 /// Formats a percentage with two decimals, rounded half away from zero, with thousands
 /// separators (`12.345` → `12.35`, `2940.516` → `2,940.52`).
-fn format_pct(d: Decimal) -> String {
+pub fn format_pct(d: Decimal) -> String {
     format_usd(d)
 }
 
 /// RFC 3339 UTC time of Unix seconds (`2012-01-03T21:00:00Z`), or the raw number when out of
 /// range.
-fn format_ts(ts: i64) -> String {
+pub fn format_ts(ts: i64) -> String {
     DateTime::<Utc>::from_timestamp(ts, 0).map_or_else(
         || ts.to_string(),
         |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -1878,5 +1910,41 @@ mod tests {
                 "  target_2   trades 1  win rate 100.00%  P&L 250.00 USD",
             ]
         );
+    }
+
+    #[test]
+    fn any_key_groups_trades_like_the_built_in_breakdowns() {
+        let trades = sample_trades();
+        // By symbol through the generic grouping: the same buckets as `by_symbol`.
+        let perf = Performance::compute(&trades, &sample_equity(), dec!(10000), ny());
+        let by_symbol = breakdown_by(&trades, |_, t| Some(t.symbol.clone()));
+        assert_eq!(by_symbol, perf.by_symbol);
+        // A key per trade index (a revision read alongside), leaving one trade out.
+        let revisions = ["r1", "r1", "r2", "r2", "r3"];
+        let by_revision = breakdown_by(&trades, |i, _| (i != 4).then_some(revisions[i]));
+        assert_eq!(
+            by_revision.keys().copied().collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
+        assert_eq!(by_revision["r1"].trades, 2);
+        assert_eq!(by_revision["r1"].pnl, dec!(100.00));
+        assert_eq!(by_revision["r2"].wins, 1);
+        assert_eq!(by_revision["r2"].losses, 1);
+        assert_eq!(by_revision["r2"].win_rate_pct, 50.0);
+        assert_eq!(
+            bucket_lines(
+                "By revision",
+                by_revision
+                    .iter()
+                    .map(|(k, b)| (k.to_string(), b))
+                    .collect()
+            ),
+            vec![
+                "By revision",
+                "  r1  trades 2  win rate 50.00%  P&L 100.00 USD",
+                "  r2  trades 2  win rate 50.00%  P&L 150.00 USD",
+            ]
+        );
+        assert_eq!(bucket_lines("Empty", Vec::new()), vec!["Empty", "  (none)"]);
     }
 }

@@ -5,7 +5,9 @@ pub mod brokers;
 pub mod estimate;
 pub mod indicators;
 pub mod plan;
+pub mod report;
 pub mod run;
+pub mod status;
 pub mod validate;
 
 /// Exit code: success.

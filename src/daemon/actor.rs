@@ -72,11 +72,21 @@ pub struct Shared {
     /// The live market loop, which warms up symbols before their pipelines start (`None`
     /// in replay: the replay data holds every bar).
     pub live: Option<super::live::LiveMarket>,
+    /// Writes the pipelines' states to the store when they change (`ztraded status`).
+    pub status_writer: super::status::StatusWriter,
 }
 
 impl Shared {
+    /// Records the status of `name`, which runs `spec`: logs a change, and queues the store
+    /// write when the state or the revision changed.
+    pub fn set_status(&self, name: &str, status: Status, spec: &PipelineSpec) {
+        self.status_writer
+            .publish(name, &status, spec, self.tz, self.account.now());
+        self.keep_status(name, status);
+    }
+
     /// Records `name`'s status, logging a change.
-    pub fn set_status(&self, name: &str, status: Status) {
+    fn keep_status(&self, name: &str, status: Status) {
         let mut map = self
             .statuses
             .lock()
@@ -182,7 +192,7 @@ async fn run(
         m.pipeline_started(&name);
     }
     shared.registry.set_wake(&name, runner.core().next_wake());
-    shared.set_status(&name, runner.status(&account));
+    shared.set_status(&name, runner.status(&account), runner.core().spec());
     loop {
         if runner.finished(&account) {
             info!("drained: no open position or working order left");
@@ -200,14 +210,14 @@ async fn run(
         // (thousands of pipelines each keep one).
         Box::pin(handle(&mut runner, &account, message)).await;
         shared.registry.set_wake(&name, runner.core().next_wake());
-        shared.set_status(&name, runner.status(&account));
+        shared.set_status(&name, runner.status(&account), runner.core().spec());
     }
     shared.registry.set_wake(&name, None);
     let status = match runner.core().failed() {
         Some(reason) => Status::Failed(reason.to_string()),
         None => Status::Stopped,
     };
-    shared.set_status(&name, status);
+    shared.set_status(&name, status, runner.core().spec());
 }
 
 async fn handle(runner: &mut PipelineRunner, account: &Account, message: Message) {

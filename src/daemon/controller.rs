@@ -292,11 +292,19 @@ impl Controller {
                     Ok(c) => c,
                     Err(reason) => {
                         error!(pipeline = name, %reason, "pipeline cannot start");
+                        let status = Status::Failed(reason);
+                        self.shared.status_writer.publish_config(
+                            name,
+                            &status,
+                            set,
+                            self.shared.tz,
+                            self.shared.account.now(),
+                        );
                         self.shared
                             .statuses
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .insert(name.to_string(), Status::Failed(reason));
+                            .insert(name.to_string(), status);
                         return;
                     }
                 };
@@ -401,6 +409,7 @@ impl Controller {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .remove(&name);
+                self.shared.status_writer.remove(&name);
                 info!(pipeline = %name, "pipeline stopped and removed");
             }
         }

@@ -7,7 +7,8 @@
 //! brokers, pending intents settled) → the first reconcile (ready) → the watcher and the
 //! market loop. SIGHUP rescans the directory; SIGINT and SIGTERM stop taking triggers, let
 //! running executions finish for up to 8 s, mark the rest interrupted, save the brokers and
-//! exit 0.
+//! exit 0. The pipelines' states and the daemon's heartbeat go to the store as they change
+//! ([`status`]), for `ztraded status`.
 
 pub mod actor;
 pub mod control;
@@ -15,6 +16,7 @@ pub mod controller;
 pub mod live;
 pub mod market;
 pub mod registry;
+pub mod status;
 
 use crate::config::load::{ConfigSet, load_dir_with_env, load_settings_of, process_env};
 use crate::config::semantic::{StartPoint, parse_start};
@@ -250,8 +252,16 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         }
         (None, None) => unreachable!("replay or live data"),
     };
+    // Pipeline statuses: this run's pipelines write their rows as they start.
+    if let Err(e) = store.clear_pipeline_statuses().await {
+        warn!(error = %e, "the last run's pipeline statuses are not cleared");
+        metrics.store_error(crate::metrics::StoreOperation::State);
+    }
+    let heartbeat = status::Heartbeat::new(store.clone(), Arc::clone(&metrics));
+    heartbeat.write(account.now(), false).await;
     // Actors and the reconciler.
     let shared = Arc::new(Shared {
+        status_writer: status::StatusWriter::spawn(store.clone(), Arc::clone(&metrics)),
         live,
         account: Arc::clone(&account),
         store: store.clone(),
@@ -367,6 +377,12 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| DaemonError::Http(e.to_string()))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut beat = tokio::time::interval_at(
+        tokio::time::Instant::now() + status::HEARTBEAT_INTERVAL,
+        status::HEARTBEAT_INTERVAL,
+    );
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beating: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
@@ -382,6 +398,12 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
                 watcher.release(&revision);
             }
             _ = tick.tick() => controller.reap(),
+            // Off the loop: a slow store delays the next heartbeat, never a reload or a
+            // signal.
+            _ = beat.tick() => if beating.as_ref().is_none_or(|b| b.is_finished()) {
+                let (hb, now) = (heartbeat.clone(), account.now());
+                beating = Some(tokio::spawn(async move { hb.write(now, false).await }));
+            },
         }
     }
     // Shutdown: no more triggers; running executions finish within the grace period.
@@ -404,6 +426,11 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     }
     account.persist().await;
     notifier.close(NOTIFY_GRACE).await;
+    shared.status_writer.flush().await;
+    if let Some(b) = beating {
+        let _ = b.await;
+    }
+    heartbeat.write(account.now(), true).await;
     let _ = http.await;
     store.close().await;
     info!("stopped");

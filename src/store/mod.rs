@@ -47,9 +47,11 @@ mod codec;
 mod executions;
 mod journal;
 mod orders;
+mod status;
 mod trades;
 mod types;
 
+pub use status::*;
 pub use types::*;
 
 use sqlx::migrate::{MigrateError, Migrator};
@@ -145,6 +147,24 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// [`Store::open_existing`]: the SQLite file does not exist (the daemon has not run
+    /// with this store yet).
+    #[error("store: {} does not exist (the daemon has not run with this store yet)", path.display())]
+    Missing {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// [`Store::open_existing`]: the database lacks migrations this build knows (a newer
+    /// `ztraded` than the daemon that wrote it, or a database never migrated).
+    #[error(
+        "store: the {backend} database lacks migrations {missing:?} of this ztraded; run `ztraded migrate` (or start the daemon) first"
+    )]
+    Outdated {
+        /// `sqlite` or `postgres`.
+        backend: &'static str,
+        /// Versions of the migrations not applied.
+        missing: Vec<i64>,
+    },
     /// An update named a row that does not exist.
     #[error("store: {table}: no row {key:?}")]
     NotFound {
@@ -229,6 +249,94 @@ impl Store {
         max_connections: u32,
         base_dir: &Path,
     ) -> Result<Store, StoreError> {
+        let store = Store::open(url, max_connections, base_dir).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens a store that exists, for reading (`ztraded status`, `ztraded report`): like
+    /// [`Store::connect`], but nothing is created and no migration runs. A `sqlite://PATH`
+    /// whose file does not exist is [`StoreError::Missing`]; a database that lacks a
+    /// migration of this build is [`StoreError::Outdated`]. Other errors as for
+    /// [`Store::connect`].
+    pub async fn open_existing(
+        url: &str,
+        max_connections: u32,
+        base_dir: &Path,
+    ) -> Result<Store, StoreError> {
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path != ":memory:" && !path.is_empty() && !path.contains('?') {
+                let path = Path::new(path);
+                let path = if path.is_absolute() {
+                    path.to_path_buf()
+                } else {
+                    base_dir.join(path)
+                };
+                if !path.is_file() {
+                    return Err(StoreError::Missing { path });
+                }
+            }
+        }
+        let store = Store::open(url, max_connections, base_dir).await?;
+        let missing = store.missing_migrations().await?;
+        if !missing.is_empty() {
+            let backend = store.backend();
+            store.close().await;
+            return Err(StoreError::Outdated { backend, missing });
+        }
+        Ok(store)
+    }
+
+    /// Versions of this build's migrations that the database has not applied (all of them
+    /// when it has no migration table).
+    async fn missing_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let (migrator, table_exists) = match &self.pool {
+            Pool::Sqlite(p) => (
+                &SQLITE_MIGRATIONS,
+                sqlx::query(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' \
+                     AND name = '_sqlx_migrations'",
+                )
+                .fetch_optional(p)
+                .await
+                .map_err(codec::q("_sqlx_migrations", "select"))?
+                .is_some(),
+            ),
+            Pool::Postgres(p) => (
+                &POSTGRES_MIGRATIONS,
+                sqlx::query(
+                    "SELECT table_name FROM information_schema.tables \
+                     WHERE table_name = '_sqlx_migrations' AND table_schema = current_schema()",
+                )
+                .fetch_optional(p)
+                .await
+                .map_err(codec::q("_sqlx_migrations", "select"))?
+                .is_some(),
+            ),
+        };
+        let applied: Vec<i64> = if table_exists {
+            with_pool!(self, |pool| {
+                let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(pool)
+                    .await
+                    .map_err(codec::q("_sqlx_migrations", "select"))?;
+                rows.iter()
+                    .map(|r| codec::Cols::new(r, "_sqlx_migrations").int("version"))
+                    .collect::<Result<Vec<i64>, StoreError>>()?
+            })
+        } else {
+            Vec::new()
+        };
+        Ok(migrator
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
+    }
+
+    /// Opens the pool (see [`Store::connect`]) without running the migrations.
+    async fn open(url: &str, max_connections: u32, base_dir: &Path) -> Result<Store, StoreError> {
         let max = max_connections.max(1);
         let shown = redact_url(url);
         let store = if let Some(rest) = url.strip_prefix("sqlite:") {
@@ -290,7 +398,6 @@ impl Store {
                     .to_string(),
             });
         };
-        store.migrate().await?;
         Ok(store)
     }
 
