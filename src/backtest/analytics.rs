@@ -342,13 +342,11 @@ impl Performance {
         }
     }
 
-    /// Human summary for `ztraded backtest`: one `label: value` line per statistic, values
-    /// aligned in one column, with units (`USD`, `%`), money with thousands separators and
-    /// two decimals (e.g. `Total P&L:            1,234.56 USD`), ratios with two decimals,
-    /// `n/a` for undefined values. `extras` adds what the trade records do not hold: the
-    /// open positions' unrealized P&L (splitting the total P&L into realized and unrealized)
-    /// and the buy-and-hold benchmark.
-    pub fn summary_lines(&self, extras: &SummaryExtras) -> Vec<String> {
+    /// The trade statistics of a human summary, `(label, value)` from `Trades` to `Total
+    /// fees` (win rate, profit factor, expectancy, average and largest win and loss, max
+    /// drawdown, Sharpe, Sortino, exposure, holding time), formatted as in
+    /// [`Performance::summary_lines`]; `ztraded report` prints the same rows.
+    pub fn trade_rows(&self) -> Vec<(&'static str, String)> {
         let na = || "n/a".to_string();
         let usd = |d: Option<Decimal>| d.map_or_else(na, |d| format!("{} USD", format_usd(d)));
         let pct_f = |p: Option<f64>| p.map_or_else(na, |p| format!("{p:.2}%"));
@@ -374,12 +372,54 @@ impl Performance {
                 format!("{:.0} minutes", secs / 60.0)
             }
         });
+        vec![
+            ("Trades", self.trades.to_string()),
+            ("Wins", self.wins.to_string()),
+            ("Losses", self.losses.to_string()),
+            ("Win rate", pct_f(self.win_rate_pct)),
+            ("Gross profit", usd(Some(self.gross_profit))),
+            ("Gross loss", usd(Some(self.gross_loss))),
+            ("Profit factor", ratio(self.profit_factor)),
+            (
+                "Expectancy",
+                self.expectancy
+                    .map_or_else(na, |e| format!("{} USD per trade", format_usd(e))),
+            ),
+            ("Average win", usd(self.average_win)),
+            ("Average loss", usd(self.average_loss)),
+            ("Largest win", usd(self.largest_win)),
+            ("Largest loss", usd(self.largest_loss)),
+            ("Max drawdown", drawdown),
+            (
+                "Sharpe ratio",
+                format!(
+                    "{} (annualised, {} daily returns)",
+                    ratio(self.sharpe_ratio),
+                    self.daily_returns
+                ),
+            ),
+            ("Sortino ratio", ratio(self.sortino_ratio)),
+            ("Exposure", pct_f(self.exposure_pct)),
+            ("Average holding time", holding),
+            ("Total fees", usd(Some(self.total_fees))),
+        ]
+    }
+
+    /// Human summary for `ztraded backtest`: one `label: value` line per statistic, values
+    /// aligned in one column, with units (`USD`, `%`), money with thousands separators and
+    /// two decimals (e.g. `Total P&L:            1,234.56 USD`), ratios with two decimals,
+    /// `n/a` for undefined values. `extras` adds what the trade records do not hold: the
+    /// open positions' unrealized P&L (splitting the total P&L into realized and unrealized)
+    /// and the buy-and-hold benchmark.
+    pub fn summary_lines(&self, extras: &SummaryExtras) -> Vec<String> {
+        let na = || "n/a".to_string();
+        let usd = |d: Option<Decimal>| d.map_or_else(na, |d| format!("{} USD", format_usd(d)));
         let realized = self.total_pnl - extras.unrealized_pnl;
         let positions = match extras.open_positions {
             1 => "1 open position".to_string(),
             n => format!("{n} open positions"),
         };
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             ("Initial equity", usd(Some(self.initial_equity))),
             ("Final equity", usd(Some(self.final_equity))),
             (
@@ -426,36 +466,8 @@ impl Performance {
                     format_usd(extras.unrealized_pnl)
                 ),
             ),
-            ("Trades", self.trades.to_string()),
-            ("Wins", self.wins.to_string()),
-            ("Losses", self.losses.to_string()),
-            ("Win rate", pct_f(self.win_rate_pct)),
-            ("Gross profit", usd(Some(self.gross_profit))),
-            ("Gross loss", usd(Some(self.gross_loss))),
-            ("Profit factor", ratio(self.profit_factor)),
-            (
-                "Expectancy",
-                self.expectancy
-                    .map_or_else(na, |e| format!("{} USD per trade", format_usd(e))),
-            ),
-            ("Average win", usd(self.average_win)),
-            ("Average loss", usd(self.average_loss)),
-            ("Largest win", usd(self.largest_win)),
-            ("Largest loss", usd(self.largest_loss)),
-            ("Max drawdown", drawdown),
-            (
-                "Sharpe ratio",
-                format!(
-                    "{} (annualised, {} daily returns)",
-                    ratio(self.sharpe_ratio),
-                    self.daily_returns
-                ),
-            ),
-            ("Sortino ratio", ratio(self.sortino_ratio)),
-            ("Exposure", pct_f(self.exposure_pct)),
-            ("Average holding time", holding),
-            ("Total fees", usd(Some(self.total_fees))),
         ];
+        rows.extend(self.trade_rows());
         aligned(&rows)
     }
 

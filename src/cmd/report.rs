@@ -446,8 +446,6 @@ fn human(r: &Report, files: Option<&Files>) -> String {
     let p = &r.performance;
     let na = || "n/a".to_string();
     let usd = |d: Option<Decimal>| d.map_or_else(na, |d| format!("{} USD", format_usd(d)));
-    let pct = |v: Option<f64>| v.map_or_else(na, |v| format!("{v:.2}%"));
-    let ratio = |v: Option<f64>| v.map_or_else(na, |v| format!("{v:.2}"));
     let mut out = vec![format!(
         "Report: {} (market time zone {})",
         describe(&r.selection),
@@ -474,26 +472,6 @@ fn human(r: &Report, files: Option<&Files>) -> String {
     };
     out.push(format!("Equity curve: {curve}"));
     out.push(String::new());
-    let drawdown = p.max_drawdown.map_or_else(na, |d| {
-        format!(
-            "{}% ({} USD), peak {} at {}, trough {} at {}",
-            format_pct(d.pct),
-            format_usd(d.usd),
-            format_usd(d.peak_equity),
-            format_ts(d.peak_ts),
-            format_usd(d.trough_equity),
-            format_ts(d.trough_ts)
-        )
-    });
-    let holding = p.average_holding_seconds.map_or_else(na, |s| {
-        if s >= 86_400.0 {
-            format!("{:.1} days", s / 86_400.0)
-        } else if s >= 3_600.0 {
-            format!("{:.1} hours", s / 3_600.0)
-        } else {
-            format!("{:.0} minutes", s / 60.0)
-        }
-    });
     let total_meaning = match r.source {
         CurveSource::Account => {
             "final minus initial equity: closed trades, open positions, commissions"
@@ -501,7 +479,7 @@ fn human(r: &Report, files: Option<&Files>) -> String {
         CurveSource::ClosedTrades => "the closed trades' P&L",
     };
     let c = &r.costs;
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("Initial equity", usd(Some(p.initial_equity))),
         ("Final equity", usd(Some(p.final_equity))),
         (
@@ -520,35 +498,9 @@ fn human(r: &Report, files: Option<&Files>) -> String {
             p.return_pct
                 .map_or_else(na, |v| format!("{}%", format_pct(v))),
         ),
-        ("Trades", p.trades.to_string()),
-        ("Wins", p.wins.to_string()),
-        ("Losses", p.losses.to_string()),
-        ("Win rate", pct(p.win_rate_pct)),
-        ("Gross profit", usd(Some(p.gross_profit))),
-        ("Gross loss", usd(Some(p.gross_loss))),
-        ("Profit factor", ratio(p.profit_factor)),
-        (
-            "Expectancy",
-            p.expectancy
-                .map_or_else(na, |e| format!("{} USD per trade", format_usd(e))),
-        ),
-        ("Average win", usd(p.average_win)),
-        ("Average loss", usd(p.average_loss)),
-        ("Largest win", usd(p.largest_win)),
-        ("Largest loss", usd(p.largest_loss)),
-        ("Max drawdown", drawdown),
-        (
-            "Sharpe ratio",
-            format!(
-                "{} (annualised, {} daily returns)",
-                ratio(p.sharpe_ratio),
-                p.daily_returns
-            ),
-        ),
-        ("Sortino ratio", ratio(p.sortino_ratio)),
-        ("Exposure", pct(p.exposure_pct)),
-        ("Average holding time", holding),
-        ("Total fees", usd(Some(p.total_fees))),
+    ];
+    rows.extend(p.trade_rows());
+    rows.extend([
         (
             "LLM cost",
             format!(
@@ -584,7 +536,7 @@ fn human(r: &Report, files: Option<&Files>) -> String {
                 format_usd(r.unrealized_pnl)
             ),
         ),
-    ];
+    ]);
     out.extend(aligned_lines(&rows));
     out.push(String::new());
     out.extend(p.breakdown_lines());
