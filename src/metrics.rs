@@ -116,33 +116,30 @@ pub const ALL_NAMES: [&str; 19] = [
 /// the LLM families of [`crate::llm::provider`]. Each is listed from the start, with its
 /// `# HELP` and `# TYPE` lines, even before its first series (see [`Metrics::try_render`]), so
 /// dashboards and alert rules can rely on every name existing.
-pub const EXPORTED_NAMES: [&str; 25] = [
-    BUILD_INFO,
-    CONFIG_RELOADS_TOTAL,
-    CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
-    CONFIG_REVISION_INFO,
-    RECONCILE_DURATION_SECONDS,
-    PIPELINES,
-    EXECUTIONS_TOTAL,
-    EXECUTION_DURATION_SECONDS,
-    ORDERS_TOTAL,
-    ORDER_REJECTIONS_TOTAL,
-    RISK_REJECTIONS_TOTAL,
-    POSITIONS_OPEN,
-    REALIZED_PNL_DOLLARS,
-    EQUITY_DOLLARS,
-    EMERGENCY_CLOSES_TOTAL,
-    BROKER_DRIFT_POSITIONS,
-    HALTS,
-    STORE_ERRORS_TOTAL,
-    MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS,
+pub const EXPORTED_NAMES: [&str; 25] = exported_names([
     BUDGET_REMAINING_DOLLARS,
     NOTIFICATIONS_TOTAL,
     crate::llm::provider::LLM_REQUESTS_TOTAL,
     crate::llm::provider::LLM_TOKENS_TOTAL,
     crate::llm::provider::LLM_COST_DOLLARS_TOTAL,
     crate::llm::provider::LLM_REQUEST_DURATION_SECONDS,
-];
+]);
+
+/// [`ALL_NAMES`] followed by `more`.
+const fn exported_names(more: [&'static str; 6]) -> [&'static str; 25] {
+    let mut out = [""; 25];
+    let mut i = 0;
+    while i < ALL_NAMES.len() {
+        out[i] = ALL_NAMES[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < more.len() {
+        out[i + j] = more[j];
+        j += 1;
+    }
+    out
+}
 
 /// What the store was doing when it failed (`operation` label of
 /// `ztraded_store_errors_total`).

@@ -68,12 +68,7 @@ impl RunSummary {
         config_dir: &Path,
         out_dir: &Path,
     ) -> RunSummary {
-        let open: Vec<_> = r
-            .open_positions
-            .iter()
-            .filter(|p| !p.quantity.is_zero())
-            .cloned()
-            .collect();
+        let open = r.held_positions();
         RunSummary {
             pipeline: r.pipeline.clone(),
             config_dir: config_dir.to_path_buf(),

@@ -114,6 +114,17 @@ pub struct BacktestResult {
     pub closes: BTreeMap<String, Vec<(i64, Decimal)>>,
 }
 
+impl BacktestResult {
+    /// The positions still held at the end (a flat entry of the broker's list left out).
+    pub fn held_positions(&self) -> Vec<Position> {
+        self.open_positions
+            .iter()
+            .filter(|p| !p.quantity.is_zero())
+            .cloned()
+            .collect()
+    }
+}
+
 /// Loads the config directory of `pipeline_file` (its parent's parent) and returns it with
 /// the pipeline's name, failing on findings in the files the pipeline depends on.
 pub fn load_pipeline(pipeline_file: &Path) -> Result<(ConfigSet, String), BacktestError> {

@@ -636,12 +636,7 @@ pub fn summary(
     if !failures.is_empty() {
         s.push_str(&format!("Failed executions: {}\n", counts(failures)));
     }
-    let open: Vec<_> = r
-        .open_positions
-        .iter()
-        .filter(|p| !p.quantity.is_zero())
-        .cloned()
-        .collect();
+    let open = r.held_positions();
     let extras = SummaryExtras {
         unrealized_pnl: unrealized_pnl(&open),
         open_positions: open.len(),

@@ -164,27 +164,9 @@ fn status_from_row<R: RowGet>(row: &R) -> Result<PipelineStatus, StoreError> {
 }
 
 fn revision_trade_from_row<R: RowGet>(row: &R) -> Result<RevisionTrade, StoreError> {
-    let c = Cols::new(row, "trades");
     Ok(RevisionTrade {
-        trade: TradeRecord {
-            pipeline: c.text("pipeline")?,
-            symbol: c.text("symbol")?,
-            side: c.name("side")?,
-            entry_time: c.int("entry_time")?,
-            exit_time: c.int("exit_time")?,
-            entry_price: c.dec("entry_price")?,
-            exit_price: c.dec("exit_price")?,
-            quantity: c.dec("quantity")?,
-            stop_loss: c.opt_dec("stop_loss")?,
-            final_stop: c.opt_dec("final_stop")?,
-            target_1: c.opt_dec("target_1")?,
-            target_2: c.opt_dec("target_2")?,
-            exit_reason: c.name("exit_reason")?,
-            pnl: c.dec("pnl")?,
-            fees: c.dec("fees")?,
-            mode: c.text("mode")?,
-        },
-        revision: c.opt_text("revision")?,
+        trade: super::trades::trade_from_row(row)?,
+        revision: Cols::new(row, "trades").opt_text("revision")?,
     })
 }
 

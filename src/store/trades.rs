@@ -5,7 +5,8 @@ use super::{OpenPosition, Store, StoreError};
 use crate::engine::book::OpenTrade;
 use crate::engine::trades::{EquityPoint, TradeRecord};
 
-fn trade_from_row<R: RowGet>(row: &R) -> Result<TradeRecord, StoreError> {
+/// A `trades` row (the columns of [`TradeRecord`]; extra columns are ignored).
+pub(super) fn trade_from_row<R: RowGet>(row: &R) -> Result<TradeRecord, StoreError> {
     let c = Cols::new(row, "trades");
     Ok(TradeRecord {
         pipeline: c.text("pipeline")?,
