@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod backtest;
 pub mod broker;
+pub mod bus;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
@@ -21,6 +22,7 @@ pub mod notify;
 pub mod reconcile;
 pub mod risk;
 pub mod runtime;
+pub mod signals;
 pub mod store;
 
 /// The hash map of the trading core's hot paths (working orders, realized P&L, the

@@ -34,6 +34,44 @@ enum LogFormat {
     Json,
 }
 
+/// `ztraded signal ...`.
+#[derive(Subcommand)]
+enum SignalCommand {
+    /// Put an external signal on the bus (`[bus] url` of the config directory's
+    /// ztraded.toml; a redis:// bus). Prints the stream entry id.
+    ///
+    /// Exit status: 0 published, 2 usage error, bad settings or Redis unreachable.
+    Publish {
+        /// Signal type (what pipelines subscribe to, e.g. `golden_cross`, `news_sentiment`).
+        #[arg(long = "type", value_name = "TYPE")]
+        signal_type: String,
+        /// Ticker, as in the scanners.
+        #[arg(long)]
+        ticker: String,
+        /// Confidence, 0–100.
+        #[arg(long)]
+        confidence: f64,
+        /// `long` or `short`.
+        #[arg(long, default_value = "long")]
+        direction: String,
+        /// Who produced it.
+        #[arg(long, default_value = "cli")]
+        source: String,
+        /// Signal id (default: `cli-<type>-<ticker>-<unix ms>`).
+        #[arg(long)]
+        id: Option<String>,
+        /// When it happened: Unix seconds or RFC 3339 (default: now).
+        #[arg(long)]
+        timestamp: Option<String>,
+        /// The config directory (its ztraded.toml and ZTRADED_* variables give the bus).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Print the published entry as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check config directories or files: YAML, JSON Schema and semantic rules.
@@ -243,6 +281,16 @@ enum Command {
         /// comment).
         #[arg(long, value_enum, default_value = "human")]
         format: cmd::backtest::Format,
+        /// A signal-triggered pipeline: external signals recorded one JSON object a line
+        /// (`{"type","ticker","confidence","timestamp",...}`), delivered at their
+        /// timestamps besides the scanner's generators.
+        #[arg(long, value_name = "FILE.jsonl")]
+        signals: Option<PathBuf>,
+    },
+    /// Signals on the bus.
+    Signal {
+        #[command(subcommand)]
+        command: SignalCommand,
     },
     /// Estimate what a pipeline's LLM calls cost: tokens per call of each LLM node (rendered
     /// prompts; tiktoken for OpenAI model families, 4 characters a token otherwise),
@@ -393,6 +441,37 @@ fn main() -> ExitCode {
                 cmd::EXIT_USAGE
             }
         },
+        Command::Signal {
+            command:
+                SignalCommand::Publish {
+                    signal_type,
+                    ticker,
+                    confidence,
+                    direction,
+                    source,
+                    id,
+                    timestamp,
+                    dir,
+                    json,
+                },
+        } => match runtime(Some(1)) {
+            Ok(rt) => rt.block_on(cmd::signal::publish(
+                &dir,
+                cmd::signal::PublishArgs {
+                    signal_type,
+                    ticker,
+                    confidence,
+                    direction,
+                    source,
+                    id,
+                    timestamp,
+                },
+                json,
+                &mut out,
+                &mut err,
+            )),
+            Err(_) => cmd::EXIT_USAGE,
+        },
         Command::Brokers { dir, json } => match runtime(Some(1)) {
             Ok(rt) => rt.block_on(cmd::brokers::run(&dir, json, &mut out, &mut err)),
             Err(_) => cmd::EXIT_USAGE,
@@ -526,6 +605,7 @@ fn main() -> ExitCode {
             max_cost_usd,
             baseline,
             format,
+            signals,
         } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -552,6 +632,7 @@ fn main() -> ExitCode {
                 llm,
                 format,
                 baseline.as_deref(),
+                signals.as_deref(),
                 &mut out,
                 &mut err,
             ));

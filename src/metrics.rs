@@ -86,11 +86,23 @@ pub const BUDGET_REMAINING_DOLLARS: &str = "ztraded_budget_remaining_dollars";
 /// newest bar seen (what a staleness alert reads).
 pub const MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS: &str =
     "ztraded_market_data_last_bar_timestamp_seconds";
+/// `ztraded_signals_total{type,outcome}`: what became of each signal for each pipeline
+/// subscribing to its type, by [`crate::engine::core::SignalOutcome`] (`dispatched`,
+/// `deduplicated`, `below_confidence`, `not_in_scanner`, `halted`, `outside_window`).
+pub const SIGNALS_TOTAL: &str = "ztraded_signals_total";
+/// `ztraded_signals_received_total`: signals taken from the bus (generated or external).
+pub const SIGNALS_RECEIVED_TOTAL: &str = "ztraded_signals_received_total";
+/// `ztraded_signals_dead_lettered_total`: malformed bus entries moved to the dead-letter
+/// stream (`ztraded:signals:dead`).
+pub const SIGNALS_DEAD_LETTERED_TOTAL: &str = "ztraded_signals_dead_lettered_total";
+/// `ztraded_signal_dispatch_seconds`: histogram of the time from a signal's publication to
+/// the start of the execution it dispatched.
+pub const SIGNAL_DISPATCH_SECONDS: &str = "ztraded_signal_dispatch_seconds";
 
 /// The families of [`Metrics`] but [`BUDGET_REMAINING_DOLLARS`], in the order above: the ones a
 /// test gives a series each before checking the exposition with `promtool check metrics`.
 /// [`EXPORTED_NAMES`] lists every family `/metrics` serves.
-pub const ALL_NAMES: [&str; 19] = [
+pub const ALL_NAMES: [&str; 23] = [
     BUILD_INFO,
     CONFIG_RELOADS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
@@ -110,13 +122,17 @@ pub const ALL_NAMES: [&str; 19] = [
     HALTS,
     STORE_ERRORS_TOTAL,
     MARKET_DATA_LAST_BAR_TIMESTAMP_SECONDS,
+    SIGNALS_TOTAL,
+    SIGNALS_RECEIVED_TOTAL,
+    SIGNALS_DEAD_LETTERED_TOTAL,
+    SIGNAL_DISPATCH_SECONDS,
 ];
 
 /// Every family the daemon's `/metrics` serves: [`ALL_NAMES`], [`BUDGET_REMAINING_DOLLARS`] and
 /// the LLM families of [`crate::llm::provider`]. Each is listed from the start, with its
 /// `# HELP` and `# TYPE` lines, even before its first series (see [`Metrics::try_render`]), so
 /// dashboards and alert rules can rely on every name existing.
-pub const EXPORTED_NAMES: [&str; 25] = exported_names([
+pub const EXPORTED_NAMES: [&str; 29] = exported_names([
     BUDGET_REMAINING_DOLLARS,
     NOTIFICATIONS_TOTAL,
     crate::llm::provider::LLM_REQUESTS_TOTAL,
@@ -126,8 +142,8 @@ pub const EXPORTED_NAMES: [&str; 25] = exported_names([
 ]);
 
 /// [`ALL_NAMES`] followed by `more`.
-const fn exported_names(more: [&'static str; 6]) -> [&'static str; 25] {
-    let mut out = [""; 25];
+const fn exported_names(more: [&'static str; 6]) -> [&'static str; 29] {
+    let mut out = [""; 29];
     let mut i = 0;
     while i < ALL_NAMES.len() {
         out[i] = ALL_NAMES[i];
@@ -195,6 +211,10 @@ impl StoreOperation {
 /// validating a config directory, diffing, starting and stopping actors).
 pub const RECONCILE_BUCKETS: [f64; 11] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+/// Buckets of [`SIGNAL_DISPATCH_SECONDS`], seconds (100 µs to 10 s).
+pub const SIGNAL_DISPATCH_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
 /// Buckets of `ztraded_execution_duration_seconds`, in seconds: 5 ms (pure indicator
 /// pipelines) to 120 s (pipelines waiting on LLM calls).
@@ -355,6 +375,10 @@ pub struct Metrics {
     last_bar: prometheus::GaugeVec,
     drift: IntGaugeVec,
     budget_remaining: prometheus::GaugeVec,
+    signals: IntCounterVec,
+    signals_received: prometheus::IntCounter,
+    signals_dead: prometheus::IntCounter,
+    signal_dispatch: Histogram,
     /// Every family this registry can serve, by name, for the ones without a series yet.
     declared: BTreeMap<String, Declared>,
 }
@@ -871,6 +895,51 @@ impl Metrics {
         declare(&mut declared, &last_bar, MetricType::GAUGE);
         declare(&mut declared, &drift, MetricType::GAUGE);
         declare(&mut declared, &budget_remaining, MetricType::GAUGE);
+        let signals = register(
+            &r,
+            SIGNALS_TOTAL,
+            IntCounterVec::new(
+                Opts::new(
+                    SIGNALS_TOTAL,
+                    "What became of each signal for each pipeline subscribing to its type, by \
+                     type and outcome: dispatched, deduplicated, below_confidence, \
+                     not_in_scanner, halted, outside_window.",
+                ),
+                &["type", "outcome"],
+            ),
+        )?;
+        let signals_received = register(
+            &r,
+            SIGNALS_RECEIVED_TOTAL,
+            prometheus::IntCounter::with_opts(Opts::new(
+                SIGNALS_RECEIVED_TOTAL,
+                "Signals taken from the bus, generated or external.",
+            )),
+        )?;
+        let signals_dead = register(
+            &r,
+            SIGNALS_DEAD_LETTERED_TOTAL,
+            prometheus::IntCounter::with_opts(Opts::new(
+                SIGNALS_DEAD_LETTERED_TOTAL,
+                "Malformed bus entries moved to the dead-letter stream with their reason.",
+            )),
+        )?;
+        let signal_dispatch = register(
+            &r,
+            SIGNAL_DISPATCH_SECONDS,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    SIGNAL_DISPATCH_SECONDS,
+                    "Time from a signal's publication to the start of the execution it \
+                     dispatched, seconds.",
+                )
+                .buckets(SIGNAL_DISPATCH_BUCKETS.to_vec()),
+            ),
+        )?;
+        declare(&mut declared, &signals, MetricType::COUNTER);
+        declare(&mut declared, &signals_received, MetricType::COUNTER);
+        declare(&mut declared, &signals_dead, MetricType::COUNTER);
+        declare(&mut declared, &signal_dispatch, MetricType::HISTOGRAM);
         // The LLM client registers its families in this registry when the daemon starts; its
         // definitions are read here (from an unregistered copy) so that they are listed before
         // the first call, and before the client exists.
@@ -884,6 +953,10 @@ impl Metrics {
             declared.insert(name, Declared { help, kind });
         }
         let m = Metrics {
+            signals,
+            signals_received,
+            signals_dead,
+            signal_dispatch,
             declared,
             budget_remaining,
             drift,
@@ -909,6 +982,29 @@ impl Metrics {
         m.set_pipeline_counts(PipelineCounts::default());
         m.set_halts(HaltCounts::default());
         Ok(m)
+    }
+
+    /// Counts one outcome of a signal of type `signal_type` for one subscribing pipeline
+    /// (`outcome`: a [`crate::engine::core::SignalOutcome::as_str`]).
+    pub fn signal_outcome(&self, signal_type: &str, outcome: &str) {
+        self.signals
+            .with_label_values(&[signal_type, outcome])
+            .inc();
+    }
+
+    /// Counts a signal taken from the bus.
+    pub fn signal_received(&self) {
+        self.signals_received.inc();
+    }
+
+    /// Counts a malformed entry moved to the dead-letter stream.
+    pub fn signal_dead_lettered(&self) {
+        self.signals_dead.inc();
+    }
+
+    /// Records the seconds from a signal's publication to the execution it started.
+    pub fn signal_dispatch_latency(&self, seconds: f64) {
+        self.signal_dispatch.observe(seconds);
     }
 
     /// Counts one config reload with its result; an `applied` or `unchanged` reload also sets
@@ -1185,6 +1281,10 @@ mod tests {
         });
         m.set_last_bar("AAPL", "1d", 1_325_624_400);
         m.set_drift_positions("alpaca-paper", 1);
+        m.signal_outcome("golden_cross", "dispatched");
+        m.signal_received();
+        m.signal_dead_lettered();
+        m.signal_dispatch_latency(0.001);
         m
     }
 

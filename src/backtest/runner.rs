@@ -112,6 +112,8 @@ pub struct BacktestResult {
     pub data_timeframes: BTreeMap<String, Timeframe>,
     /// `(period end, close)` of each traded symbol's bars in the range, for benchmarks.
     pub closes: BTreeMap<String, Vec<(i64, Decimal)>>,
+    /// A signal-triggered pipeline's signals: (type, outcome) → count.
+    pub signals: BTreeMap<(String, &'static str), u64>,
 }
 
 impl BacktestResult {
@@ -192,11 +194,24 @@ pub fn load_pipeline(pipeline_file: &Path) -> Result<(ConfigSet, String), Backte
 /// Runs a backtest of `pipeline_file`.
 ///
 /// # Errors
-/// [`BacktestError`] for an invalid config, missing or bad data, a range without bars, or
-/// a pipeline a backtest cannot run (signal triggers).
+/// [`BacktestError`] for an invalid config, missing or bad data, a range without bars.
 pub async fn run(
     pipeline_file: &Path,
     options: &BacktestOptions,
+) -> Result<BacktestResult, BacktestError> {
+    run_with_signals(pipeline_file, options, None).await
+}
+
+/// [`run`], with external signals (recorded, see [`crate::signals::read_signals_file`])
+/// delivered to a signal-triggered pipeline besides its scanner's generators.
+///
+/// # Errors
+/// As [`run`]; [`BacktestError::Unsupported`] when `external` is given and the pipeline
+/// has no `signal` trigger.
+pub async fn run_with_signals(
+    pipeline_file: &Path,
+    options: &BacktestOptions,
+    external: Option<Vec<crate::signals::Signal>>,
 ) -> Result<BacktestResult, BacktestError> {
     let (set, name) = load_pipeline(pipeline_file)?;
     let res = &set.pipelines[&name];
@@ -204,12 +219,13 @@ pub async fn run(
         .spec
         .as_ref()
         .ok_or_else(|| BacktestError::Data(format!("{}: the pipeline does not load", res.file)))?;
-    if pipeline.trigger.signal.is_some() {
+    if pipeline.trigger.signal.is_none() && external.is_some() {
         return Err(BacktestError::Unsupported(format!(
-            "{}: signal-triggered pipelines need the signal bus, which backtests do not replay yet; use a bar_close trigger to backtest the same rules",
+            "{}: --signals needs a pipeline with a signal trigger",
             res.file
         )));
     }
+    let signal_trigger = pipeline.trigger.signal.is_some();
     let spec = crate::runtime::spec::build(&name, &set).map_err(BacktestError::Data)?;
     let broker_name = spec
         .compiled
@@ -335,6 +351,18 @@ pub async fn run(
     if let Some(reason) = runner.core().failed() {
         return Err(BacktestError::Data(format!("{}: {reason}", res.file)));
     }
+    // A signal trigger: the scanner's generators on the replayed bars, and the recorded
+    // external signals, delivered after each step's bars.
+    let mut signals = signal_trigger.then(|| {
+        crate::signals::backtest::BacktestSignals::new(
+            &set,
+            &name,
+            hub.as_ref(),
+            start,
+            tz,
+            external.unwrap_or_default(),
+        )
+    });
     let mut timeline = hub.batches_after(start);
     // One batch reused for every step (no allocation per bar).
     let mut batch = crate::engine::core::BarBatch {
@@ -355,6 +383,9 @@ pub async fn run(
             }
             account.on_bars(&batch, tz).await;
             runner.step(t, &batch.bars, &account).await;
+            if let Some(s) = signals.as_mut() {
+                s.deliver(t, Some(&batch), &mut runner, &account).await;
+            }
             if client.is_some()
                 && let Some(miss) = replay_miss()
             {
@@ -376,6 +407,9 @@ pub async fn run(
         } else {
             account.roll_day(t, tz);
             runner.step(t, &[], &account).await;
+            if let Some(s) = signals.as_mut() {
+                s.deliver(t, None, &mut runner, &account).await;
+            }
         }
         account.record_equity(t).await;
         last = t;
@@ -424,5 +458,6 @@ pub async fn run(
         strategy_timeframe,
         data_timeframes,
         closes,
+        signals: signals.map(|s| s.outcomes).unwrap_or_default(),
     })
 }

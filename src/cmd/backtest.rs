@@ -19,7 +19,7 @@ use crate::backtest::analytics::{
 use crate::backtest::compare::{MetricRow, RunSummary, metric_rows, table_human, table_markdown};
 use crate::backtest::output::{EquityChart, write_equity_csv, write_equity_svg, write_trades_csv};
 use crate::backtest::runner::{
-    BacktestError, BacktestOptions, BacktestResult, load_pipeline, run as run_backtest,
+    BacktestError, BacktestOptions, BacktestResult, load_pipeline, run_with_signals,
 };
 use crate::cmd::plan::{FieldChange, field_changes, md_code, md_field, md_text};
 use crate::config::load::{ConfigSet, load_dir};
@@ -99,9 +99,19 @@ pub async fn run(
     llm: LlmOptions,
     format: Format,
     baseline: Option<&Path>,
+    signals_file: Option<&Path>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
+    let signals = match signals_file.map(crate::signals::read_signals_file) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            let _ = writeln!(err, "ztraded backtest: --signals {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let signals = signals.as_ref();
     let loaded = load_pipeline(pipeline_file);
     // The baseline first: a wrong directory or a removed pipeline is said before any run.
     let base = match (baseline, &loaded) {
@@ -175,7 +185,7 @@ pub async fn run(
         PathBuf::from("out").join(name)
     });
     let label = base.as_ref().map(|_| "this change ");
-    let (result, report) = match execute(pipeline_file, &options, &out_dir, label).await {
+    let (result, report) = match execute(pipeline_file, &options, &out_dir, label, signals).await {
         Ok(r) => r,
         Err((code, message)) => {
             let _ = writeln!(err, "ztraded backtest: {message}");
@@ -211,7 +221,7 @@ pub async fn run(
                 ..options
             };
             let dir = out_dir.join(BASELINE_SUBDIR);
-            match execute(&file, &options, &dir, Some("baseline ")).await {
+            match execute(&file, &options, &dir, Some("baseline "), signals).await {
                 Ok((r, report)) => Some(RunSummary::of(
                     &r,
                     report.benchmark_pct(&r),
@@ -274,12 +284,13 @@ async fn execute(
     options: &BacktestOptions,
     out_dir: &Path,
     label: Option<&str>,
+    signals: Option<&Vec<crate::signals::Signal>>,
 ) -> Result<(BacktestResult, Report), Failed> {
     if let Some(bar) = PROGRESS.get() {
         bar.reset();
         bar.set_message(label.unwrap_or_default().to_string());
     }
-    let result = run_backtest(pipeline_file, options).await;
+    let result = run_with_signals(pipeline_file, options, signals.cloned()).await;
     if let Some(bar) = PROGRESS.get() {
         bar.finish_and_clear();
     }
@@ -614,6 +625,17 @@ pub fn summary(
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
     s.push_str(&format!("Executions: {}\n", executions.join(", ")));
+    if !r.signals.is_empty() {
+        let mut by_type: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for ((t, o), n) in &r.signals {
+            by_type.entry(t).or_default().push(format!("{n} {o}"));
+        }
+        let lines: Vec<String> = by_type
+            .iter()
+            .map(|(t, v)| format!("{t}: {}", v.join(", ")))
+            .collect();
+        s.push_str(&format!("Signals: {}\n", lines.join("; ")));
+    }
     s.push_str(&format!("Orders: {}\n", r.orders));
     if !r.llm_cost_usd.is_zero() {
         s.push_str(&format!(
@@ -770,6 +792,7 @@ mod tests {
                 ("MSFT".to_string(), Timeframe::D1),
             ]),
             closes: BTreeMap::new(),
+            signals: BTreeMap::new(),
         }
     }
 

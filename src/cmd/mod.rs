@@ -7,6 +7,7 @@ pub mod indicators;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod signal;
 pub mod status;
 pub mod validate;
 

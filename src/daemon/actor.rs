@@ -47,8 +47,12 @@ pub struct SignalCommand {
     pub signal_type: String,
     /// Confidence, 0–100.
     pub confidence: f64,
-    /// Answered with the signal's outcome for this pipeline.
+    /// Answered with the signal's outcome for this pipeline as soon as it is decided
+    /// (before a dispatched execution runs).
     pub outcome: Option<oneshot::Sender<SignalOutcome>>,
+    /// Held until the execution the signal started is through: while it lives, the
+    /// dispatcher counts further signals of this pipeline and ticker as deduplicated.
+    pub pending: Option<crate::signals::dispatcher::PendingGuard>,
 }
 
 /// What every actor shares.
@@ -150,6 +154,7 @@ pub fn spawn(
     shared
         .registry
         .register(&name, tx.clone(), spec.symbols.clone());
+    shared.registry.set_route(&name, Some(&spec));
     // The runner starts at the clock's now when it is spawned (not when its task first
     // runs): steps after it are the ones it gets.
     let now = shared.account.now();
@@ -206,9 +211,13 @@ async fn run(
                 Some(m) => m,
             },
         };
+        let updated = matches!(message, Message::Update(_));
         // The handlers' futures are boxed so that an idle actor's task stays small
         // (thousands of pipelines each keep one).
         Box::pin(handle(&mut runner, &account, message)).await;
+        if updated {
+            shared.registry.set_route(&name, Some(runner.core().spec()));
+        }
         shared.registry.set_wake(&name, runner.core().next_wake());
         shared.set_status(&name, runner.status(&account), runner.core().spec());
     }
@@ -247,21 +256,23 @@ async fn handle(runner: &mut PipelineRunner, account: &Account, message: Message
                 signal_type,
                 confidence,
                 outcome,
+                pending,
             } = *signal;
-            let got = runner
-                .command(
-                    CoreCommand::Signal {
-                        symbol,
-                        signal_type,
-                        confidence,
-                    },
+            runner
+                .signal(
+                    &symbol,
+                    &signal_type,
+                    confidence,
                     account.now(),
                     account,
+                    |got| {
+                        if let Some(tx) = outcome {
+                            let _ = tx.send(got);
+                        }
+                    },
                 )
                 .await;
-            if let (Some(tx), Some(got)) = (outcome, got) {
-                let _ = tx.send(got);
-            }
+            drop(pending);
         }
     }
 }

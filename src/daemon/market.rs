@@ -139,5 +139,10 @@ pub async fn deliver(
             Err(_) => registry.set_wake(&name, None),
         }
     }
+    // The scanners' signal generators see the bars after the pipelines did (a signal's
+    // execution reads the bar that fired it).
+    if let (Some(signals), Some(b)) = (registry.signals(), &batch) {
+        signals.on_batch(b).await;
+    }
     account.record_equity(t).await;
 }

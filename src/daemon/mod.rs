@@ -59,6 +59,9 @@ pub enum DaemonError {
     /// The watcher failed.
     #[error("watcher: {0}")]
     Watch(String),
+    /// The signal bus failed.
+    #[error("bus: {0}")]
+    Bus(String),
 }
 
 /// How long queued notifications get to be delivered at shutdown.
@@ -109,9 +112,14 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         .timezone
         .parse()
         .unwrap_or(chrono_tz::America::New_York);
-    if !settings.bus.url.starts_with("memory://") {
-        warn!(bus = %settings.bus.url, "this version keeps signals and work in process; the shared bus is not used");
-    }
+    // The signal bus (in process, or the deployment's Redis streams).
+    let bus_config = crate::bus::BusConfig::from_settings(&settings.bus);
+    let bus = Arc::new(
+        crate::bus::Bus::connect(bus_config.clone())
+            .await
+            .map_err(|e| DaemonError::Bus(e.to_string()))?,
+    );
+    info!(bus = %bus_config.safe_url(), stream = %bus_config.stream, group = %bus_config.group, consumer = %bus_config.consumer, "signal bus ready");
     // Live data (Alpaca) on the wall clock, or the replay data on the simulated clock.
     let live_data = match settings.market_data.source {
         MarketDataSource::Replay => None,
@@ -285,6 +293,17 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         tz,
         registry: Arc::clone(&registry),
     });
+    // Signals: the dispatcher takes them from the bus; the generators feed it.
+    let signals = Arc::new(crate::signals::service::SignalService::new(
+        Arc::clone(&bus),
+        tz,
+    ));
+    registry.set_signals(Arc::clone(&signals));
+    let dispatcher = Arc::new(crate::signals::Dispatcher::new(
+        Arc::clone(&registry),
+        Some(Arc::clone(&metrics)),
+    ));
+    let consumer = bus.spawn_consumer(dispatcher, Some(Arc::clone(&metrics)), shutdown_rx.clone());
     let mut controller = Controller::new(Arc::clone(&shared), shutdown_rx.clone());
     let previous = previous_revision(&dir, &store).await;
     let first = initial_revision(&dir, set, previous.clone()).await;
@@ -293,7 +312,10 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
             errors = n,
             "no valid revision to run yet; waiting for a valid edit"
         ),
-        _ => readiness.set_ready(),
+        _ => {
+            configure_signals(&signals, &first.scanners, &shared).await;
+            readiness.set_ready();
+        }
     }
     // Positions of pipelines removed while the daemon was down.
     let desired: Vec<String> = first
@@ -392,8 +414,14 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
                 if changed.is_err() { warn!("the watcher stopped"); break; }
                 let update = updates.borrow_and_update().clone();
                 let revision = update.set.revision.clone();
-                if !matches!(controller.apply(update.set).await, Outcome::Refused(_)) {
-                    readiness.set_ready();
+                let scanners = update.set.scanners.clone();
+                match controller.apply(update.set).await {
+                    Outcome::Refused(_) => {}
+                    Outcome::Unchanged => readiness.set_ready(),
+                    Outcome::Applied(_) => {
+                        configure_signals(&signals, &scanners, &shared).await;
+                        readiness.set_ready();
+                    }
                 }
                 watcher.release(&revision);
             }
@@ -412,6 +440,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     watcher.stop().await;
     let _ = market.await;
     let _ = reconciler.await;
+    let _ = consumer.await;
     controller.stop_all(SHUTDOWN_GRACE).await;
     for t in event_tasks {
         t.abort();
@@ -610,4 +639,25 @@ async fn initial_revision(
         }
         None => set,
     }
+}
+
+/// Points the signal generators at the scanners of the applied revision, warmed up on the
+/// market data up to now.
+async fn configure_signals(
+    signals: &crate::signals::service::SignalService,
+    scanners: &std::collections::BTreeMap<
+        String,
+        crate::config::set::Resource<crate::config::scanner::Scanner>,
+    >,
+    shared: &Shared,
+) {
+    signals
+        .configure(
+            scanners
+                .iter()
+                .filter_map(|(n, r)| r.spec.as_ref().map(|s| (n.as_str(), s))),
+            shared.history.as_ref(),
+            shared.account.now(),
+        )
+        .await;
 }

@@ -1,11 +1,29 @@
 //! The running actors as the market loop sees them: their channels, their symbols and
 //! their next timers, so that each step reaches exactly the pipelines it concerns, in name
-//! order.
+//! order; and the signal pipelines by the signal types they subscribe to, so that the
+//! dispatcher reaches exactly the subscribers of a signal's type.
 
 use super::actor::Message;
-use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use crate::engine::core::PipelineSpec;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{Notify, mpsc};
+
+/// What the signal dispatcher knows of a pipeline with a `signal` trigger.
+#[derive(Debug)]
+pub struct SignalRoute {
+    /// The pipeline.
+    pub name: Arc<str>,
+    /// Its actor.
+    pub tx: mpsc::Sender<Message>,
+    /// Its symbols (its scanner's tickers).
+    pub symbols: HashSet<String>,
+    /// Its subscriptions: signal type → the lowest `min_confidence` (0–100) of that type.
+    pub min_confidence: HashMap<String, f64>,
+}
+
+/// The subscribers of one signal type, in name order.
+pub type Subscribers = Arc<Vec<Arc<SignalRoute>>>;
 
 struct Entry {
     tx: mpsc::Sender<Message>,
@@ -18,6 +36,13 @@ struct Entry {
 pub struct Registry {
     actors: Mutex<BTreeMap<String, Entry>>,
     changed: Notify,
+    /// Signal pipelines by name, and the subscribers of each type (rebuilt on change).
+    routes: Mutex<(
+        BTreeMap<String, Arc<SignalRoute>>,
+        HashMap<String, Subscribers>,
+    )>,
+    /// The signal generators the market steps feed (set once by the daemon).
+    signals: OnceLock<Arc<crate::signals::service::SignalService>>,
 }
 
 impl Registry {
@@ -43,7 +68,93 @@ impl Registry {
     /// Forgets the actor of `name`.
     pub fn unregister(&self, name: &str) {
         self.lock().remove(name);
+        self.set_route(name, None);
         self.changed.notify_waiters();
+    }
+
+    /// Records what the dispatcher needs of `name` running `spec` (its subscriptions and
+    /// symbols), or forgets it when `spec` has no `signal` trigger or is `None`.
+    pub fn set_route(&self, name: &str, spec: Option<&PipelineSpec>) {
+        let route = spec.and_then(|spec| {
+            let trigger = spec.compiled.trigger.signal.as_ref()?;
+            let subs = trigger
+                .subscriptions
+                .iter()
+                .map(|s| {
+                    (
+                        s.signal_type.clone(),
+                        crate::domain::to_f64(s.min_confidence.value()),
+                    )
+                })
+                .collect();
+            Some((spec.symbols.clone(), subs))
+        });
+        self.set_route_parts(name, route);
+    }
+
+    /// [`Registry::set_route`] from its parts: the pipeline's symbols and its subscriptions
+    /// (type, `min_confidence` 0–100); `None` forgets the route.
+    pub fn set_route_parts(&self, name: &str, route: Option<(Vec<String>, Vec<(String, f64)>)>) {
+        let tx = self.lock().get(name).map(|e| e.tx.clone());
+        let route = match (route, tx) {
+            (Some((symbols, subs)), Some(tx)) => {
+                let mut min_confidence: HashMap<String, f64> = HashMap::new();
+                for (t, min) in subs {
+                    min_confidence
+                        .entry(t)
+                        .and_modify(|m| *m = m.min(min))
+                        .or_insert(min);
+                }
+                Some(Arc::new(SignalRoute {
+                    name: Arc::from(name),
+                    tx,
+                    symbols: symbols.into_iter().collect(),
+                    min_confidence,
+                }))
+            }
+            _ => None,
+        };
+        let mut routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = match route {
+            Some(r) => {
+                routes.0.insert(name.to_string(), r);
+                true
+            }
+            None => routes.0.remove(name).is_some(),
+        };
+        if changed {
+            let mut by_type: HashMap<String, Vec<Arc<SignalRoute>>> = HashMap::new();
+            for r in routes.0.values() {
+                for t in r.min_confidence.keys() {
+                    by_type.entry(t.clone()).or_default().push(Arc::clone(r));
+                }
+            }
+            routes.1 = by_type.into_iter().map(|(t, v)| (t, Arc::new(v))).collect();
+        }
+    }
+
+    /// The pipelines subscribing to `signal_type`, in name order (shared, no copy).
+    pub fn subscribers(&self, signal_type: &str) -> Option<Subscribers> {
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .get(signal_type)
+            .cloned()
+    }
+
+    /// Sets the signal service the market steps feed their bars to (once; later calls are
+    /// ignored).
+    pub fn set_signals(&self, service: Arc<crate::signals::service::SignalService>) {
+        let _ = self.signals.set(service);
+    }
+
+    /// The signal service, when the daemon set one.
+    pub fn signals(&self) -> Option<&Arc<crate::signals::service::SignalService>> {
+        self.signals.get()
     }
 
     /// Updates the symbols of `name` (a changed configuration).

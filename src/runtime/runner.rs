@@ -396,6 +396,34 @@ impl PipelineRunner {
         outcome
     }
 
+    /// A market signal for `symbol` at `t` (the `signal` trigger, see
+    /// [`PipelineCore::signal`]): `decided` gets its outcome as soon as it is known, before
+    /// the execution it starts runs; returns when that execution and its orders are
+    /// through.
+    pub async fn signal(
+        &mut self,
+        symbol: &str,
+        signal_type: &str,
+        confidence: f64,
+        t: i64,
+        account: &Account,
+        decided: impl FnOnce(SignalOutcome),
+    ) {
+        let outcome = {
+            let ledger = account.ledger();
+            self.core.signal(
+                symbol,
+                signal_type,
+                confidence,
+                t,
+                &ledger,
+                &mut self.intents,
+            )
+        };
+        decided(outcome);
+        self.run(account).await;
+    }
+
     async fn run(&mut self, account: &Account) {
         while !self.intents.is_empty() {
             let mut batch = std::mem::replace(&mut self.intents, std::mem::take(&mut self.spare));

@@ -179,16 +179,62 @@ pub struct BusSettings {
     #[serde(default = "default_bus_url")]
     #[schemars(regex(pattern = "^(memory|redis|rediss)://"))]
     pub url: String,
+    /// The deployment: the Redis consumer group of its daemons. Every daemon of one
+    /// deployment (one account) uses the same group, so each signal is handled once by one
+    /// of them; another deployment on the same Redis uses another group and sees every
+    /// signal too.
+    #[serde(default = "default_bus_group")]
+    #[schemars(regex(pattern = "^[A-Za-z0-9_.:-]{1,64}$"))]
+    pub group: String,
+    /// This daemon's consumer name in the group. Default: `<hostname>-<pid>`.
+    #[serde(default)]
+    #[schemars(regex(pattern = "^[A-Za-z0-9_.:-]{1,128}$"))]
+    pub consumer: Option<String>,
+    /// Prefix of the Redis keys: signals on `<prefix>:signals`, malformed entries on
+    /// `<prefix>:signals:dead`. Keep the default in production (external producers write
+    /// to `ztraded:signals`); tests and staging use their own.
+    #[serde(default = "default_bus_key_prefix")]
+    #[schemars(regex(pattern = "^[A-Za-z0-9_.:-]{1,64}$"))]
+    pub key_prefix: String,
+    /// Approximate length the signal streams are trimmed to (`XADD ... MAXLEN ~`), entries.
+    #[serde(default = "default_bus_max_len")]
+    #[schemars(range(min = 100, max = 100_000_000))]
+    pub max_len: u64,
+    /// How long a signal may stay delivered and unacknowledged (its daemon died) before
+    /// another daemon of the group claims it (`XAUTOCLAIM`).
+    #[serde(default = "default_bus_claim_idle")]
+    pub claim_idle: Duration,
 }
 
 fn default_bus_url() -> String {
     "memory://".to_string()
 }
 
+fn default_bus_group() -> String {
+    "ztraded".to_string()
+}
+
+fn default_bus_key_prefix() -> String {
+    "ztraded".to_string()
+}
+
+fn default_bus_max_len() -> u64 {
+    100_000
+}
+
+fn default_bus_claim_idle() -> Duration {
+    Duration::from_secs(30)
+}
+
 impl Default for BusSettings {
     fn default() -> Self {
         BusSettings {
             url: default_bus_url(),
+            group: default_bus_group(),
+            consumer: None,
+            key_prefix: default_bus_key_prefix(),
+            max_len: default_bus_max_len(),
+            claim_idle: default_bus_claim_idle(),
         }
     }
 }
