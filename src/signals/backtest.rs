@@ -79,10 +79,14 @@ impl BacktestSignals {
                     got = o;
                 })
                 .await;
-            *self
-                .outcomes
-                .entry((s.signal_type.clone(), got.as_str()))
-                .or_default() += 1;
+            // A type the pipeline does not subscribe to is no outcome (the daemon's
+            // dispatcher does not deliver it either).
+            if got != SignalOutcome::NotSubscribed {
+                *self
+                    .outcomes
+                    .entry((s.signal_type.clone(), got.as_str()))
+                    .or_default() += 1;
+            }
         }
     }
 }

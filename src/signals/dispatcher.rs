@@ -327,9 +327,14 @@ mod tests {
         registry.unregister("gone");
         assert!(registry.subscribers("x").is_none());
         let text = metrics.render();
+        // (The retries after the release may see the guard still held: deduplicated too.)
+        assert!(
+            text.contains("ztraded_signals_total{outcome=\"dispatched\",type=\"golden_cross\"} 2"),
+            "{text}"
+        );
         assert!(
             text.contains(
-                "ztraded_signals_total{outcome=\"deduplicated\",type=\"golden_cross\"} 1"
+                "ztraded_signals_total{outcome=\"below_confidence\",type=\"golden_cross\"} 1"
             ),
             "{text}"
         );

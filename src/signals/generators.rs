@@ -415,8 +415,11 @@ mod tests {
         for c in [10.0, 11.0, 12.0, 11.0, 10.0, 9.0, 12.0] {
             out.push(s.update(&bar(c, 1.0)));
         }
-        // RSI(2) after 12→11→10: losses only → 0 → confidence 50 + 5 × 30 = 200 → 100.
-        assert_eq!(out[4], Some((Direction::Long, 100.0)));
+        // Wilder RSI(2): 50 at 11, 25 at 10 (→ 50 + 5 × 5), 12.5 at 9 (→ 112.5, clamped),
+        // 78 at 12.
+        assert_eq!(out[3], None);
+        assert_eq!(out[4], Some((Direction::Long, 75.0)));
+        assert_eq!(out[5], Some((Direction::Long, 100.0)));
         assert_eq!(out[6], None);
     }
 
