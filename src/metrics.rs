@@ -212,9 +212,11 @@ impl StoreOperation {
 pub const RECONCILE_BUCKETS: [f64; 11] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
 ];
-/// Buckets of [`SIGNAL_DISPATCH_SECONDS`], seconds (100 µs to 10 s).
-pub const SIGNAL_DISPATCH_BUCKETS: [f64; 14] = [
+/// Buckets of [`SIGNAL_DISPATCH_SECONDS`], seconds (100 µs to 60 s: a signal waits behind
+/// the running execution of its pipeline).
+pub const SIGNAL_DISPATCH_BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+    30.0, 60.0,
 ];
 /// Buckets of `ztraded_execution_duration_seconds`, in seconds: 5 ms (pure indicator
 /// pipelines) to 120 s (pipelines waiting on LLM calls).

@@ -203,13 +203,14 @@ fn a_thousand_signals_per_second_into_500_pipelines_are_all_accounted_for() {
             .iter()
             .filter(|l| l.contains(&format!("outcome=\"{o}\"")))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .sum::<f64>()
+            + 0.0
     };
     let b = buckets(&text, "ztraded_signal_dispatch_seconds");
     println!(
         "load: {total} signals at {rate}/s published in {:.1} s, all handled after {:.1} s; pending {pending}; \
          received {}, outcomes {} (= {total} × {per_type} subscribers): dispatched {}, deduplicated {}, below_confidence {}, not_in_scanner {}, halted {}, outside_window {}; \
-         executions {}; XADD → execution start over Redis p50 ≤ {} s, p99 ≤ {} s (histogram bucket bounds)",
+         executions {}; XADD → execution start over Redis p50 ≤ {} s, p99 ≤ {} s (histogram bucket bounds), mean {:.3} s",
         published.as_secs_f64(),
         drained.as_secs_f64(),
         d.metric("ztraded_signals_received_total"),
@@ -223,6 +224,8 @@ fn a_thousand_signals_per_second_into_500_pipelines_are_all_accounted_for() {
         d.metric("ztraded_executions_total{"),
         quantile(&b, 0.5),
         quantile(&b, 0.99),
+        d.metric("ztraded_signal_dispatch_seconds_sum")
+            / d.metric("ztraded_signal_dispatch_seconds_count"),
     );
     assert_eq!(pending, 0);
     assert_eq!(d.metric("ztraded_signals_received_total"), total as f64);

@@ -25,6 +25,16 @@ pub struct SignalRoute {
 /// The subscribers of one signal type, in name order.
 pub type Subscribers = Arc<Vec<Arc<SignalRoute>>>;
 
+/// A route's parts: the pipeline's symbols and its subscriptions (type, `min_confidence`
+/// 0–100).
+pub type RouteParts = (Vec<String>, Vec<(String, f64)>);
+
+/// Signal pipelines by name, and the subscribers of each type.
+type Routes = (
+    BTreeMap<String, Arc<SignalRoute>>,
+    HashMap<String, Subscribers>,
+);
+
 struct Entry {
     tx: mpsc::Sender<Message>,
     symbols: Vec<String>,
@@ -37,10 +47,7 @@ pub struct Registry {
     actors: Mutex<BTreeMap<String, Entry>>,
     changed: Notify,
     /// Signal pipelines by name, and the subscribers of each type (rebuilt on change).
-    routes: Mutex<(
-        BTreeMap<String, Arc<SignalRoute>>,
-        HashMap<String, Subscribers>,
-    )>,
+    routes: Mutex<Routes>,
     /// The signal generators the market steps feed (set once by the daemon).
     signals: OnceLock<Arc<crate::signals::service::SignalService>>,
 }
@@ -94,7 +101,7 @@ impl Registry {
 
     /// [`Registry::set_route`] from its parts: the pipeline's symbols and its subscriptions
     /// (type, `min_confidence` 0–100); `None` forgets the route.
-    pub fn set_route_parts(&self, name: &str, route: Option<(Vec<String>, Vec<(String, f64)>)>) {
+    pub fn set_route_parts(&self, name: &str, route: Option<RouteParts>) {
         let tx = self.lock().get(name).map(|e| e.tx.clone());
         let route = match (route, tx) {
             (Some((symbols, subs)), Some(tx)) => {
