@@ -236,3 +236,77 @@ fn a_thousand_signals_per_second_into_500_pipelines_are_all_accounted_for() {
     assert!(by_outcome("dispatched") > 0.0);
     let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&stream).query(&mut con);
 }
+
+/// In process (`memory://`), the real daemon: 1,000 signal pipelines, 20 of them
+/// subscribing to the six built-in generators of one scanner on the shipped data, the
+/// others to types nobody publishes; the generators fire on the replayed bars and
+/// `ztraded_signal_dispatch_seconds` gives publication → execution start.
+#[test]
+#[ignore = "starts 1,000 pipelines; run by scripts/signals-load"]
+fn in_process_signal_to_execution_start_with_1000_signal_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path());
+    for entry in std::fs::read_dir(dir.path().join("pipelines")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("scanners/watch.yaml"),
+        "tickers: [AAPL, GOOG, SPY, YHOO]\nsignals:\n  - { type: golden_cross }\n  - { type: death_cross }\n  - { type: rsi_oversold }\n  - { type: rsi_overbought }\n  - { type: macd_cross }\n  - { type: volume_spike }\n",
+    )
+    .unwrap();
+    let risk = std::fs::read_dir(dir.path().join("risk"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let types = [
+        "golden_cross",
+        "death_cross",
+        "rsi_oversold",
+        "rsi_overbought",
+        "macd_cross",
+        "volume_spike",
+    ];
+    for p in 0..1000usize {
+        let t = if p % 50 == 0 {
+            types[(p / 50) % types.len()].to_string()
+        } else {
+            format!("news_{p}")
+        };
+        std::fs::write(
+            dir.path().join(format!("pipelines/sig-{p:04}.yaml")),
+            format!(
+                "mode: validation\nscanner: watch\nrisk: {risk}\ntrigger:\n  signal:\n    subscriptions: [{{ type: {t}, min_confidence: 0 }}]\nnodes:\n  - id: data\n    agent: market_data\n    config: {{ timeframes: [1d], indicators: [sma_50, atr_14] }}\n  - id: strategy\n    agent: strategy\n    config: {{ kind: rules, timeframe: 1d, long_entry: \"close > sma_50\", stop_loss: \"close - 2 * atr_14\" }}\n  - id: risk\n    agent: risk_manager\n"
+            ),
+        )
+        .unwrap();
+    }
+    let scanners: Vec<_> = std::fs::read_dir(dir.path().join("scanners"))
+        .unwrap()
+        .collect();
+    assert!(!scanners.is_empty());
+    let mut d = Daemon::start(dir.path(), free_port(), 86_400 * 5, &[("RUST_LOG", "warn")]);
+    d.wait_ready(Duration::from_secs(180));
+    d.wait_for("1,000 pipelines running", Duration::from_secs(180), |d| {
+        d.metric("ztraded_pipelines{state=\"running\"}") >= 1000.0
+    });
+    d.wait_for("500 dispatched signals", Duration::from_secs(300), |d| {
+        d.metric("ztraded_signal_dispatch_seconds_count") >= 500.0
+    });
+    let (_, text) = d.get("/metrics").unwrap();
+    let b = buckets(&text, "ztraded_signal_dispatch_seconds");
+    println!(
+        "in process, 1,000 signal pipelines (20 subscribing to the generators), debug build: {} dispatched, {} signals received; publication → execution start p50 ≤ {} s, p99 ≤ {} s (bucket bounds), mean {:.4} s",
+        d.metric("ztraded_signal_dispatch_seconds_count"),
+        d.metric("ztraded_signals_received_total"),
+        quantile(&b, 0.5),
+        quantile(&b, 0.99),
+        d.metric("ztraded_signal_dispatch_seconds_sum")
+            / d.metric("ztraded_signal_dispatch_seconds_count"),
+    );
+}
