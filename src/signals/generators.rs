@@ -10,7 +10,7 @@
 //! | `death_cross` | the fast average closes below the slow one after closing at or above it | short | `50 + 10 × (slow_ma − close) / slow_ma × 100` |
 //! | `rsi_oversold` | RSI (`period`, 14) is below `below` (30), each bar it stays there | long | `50 + 5 × (below − rsi)`: 50 at the level, +5 per RSI point beneath |
 //! | `rsi_overbought` | RSI is above `above` (70), each bar it stays there | short | `50 + 5 × (rsi − above)` |
-//! | `macd_cross` | the MACD line (`fast` 12, `slow` 26, `signal` 9) crosses its signal line (the histogram changes sign) | long upwards, short downwards | `50 + 50 × |Δhist| / (0.5 % × close)`: 100 when the histogram moved by half a percent of the price in the bar |
+//! | `macd_cross` | the MACD line (`fast` 12, `slow` 26, `signal` 9) crosses its signal line (the histogram changes sign) | long upwards, short downwards | `50 + 50 × abs(Δhist) / (0.5 % × close)`: 100 when the histogram moved by half a percent of the price in the bar |
 //! | `volume_spike` | the volume exceeds `multiplier` (2) × the average volume of the `period` (20) bars before | long when close ≥ open, else short | `50 × ratio / multiplier` with `ratio = volume / average`: 50 at the threshold, 100 at twice it |
 //!
 //! A signal's id is `scanner:type:ticker:timeframe:bar end` (unique per bar), its
