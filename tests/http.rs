@@ -754,6 +754,10 @@ fn populate_every_family(m: &Metrics) {
     });
     m.set_last_bar("AAPL", "1d", 1_325_624_400);
     m.set_drift_positions("alpaca-paper", 0);
+    m.signal_received();
+    m.signal_outcome("golden_cross", "dispatched");
+    m.signal_dead_lettered();
+    m.signal_dispatch_latency(0.0004);
 }
 
 async fn scrape(s: &Server) -> String {
