@@ -223,6 +223,15 @@ impl Book {
         let mut known = known;
         known.sort_by_key(|o| o.created_at);
         for o in known {
+            book.learn(o);
+        }
+        book
+    }
+
+    /// Adds order `o` (as the store knows it) to the directory.
+    fn learn(&mut self, o: OrderState) {
+        let book = self;
+        {
             book.meta.insert(
                 o.client_order_id.clone(),
                 Meta {
@@ -254,7 +263,6 @@ impl Book {
                 },
             );
         }
-        book
     }
 
     fn note_owner(&mut self, symbol: &str, pipeline: &str, purpose: OrderPurpose) {
@@ -1052,6 +1060,18 @@ impl AlpacaBroker {
 impl Broker for AlpacaBroker {
     fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    fn learn_orders(&self, orders: &[OrderState]) {
+        let mut book = self.inner.book();
+        let mut new: Vec<&OrderState> = orders
+            .iter()
+            .filter(|o| !book.meta.contains_key(&o.client_order_id))
+            .collect();
+        new.sort_by_key(|o| o.created_at);
+        for o in new {
+            book.learn(o.clone());
+        }
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -179,16 +179,27 @@ pub struct BusSettings {
     #[serde(default = "default_bus_url")]
     #[schemars(regex(pattern = "^(memory|redis|rediss)://"))]
     pub url: String,
+    /// Several daemons (`redis://`): how long a daemon's lease on a pipeline lasts without
+    /// renewal. A daemon renews its leases every third of it; when one dies (`kill -9`, a
+    /// lost host) its pipelines move to the other daemons within this time. Ignored with
+    /// `memory://` (one daemon runs every pipeline).
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: Duration,
 }
 
 fn default_bus_url() -> String {
     "memory://".to_string()
 }
 
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+
 impl Default for BusSettings {
     fn default() -> Self {
         BusSettings {
             url: default_bus_url(),
+            lease_ttl: default_lease_ttl(),
         }
     }
 }
