@@ -67,9 +67,11 @@ impl Controller {
         self.leased.as_ref().map_or(0, |h| h.len())
     }
 
-    /// The pipelines enabled in the applied revision (those a daemon may hold leases for).
+    /// The pipelines enabled in the applied revision, and those still running here until
+    /// flat after their removal: the pipelines this daemon holds or may take leases for.
     pub fn desired(&self) -> std::collections::BTreeSet<String> {
-        self.applied
+        let mut names: std::collections::BTreeSet<String> = self
+            .applied
             .as_ref()
             .map(|s| {
                 s.pipelines
@@ -78,7 +80,14 @@ impl Controller {
                     .map(|(n, _)| n.clone())
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        names.extend(
+            self.actors
+                .iter()
+                .filter(|(_, a)| !a.task.is_finished())
+                .map(|(n, _)| n.clone()),
+        );
+        names
     }
 
     /// This daemon holds `name`'s lease now (its epoch is in the store): the pipeline's
@@ -94,7 +103,12 @@ impl Controller {
         let Some(set) = self.applied_set.clone() else {
             return;
         };
-        if !self.desired().contains(name) {
+        let enabled = self
+            .applied
+            .as_ref()
+            .and_then(|s| s.pipelines.get(name))
+            .is_some_and(|p| p.enabled);
+        if !enabled {
             return;
         }
         let config = match self.actor_config(name, &set) {

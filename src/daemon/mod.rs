@@ -446,7 +446,12 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
                 let Some((k, member)) = &keeper else { continue };
                 lease_event(event, k, member, &store, &metrics, &account, &mut controller).await;
             }
-            _ = tick.tick() => controller.reap(),
+            _ = tick.tick() => {
+                controller.reap();
+                if let Some((k, _)) = &keeper {
+                    k.set_desired(controller.desired());
+                }
+            }
             // Off the loop: a slow store delays the next heartbeat, never a reload or a
             // signal.
             _ = beat.tick() => if beating.as_ref().is_none_or(|b| b.is_finished()) {

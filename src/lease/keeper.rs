@@ -202,9 +202,16 @@ impl LeaseKeeper {
         Arc::clone(&self.fences)
     }
 
-    /// The pipelines this daemon may run (enabled in the applied revision).
+    /// The pipelines this daemon may run (enabled in the applied revision, or draining
+    /// here); a lease held for a pipeline no longer among them is released.
     pub fn set_desired(&self, pipelines: BTreeSet<String>) {
-        self.desired.send_replace(pipelines);
+        self.desired.send_if_modified(|d| {
+            if *d == pipelines {
+                return false;
+            }
+            *d = pipelines;
+            true
+        });
     }
 
     /// Stops the task and releases every lease at once (shutdown): the other daemons can
@@ -258,7 +265,7 @@ async fn run(
         let names: Vec<String> = held.keys().cloned().collect();
         for name in names {
             let Some(h) = held.get(&name) else { continue };
-            if h.renewed.elapsed() < period && want.contains(&name) {
+            if h.renewed.elapsed() < period / 2 && want.contains(&name) {
                 continue;
             }
             let lease = h.lease.clone();
