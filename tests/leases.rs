@@ -792,3 +792,37 @@ fn three_daemons_on_one_account_fail_over_without_a_duplicate_order() {
     stayer.signal("TERM", Duration::from_secs(15));
     drop(db);
 }
+
+#[test]
+fn a_lease_ttl_under_a_second_is_refused_by_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ztraded.toml"),
+        "[bus]\nurl = \"redis://127.0.0.1:6379\"\nlease_ttl = \"300ms\"\n",
+    )
+    .unwrap();
+    let env = ztraded::config::load::process_env();
+    let (_, ok, findings) = ztraded::config::load::load_settings_of(dir.path(), &env);
+    assert!(!ok, "{findings:?}");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.code == "out-of-range" && f.human().contains("lease_ttl")),
+        "{findings:?}"
+    );
+    std::fs::write(
+        dir.path().join("ztraded.toml"),
+        "[bus]\nurl = \"redis://127.0.0.1:6379\"\nlease_ttl = \"3s\"\n",
+    )
+    .unwrap();
+    let (settings, ok, findings) = ztraded::config::load::load_settings_of(dir.path(), &env);
+    assert!(ok, "{findings:?}");
+    assert_eq!(settings.bus.lease_ttl.std(), Duration::from_secs(3));
+    // The default: 10 s.
+    assert_eq!(
+        ztraded::config::settings::BusSettings::default()
+            .lease_ttl
+            .std(),
+        Duration::from_secs(10)
+    );
+}

@@ -410,3 +410,30 @@ async fn leave(client: &LeaseClient, member: &str) -> Result<(), LeaseError> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_lapses_without_renewal_and_is_extended_only_for_its_epoch() {
+        let f = Fences::default();
+        assert_eq!(f.epoch("p"), None);
+        f.set("p", 3, Instant::now() + Duration::from_millis(40));
+        assert_eq!(f.epoch("p"), Some(3));
+        f.extend("p", 2, Instant::now() + Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            f.epoch("p"),
+            None,
+            "lapsed: another epoch's renewal does not extend it"
+        );
+        f.set("p", 4, Instant::now() + Duration::from_millis(40));
+        f.extend("p", 4, Instant::now() + Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(f.epoch("p"), Some(4));
+        f.clear("p");
+        assert_eq!(f.epoch("p"), None);
+        assert!(f.is_empty());
+    }
+}
