@@ -826,3 +826,92 @@ fn a_lease_ttl_under_a_second_is_refused_by_validation() {
         Duration::from_secs(10)
     );
 }
+
+/// A daemon paused past its lease (it has not noticed): the new holder's epoch is in the
+/// store, and the old holder's order path is refused in the transaction that would write the
+/// intent — nothing is written, nothing reaches the broker.
+#[tokio::test]
+async fn a_stale_holder_cannot_submit_through_the_account() {
+    on_both_stores("stale_account", |store| async move {
+        use ztraded::broker::{ExitOrder, OrderPurpose, PositionSide, Submit};
+        use ztraded::config::pipeline::Mode;
+        use ztraded::runtime::account::SubmitError;
+        use ztraded::runtime::{Account, AccountOptions};
+        let backend = store.backend();
+        let now: ztraded::broker::Now = std::sync::Arc::new(|| 1_700_000_000);
+        let broker = ztraded::broker::connect(
+            "sim",
+            &ztraded::config::settings::BrokerSettings::Simulated(Default::default()),
+            now,
+            None,
+            Vec::new(),
+        )
+        .unwrap();
+        let mut account = Account::new(
+            vec![std::sync::Arc::clone(&broker)],
+            AccountOptions {
+                store: Some(store.clone()),
+                metrics: None,
+                clock: std::sync::Arc::new(ztraded::engine::clock::WallClock),
+                keep_history: false,
+            },
+        );
+        let fences = std::sync::Arc::new(ztraded::lease::Fences::default());
+        account.set_fences(std::sync::Arc::clone(&fences));
+        let exit = |id: &str| {
+            Submit::Exit(ExitOrder {
+                client_order_id: id.into(),
+                pipeline: "p".into(),
+                symbol: "AAPL".into(),
+                position_side: PositionSide::Long,
+                quantity: dec!(1),
+                order_type: OrderType::Market,
+                purpose: OrderPurpose::ExitRule,
+                oco_group: None,
+            })
+        };
+        // Holder with epoch 1: its intent is written (the simulated broker then answers as
+        // it does; what matters is that the order path went through).
+        assert!(store.claim_epoch("p", 1, "a", 1).await.unwrap());
+        fences.set("p", 1, Instant::now() + Duration::from_secs(60));
+        let first = account
+            .submit("sim", Mode::Paper, None, exit("zt-held"), false)
+            .await;
+        assert!(
+            !matches!(first, Err(SubmitError::Fenced(_))),
+            "[{backend}] {first:?}"
+        );
+        let intent = store.intent("zt-held").await.unwrap().expect("written");
+        assert_eq!(intent.pipeline, "p");
+        // Another daemon took the lease (epoch 2) while this one was paused: its fence is
+        // still there locally, but the store refuses the intent.
+        assert!(store.claim_epoch("p", 2, "b", 2).await.unwrap());
+        let stale = account
+            .submit("sim", Mode::Paper, None, exit("zt-stale"), false)
+            .await;
+        assert!(
+            matches!(stale, Err(SubmitError::Fenced(_))),
+            "[{backend}] {stale:?}"
+        );
+        assert!(
+            store.intent("zt-stale").await.unwrap().is_none(),
+            "[{backend}]"
+        );
+        assert!(
+            broker.order("zt-stale").await.unwrap().is_none(),
+            "[{backend}] not at the broker"
+        );
+        // Once the loss is noticed the fence is gone: refused before the store is asked.
+        fences.clear("p");
+        let after = account
+            .submit("sim", Mode::Paper, None, exit("zt-after"), false)
+            .await;
+        assert!(
+            matches!(after, Err(SubmitError::Fenced(_))),
+            "[{backend}] {after:?}"
+        );
+        assert!(store.intent("zt-after").await.unwrap().is_none());
+        assert!(broker.order("zt-after").await.unwrap().is_none());
+    })
+    .await;
+}

@@ -21,6 +21,7 @@ mod reconcile;
 mod recovery;
 
 pub use flatten::{CloseResult, CloseStatus};
+pub use orders::SubmitError;
 pub use reconcile::BrokerReconcile;
 
 use crate::agents::dag::AccountSource;
