@@ -15,6 +15,7 @@ pub mod domain;
 pub mod engine;
 pub mod expr;
 pub mod http;
+pub mod lease;
 pub mod llm;
 pub mod market;
 pub mod metrics;

@@ -98,11 +98,19 @@ pub const SIGNALS_DEAD_LETTERED_TOTAL: &str = "ztraded_signals_dead_lettered_tot
 /// `ztraded_signal_dispatch_seconds`: histogram of the time from a signal's publication to
 /// the start of the execution it dispatched.
 pub const SIGNAL_DISPATCH_SECONDS: &str = "ztraded_signal_dispatch_seconds";
+/// `ztraded_leases_held`: pipeline leases this daemon holds (several daemons on one
+/// account, [`crate::lease`]); 0 with one daemon.
+pub const LEASES_HELD: &str = "ztraded_leases_held";
+/// `ztraded_lease_transitions_total{reason}`: pipeline leases taken or given up, by
+/// [`crate::lease::LeaseReason`]: `acquired`, `released` (shutdown, pipeline removed, epoch
+/// refused by the store), `lost` (the renewal found it expired or held by another daemon), `error`
+/// (the renewal failed).
+pub const LEASE_TRANSITIONS_TOTAL: &str = "ztraded_lease_transitions_total";
 
 /// The families of [`Metrics`] but [`BUDGET_REMAINING_DOLLARS`], in the order above: the ones a
 /// test gives a series each before checking the exposition with `promtool check metrics`.
 /// [`EXPORTED_NAMES`] lists every family `/metrics` serves.
-pub const ALL_NAMES: [&str; 23] = [
+pub const ALL_NAMES: [&str; 25] = [
     BUILD_INFO,
     CONFIG_RELOADS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
@@ -126,13 +134,15 @@ pub const ALL_NAMES: [&str; 23] = [
     SIGNALS_RECEIVED_TOTAL,
     SIGNALS_DEAD_LETTERED_TOTAL,
     SIGNAL_DISPATCH_SECONDS,
+    LEASES_HELD,
+    LEASE_TRANSITIONS_TOTAL,
 ];
 
 /// Every family the daemon's `/metrics` serves: [`ALL_NAMES`], [`BUDGET_REMAINING_DOLLARS`] and
 /// the LLM families of [`crate::llm::provider`]. Each is listed from the start, with its
 /// `# HELP` and `# TYPE` lines, even before its first series (see [`Metrics::try_render`]), so
 /// dashboards and alert rules can rely on every name existing.
-pub const EXPORTED_NAMES: [&str; 29] = exported_names([
+pub const EXPORTED_NAMES: [&str; 31] = exported_names([
     BUDGET_REMAINING_DOLLARS,
     NOTIFICATIONS_TOTAL,
     crate::llm::provider::LLM_REQUESTS_TOTAL,
@@ -142,8 +152,8 @@ pub const EXPORTED_NAMES: [&str; 29] = exported_names([
 ]);
 
 /// [`ALL_NAMES`] followed by `more`.
-const fn exported_names(more: [&'static str; 6]) -> [&'static str; 29] {
-    let mut out = [""; 29];
+const fn exported_names(more: [&'static str; 6]) -> [&'static str; 31] {
+    let mut out = [""; 31];
     let mut i = 0;
     while i < ALL_NAMES.len() {
         out[i] = ALL_NAMES[i];
@@ -381,6 +391,8 @@ pub struct Metrics {
     signals_received: prometheus::IntCounter,
     signals_dead: prometheus::IntCounter,
     signal_dispatch: Histogram,
+    leases_held: prometheus::IntGauge,
+    lease_transitions: IntCounterVec,
     /// Every family this registry can serve, by name, for the ones without a series yet.
     declared: BTreeMap<String, Declared>,
 }
@@ -822,6 +834,33 @@ impl Metrics {
                 &["operation"],
             ),
         )?;
+        let leases_held = register(
+            &r,
+            LEASES_HELD,
+            prometheus::IntGauge::with_opts(Opts::new(
+                LEASES_HELD,
+                "Pipeline leases this daemon holds (several daemons on one account); it runs \
+                 exactly these pipelines. 0 with one daemon.",
+            )),
+        )?;
+        let lease_transitions = register(
+            &r,
+            LEASE_TRANSITIONS_TOTAL,
+            IntCounterVec::new(
+                Opts::new(
+                    LEASE_TRANSITIONS_TOTAL,
+                    "Pipeline leases taken or given up, by reason: acquired, released \
+                     (shutdown, pipeline removed), lost (expired or held by another \
+                     daemon at renewal), error (the renewal failed).",
+                ),
+                &["reason"],
+            ),
+        )?;
+        for reason in crate::lease::LeaseReason::ALL {
+            lease_transitions
+                .with_label_values(&[reason.as_str()])
+                .inc_by(0);
+        }
         for op in StoreOperation::ALL {
             store_errors.with_label_values(&[op.as_str()]).inc_by(0);
         }
@@ -942,6 +981,8 @@ impl Metrics {
         declare(&mut declared, &signals_received, MetricType::COUNTER);
         declare(&mut declared, &signals_dead, MetricType::COUNTER);
         declare(&mut declared, &signal_dispatch, MetricType::HISTOGRAM);
+        declare(&mut declared, &leases_held, MetricType::GAUGE);
+        declare(&mut declared, &lease_transitions, MetricType::COUNTER);
         // The LLM client registers its families in this registry when the daemon starts; its
         // definitions are read here (from an unregistered copy) so that they are listed before
         // the first call, and before the client exists.
@@ -959,6 +1000,8 @@ impl Metrics {
             signals_received,
             signals_dead,
             signal_dispatch,
+            leases_held,
+            lease_transitions,
             declared,
             budget_remaining,
             drift,
@@ -1117,6 +1160,18 @@ impl Metrics {
     /// Sets the account equity, in USD.
     pub fn set_equity(&self, usd: Decimal) {
         self.equity.set(dollars(usd));
+    }
+
+    /// Sets `ztraded_leases_held`.
+    pub fn set_leases_held(&self, n: usize) {
+        self.leases_held.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one lease transition.
+    pub fn lease_transition(&self, reason: crate::lease::LeaseReason) {
+        self.lease_transitions
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     /// Counts one emergency close handed to the daemon (the HTTP layer calls this).
@@ -1287,6 +1342,8 @@ mod tests {
         m.signal_received();
         m.signal_dead_lettered();
         m.signal_dispatch_latency(0.001);
+        m.set_leases_held(3);
+        m.lease_transition(crate::lease::LeaseReason::Acquired);
         m
     }
 

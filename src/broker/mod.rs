@@ -171,6 +171,13 @@ pub trait Broker: Send + Sync {
     }
     /// The stream of order events. The first call takes it; later calls get `None`.
     fn take_events(&self) -> Option<EventStream>;
+
+    /// Several daemons on one account: learn `orders` another daemon placed (the store's
+    /// rows of a pipeline whose lease this daemon just took), so that they are ours from
+    /// now on — their events reported, their legs cancelled and replaced by id. Orders
+    /// known already are left as they are. The default does nothing (a broker that needs
+    /// no directory of its orders).
+    fn learn_orders(&self, _orders: &[OrderState]) {}
     /// A closed bar of market data. Real brokers have the real market and ignore it; the
     /// simulated broker executes its working orders against it (see [`sim`]).
     async fn on_bar(&self, _symbol: &str, _bar: &Bar) -> Result<(), BrokerError> {

@@ -35,6 +35,12 @@ pub struct Controller {
     shutdown: watch::Receiver<bool>,
     actors: BTreeMap<String, ActorHandle>,
     applied: Option<Snapshot>,
+    /// The revision applied last (what a pipeline gained by lease starts from).
+    applied_set: Option<Arc<ConfigSet>>,
+    /// Several daemons: the pipelines whose lease this daemon holds (and whose epoch the
+    /// store has); the others are on standby here. `None` with one daemon: every pipeline
+    /// runs.
+    leased: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Controller {
@@ -45,6 +51,109 @@ impl Controller {
             shutdown,
             actors: BTreeMap::new(),
             applied: None,
+            applied_set: None,
+            leased: None,
+        }
+    }
+
+    /// Several daemons on one account: from now on a pipeline runs here only while this
+    /// daemon holds its lease ([`Controller::lease_gained`], [`Controller::lease_lost`]).
+    pub fn use_leases(&mut self) {
+        self.leased = Some(Default::default());
+    }
+
+    /// How many pipelines run here by lease (0 with one daemon).
+    pub fn leased_count(&self) -> usize {
+        self.leased.as_ref().map_or(0, |h| h.len())
+    }
+
+    /// The pipelines enabled in the applied revision, and those still running here until
+    /// flat after their removal: the pipelines this daemon holds or may take leases for.
+    pub fn desired(&self) -> std::collections::BTreeSet<String> {
+        let mut names: std::collections::BTreeSet<String> = self
+            .applied
+            .as_ref()
+            .map(|s| {
+                s.pipelines
+                    .iter()
+                    .filter(|(_, p)| p.enabled)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.extend(
+            self.actors
+                .iter()
+                .filter(|(_, a)| !a.task.is_finished())
+                .map(|(n, _)| n.clone()),
+        );
+        names
+    }
+
+    /// This daemon holds `name`'s lease now (its epoch is in the store): the pipeline's
+    /// positions, orders and pending intents are taken over from the store and the brokers
+    /// ([`crate::runtime::Account::readopt`]), then it starts, as after a restart.
+    pub async fn lease_gained(&mut self, name: &str) {
+        if let Some(held) = &mut self.leased {
+            held.insert(name.to_string());
+        }
+        if self.actors.get(name).is_some_and(|a| !a.task.is_finished()) {
+            return;
+        }
+        let Some(set) = self.applied_set.clone() else {
+            return;
+        };
+        let enabled = self
+            .applied
+            .as_ref()
+            .and_then(|s| s.pipelines.get(name))
+            .is_some_and(|p| p.enabled);
+        if !enabled {
+            return;
+        }
+        let config = match self.actor_config(name, &set) {
+            Ok(c) => c,
+            Err(reason) => {
+                error!(pipeline = name, %reason, "pipeline cannot start");
+                return;
+            }
+        };
+        if let Err(e) = self.shared.account.readopt(name).await {
+            error!(pipeline = name, error = %e, "the pipeline's positions could not be taken over from the store; it does not start here");
+            self.shared
+                .metrics
+                .store_error(crate::metrics::StoreOperation::Recovery);
+            return;
+        }
+        info!(pipeline = name, symbols = ?config.symbols, "pipeline started: its lease is held here");
+        let handle = actor::spawn(
+            name.to_string(),
+            config,
+            Arc::clone(&self.shared),
+            self.shutdown.clone(),
+        );
+        self.actors.insert(name.to_string(), handle);
+    }
+
+    /// This daemon no longer holds `name`'s lease (its orders are refused already): the
+    /// pipeline stops here at once, its positions and orders left as they are for the
+    /// daemon that takes it over.
+    pub fn lease_lost(&mut self, name: &str) {
+        if let Some(held) = &mut self.leased {
+            held.remove(name);
+        }
+        if let Some(a) = self.actors.remove(name) {
+            a.task.abort();
+            self.shared.registry.unregister(name);
+            self.shared
+                .statuses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(name);
+            info!(
+                pipeline = name,
+                "pipeline stopped here: its lease is held elsewhere"
+            );
         }
     }
 
@@ -217,6 +326,7 @@ impl Controller {
             metrics.store_error(crate::metrics::StoreOperation::State);
         }
         self.applied = Some(new);
+        self.applied_set = Some(Arc::clone(&set));
         self.reap();
         metrics.reconcile_finished(started.elapsed().as_secs_f64());
         Outcome::Applied(changes)
@@ -319,6 +429,15 @@ impl Controller {
                     if let Some(a) = self.actors.get(name) {
                         let _ = a.tx.send(Message::Update(Box::new(config))).await;
                     }
+                } else if self
+                    .leased
+                    .as_ref()
+                    .is_some_and(|held| !held.contains(name))
+                {
+                    info!(
+                        pipeline = name,
+                        "pipeline on standby: another daemon holds its lease"
+                    );
                 } else {
                     info!(pipeline = name, symbols = ?config.symbols, "pipeline started");
                     let handle = actor::spawn(

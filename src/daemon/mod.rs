@@ -59,7 +59,7 @@ pub enum DaemonError {
     /// The watcher failed.
     #[error("watcher: {0}")]
     Watch(String),
-    /// The signal bus failed.
+    /// The bus (Redis) could not be reached, or the signal bus failed.
     #[error("bus: {0}")]
     Bus(String),
 }
@@ -95,7 +95,14 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     let initial = set.revision.clone();
     // Store.
     let store = Store::connect(&settings.store.url, settings.store.max_connections, &dir).await?;
-    let interrupted = store.mark_running_interrupted().await?;
+    // With several daemons on one store, the executions `running` there may be another
+    // daemon's: they are left alone.
+    let shared_store = !settings.bus.url.starts_with("memory://");
+    let interrupted = if shared_store {
+        0
+    } else {
+        store.mark_running_interrupted().await?
+    };
     if interrupted > 0 {
         warn!(
             count = interrupted,
@@ -120,6 +127,22 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
             .map_err(|e| DaemonError::Bus(e.to_string()))?,
     );
     info!(bus = %bus_config.safe_url(), stream = %bus_config.stream, group = %bus_config.group, consumer = %bus_config.consumer, "signal bus ready");
+    // Several daemons on one account: pipeline leases in Redis.
+    let lease_client = if settings.bus.url.starts_with("memory://") {
+        None
+    } else {
+        let ttl = settings.bus.lease_ttl.std();
+        // Under the deployment's key prefix, beside its signal streams.
+        let client = crate::lease::LeaseClient::connect(&settings.bus.url, ttl)
+            .await
+            .map_err(|e| DaemonError::Bus(format!("{}: {e}", bus_config.safe_url())))?
+            .with_prefix(&format!("{}:lease:", settings.bus.key_prefix));
+        if store.backend() != "postgres" {
+            warn!(store = %store.url(), "several daemons share one account through a shared store: use a postgres:// store; this one is seen by this daemon only");
+        }
+        info!(bus = %settings.bus.url, lease_ttl = ?ttl, "pipeline leases in redis: this daemon runs the pipelines whose lease it holds");
+        Some(client)
+    };
     // Live data (Alpaca) on the wall clock, or the replay data on the simulated clock.
     let live_data = match settings.market_data.source {
         MarketDataSource::Replay => None,
@@ -195,6 +218,17 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     for (name, reason) in unavailable {
         account.set_unavailable(&name, reason);
     }
+    let (lease_tx, mut lease_events) = tokio::sync::mpsc::unbounded_channel();
+    let keeper = lease_client.map(|client| {
+        let member = format!(
+            "{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+            std::process::id()
+        );
+        let keeper = crate::lease::LeaseKeeper::start(client, member.clone(), lease_tx);
+        account.set_fences(keeper.fences());
+        (keeper, member)
+    });
     account.recover().await?;
     let account = Arc::new(account);
     // Real brokers: their order events are booked as they arrive, and they are reconciled
@@ -261,7 +295,9 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         (None, None) => unreachable!("replay or live data"),
     };
     // Pipeline statuses: this run's pipelines write their rows as they start.
-    if let Err(e) = store.clear_pipeline_statuses().await {
+    if keeper.is_none()
+        && let Err(e) = store.clear_pipeline_statuses().await
+    {
         warn!(error = %e, "the last run's pipeline statuses are not cleared");
         metrics.store_error(crate::metrics::StoreOperation::State);
     }
@@ -305,6 +341,9 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     ));
     let consumer = bus.spawn_consumer(dispatcher, Some(Arc::clone(&metrics)), shutdown_rx.clone());
     let mut controller = Controller::new(Arc::clone(&shared), shutdown_rx.clone());
+    if keeper.is_some() {
+        controller.use_leases();
+    }
     let previous = previous_revision(&dir, &store).await;
     let first = initial_revision(&dir, set, previous.clone()).await;
     match controller.apply(first.clone()).await {
@@ -332,7 +371,9 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         .collect();
     orphans.sort();
     orphans.dedup();
-    if !orphans.is_empty() {
+    if !orphans.is_empty() && keeper.is_some() {
+        warn!(pipelines = ?orphans, "open positions of pipelines that are not configured: protected by their stops and targets only (several daemons: orphans are not adopted)");
+    } else if !orphans.is_empty() {
         match &previous {
             Some(prev) => controller.adopt_orphans(prev, &orphans).await,
             None => {
@@ -405,6 +446,9 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     );
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beating: Option<tokio::task::JoinHandle<()>> = None;
+    if let Some((k, _)) = &keeper {
+        k.set_desired(controller.desired());
+    }
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
@@ -423,9 +467,21 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
                         readiness.set_ready();
                     }
                 }
+                if let Some((k, _)) = &keeper {
+                    k.set_desired(controller.desired());
+                }
                 watcher.release(&revision);
             }
-            _ = tick.tick() => controller.reap(),
+            Some(event) = lease_events.recv() => {
+                let Some((k, member)) = &keeper else { continue };
+                lease_event(event, k, member, &store, &metrics, &account, &mut controller).await;
+            }
+            _ = tick.tick() => {
+                controller.reap();
+                if let Some((k, _)) = &keeper {
+                    k.set_desired(controller.desired());
+                }
+            }
             // Off the loop: a slow store delays the next heartbeat, never a reload or a
             // signal.
             _ = beat.tick() => if beating.as_ref().is_none_or(|b| b.is_finished()) {
@@ -442,10 +498,29 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     let _ = reconciler.await;
     let _ = consumer.await;
     controller.stop_all(SHUTDOWN_GRACE).await;
+    // The pipelines stopped: their leases go at once, for the other daemons to take.
+    if let Some((k, _)) = keeper {
+        let started = std::time::Instant::now();
+        k.release_all().await;
+        while let Ok(event) = lease_events.try_recv() {
+            if let crate::lease::LeaseEvent::Lost { reason, .. } = event {
+                metrics.lease_transition(reason);
+            }
+        }
+        metrics.set_leases_held(0);
+        info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "leases released"
+        );
+    }
     for t in event_tasks {
         t.abort();
     }
-    match store.mark_running_interrupted().await {
+    match if shared_store {
+        Ok(0)
+    } else {
+        store.mark_running_interrupted().await
+    } {
         Ok(n) if n > 0 => warn!(count = n, "executions interrupted by the shutdown"),
         Ok(_) => {}
         Err(e) => {
@@ -466,8 +541,55 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Handles one change of this daemon's leases: a gained lease is claimed in the store (its
+/// epoch raised there, so that the previous holder's intents are refused from now on), its
+/// fence set, and the pipeline taken over and started; a lost one stops the pipeline here
+/// (its fence is gone already).
+async fn lease_event(
+    event: crate::lease::LeaseEvent,
+    keeper: &crate::lease::LeaseKeeper,
+    member: &str,
+    store: &Store,
+    metrics: &Metrics,
+    account: &Account,
+    controller: &mut Controller,
+) {
+    use crate::lease::{LeaseEvent, LeaseReason};
+    match event {
+        LeaseEvent::Gained(lease) => {
+            metrics.lease_transition(LeaseReason::Acquired);
+            match store
+                .claim_epoch(&lease.pipeline, lease.epoch, member, account.now())
+                .await
+            {
+                Ok(true) => {
+                    keeper.fence(&lease);
+                    info!(pipeline = %lease.pipeline, epoch = lease.epoch, "lease held: the pipeline runs here");
+                    controller.lease_gained(&lease.pipeline).await;
+                }
+                Ok(false) => {
+                    error!(pipeline = %lease.pipeline, epoch = lease.epoch, "the store has a later lease epoch than redis gave (was redis emptied?); the lease is given up and the pipeline does not run here");
+                    keeper.give_up(&lease.pipeline);
+                }
+                Err(e) => {
+                    warn!(pipeline = %lease.pipeline, error = %e, "lease epoch not stored; the lease is given up and the pipeline does not run here");
+                    metrics.store_error(crate::metrics::StoreOperation::State);
+                    keeper.give_up(&lease.pipeline);
+                }
+            }
+        }
+        LeaseEvent::Lost {
+            pipeline, reason, ..
+        } => {
+            metrics.lease_transition(reason);
+            controller.lease_lost(&pipeline);
+        }
+    }
+    metrics.set_leases_held(controller.leased_count());
+}
+
 /// The order of a pending intent as far as we know it (nothing confirmed by the broker).
-fn pending_order(intent: &crate::store::OrderIntent) -> crate::broker::OrderState {
+pub(crate) fn pending_order(intent: &crate::store::OrderIntent) -> crate::broker::OrderState {
     let (order_type, oco_group) = match &intent.order {
         crate::store::IntentOrder::Entry(e) => (e.order_type, None),
         crate::store::IntentOrder::Exit(x) => (x.order_type, x.oco_group.clone()),

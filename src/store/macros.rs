@@ -32,6 +32,40 @@ macro_rules! upsert_broker_state_on {
     };
 }
 
+/// Inserts order intent `$intent` (`&OrderIntent`; `$order`: its order as JSON text)
+/// through any executor of either backend: `Ok(true)` written, `Ok(false)` when one with its
+/// client order id exists already.
+macro_rules! insert_intent_on {
+    ($exec:expr, $intent:expr, $order:expr) => {{
+        let intent: &$crate::store::OrderIntent = $intent;
+        sqlx::query(
+            "INSERT INTO order_intents (client_order_id, broker, pipeline, symbol, \
+             execution_id, purpose, side, quantity, kind, order_json, status, error, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (client_order_id) DO NOTHING",
+        )
+        .bind(&intent.client_order_id)
+        .bind(&intent.broker)
+        .bind(&intent.pipeline)
+        .bind(&intent.symbol)
+        .bind(&intent.execution_id)
+        .bind(intent.purpose.as_str())
+        .bind(intent.side.as_str())
+        .bind($crate::store::codec::dec_text(intent.quantity))
+        .bind(intent.order.kind().as_str())
+        .bind($order)
+        .bind(intent.status.as_str())
+        .bind(&intent.error)
+        .bind(intent.created_at)
+        .bind(intent.updated_at)
+        .execute($exec)
+        .await
+        .map_err($crate::store::codec::q("order_intents", "insert"))
+        .map(|r| r.rows_affected() == 1)
+    }};
+}
+
 /// Sets the status (and error) of the intent `$id`; `Err(NotFound)` when there is none.
 macro_rules! set_intent_status_on {
     ($exec:expr, $id:expr, $status:expr, $error:expr, $at:expr) => {{

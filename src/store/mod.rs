@@ -46,6 +46,7 @@ mod batch;
 mod codec;
 mod executions;
 mod journal;
+mod leases;
 mod orders;
 mod status;
 mod trades;
@@ -164,6 +165,20 @@ pub enum StoreError {
         backend: &'static str,
         /// Versions of the migrations not applied.
         missing: Vec<i64>,
+    },
+    /// [`Store::insert_intent_fenced`]: the pipeline's lease passed to another holder
+    /// (the stored epoch is not ours): the intent is not written, the order must not go out.
+    #[error(
+        "store: order intent of pipeline {pipeline} refused: lease epoch {epoch} is not the current holder's ({})",
+        stored.map_or("none".to_string(), |e| e.to_string())
+    )]
+    Fenced {
+        /// The pipeline.
+        pipeline: String,
+        /// The epoch the writer holds.
+        epoch: u64,
+        /// The epoch stored (the current holder's), if any.
+        stored: Option<u64>,
     },
     /// An update named a row that does not exist.
     #[error("store: {table}: no row {key:?}")]

@@ -1,7 +1,7 @@
 //! Order intents, orders and fills, and the transactions that write a fill or a
 //! submission together with what it changes.
 
-use super::codec::{Cols, RowGet, dec_text, json_text, q};
+use super::codec::{Cols, RowGet, json_text, q};
 use super::{
     BeginWrite, FillUpdate, IntentKind, IntentOrder, IntentStatus, OrderIntent, PositionChange,
     Store, StoreError, StoredOrder,
@@ -83,7 +83,7 @@ fn fill_from_row<R: RowGet>(row: &R) -> Result<Fill, StoreError> {
     })
 }
 
-fn order_json(intent: &OrderIntent) -> Result<String, StoreError> {
+pub(super) fn order_json(intent: &OrderIntent) -> Result<String, StoreError> {
     match &intent.order {
         IntentOrder::Entry(e) => json_text(e, "order_intents", "order_json"),
         IntentOrder::Exit(x) => json_text(x, "order_intents", "order_json"),
@@ -97,33 +97,7 @@ impl Store {
     /// when the row was inserted.
     pub async fn insert_intent(&self, intent: &OrderIntent) -> Result<bool, StoreError> {
         let order = order_json(intent)?;
-        with_pool!(self, |pool| {
-            let r = sqlx::query(
-                "INSERT INTO order_intents (client_order_id, broker, pipeline, symbol, \
-                 execution_id, purpose, side, quantity, kind, order_json, status, error, \
-                 created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                 ON CONFLICT (client_order_id) DO NOTHING",
-            )
-            .bind(&intent.client_order_id)
-            .bind(&intent.broker)
-            .bind(&intent.pipeline)
-            .bind(&intent.symbol)
-            .bind(&intent.execution_id)
-            .bind(intent.purpose.as_str())
-            .bind(intent.side.as_str())
-            .bind(dec_text(intent.quantity))
-            .bind(intent.order.kind().as_str())
-            .bind(order)
-            .bind(intent.status.as_str())
-            .bind(&intent.error)
-            .bind(intent.created_at)
-            .bind(intent.updated_at)
-            .execute(pool)
-            .await
-            .map_err(q("order_intents", "insert"))?;
-            Ok(r.rows_affected() == 1)
-        })
+        with_pool!(self, |pool| { insert_intent_on!(pool, intent, order) })
     }
 
     /// The intent with client order id `id`.

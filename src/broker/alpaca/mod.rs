@@ -223,38 +223,43 @@ impl Book {
         let mut known = known;
         known.sort_by_key(|o| o.created_at);
         for o in known {
-            book.meta.insert(
-                o.client_order_id.clone(),
-                Meta {
-                    crypto: is_crypto(&o.symbol),
-                    pipeline: o.pipeline.clone(),
-                    purpose: o.purpose,
-                    oco_group: o.oco_group.clone(),
-                },
-            );
-            if !o.broker_order_id.is_empty() {
-                book.broker_to_client
-                    .insert(o.broker_order_id.clone(), o.client_order_id.clone());
-                book.client_to_broker
-                    .insert(o.client_order_id.clone(), o.broker_order_id.clone());
-            } else if o.status == OrderStatus::Rejected {
-                book.rejected.insert(o.client_order_id.clone(), o.clone());
-            }
-            if o.filled_quantity > Decimal::ZERO {
-                book.note_owner(&o.symbol, &o.pipeline, o.purpose);
-            }
-            book.reported.insert(
-                o.client_order_id.clone(),
-                Reported {
-                    broker_id: o.broker_order_id.clone(),
-                    status: o.status,
-                    filled: o.filled_quantity,
-                    average: o.average_price,
-                    created_at: o.created_at,
-                },
-            );
+            book.learn(o);
         }
         book
+    }
+
+    /// Adds order `o` (as the store knows it) to the directory.
+    fn learn(&mut self, o: OrderState) {
+        self.meta.insert(
+            o.client_order_id.clone(),
+            Meta {
+                crypto: is_crypto(&o.symbol),
+                pipeline: o.pipeline.clone(),
+                purpose: o.purpose,
+                oco_group: o.oco_group.clone(),
+            },
+        );
+        if !o.broker_order_id.is_empty() {
+            self.broker_to_client
+                .insert(o.broker_order_id.clone(), o.client_order_id.clone());
+            self.client_to_broker
+                .insert(o.client_order_id.clone(), o.broker_order_id.clone());
+        } else if o.status == OrderStatus::Rejected {
+            self.rejected.insert(o.client_order_id.clone(), o.clone());
+        }
+        if o.filled_quantity > Decimal::ZERO {
+            self.note_owner(&o.symbol, &o.pipeline, o.purpose);
+        }
+        self.reported.insert(
+            o.client_order_id.clone(),
+            Reported {
+                broker_id: o.broker_order_id.clone(),
+                status: o.status,
+                filled: o.filled_quantity,
+                average: o.average_price,
+                created_at: o.created_at,
+            },
+        );
     }
 
     fn note_owner(&mut self, symbol: &str, pipeline: &str, purpose: OrderPurpose) {
@@ -1052,6 +1057,18 @@ impl AlpacaBroker {
 impl Broker for AlpacaBroker {
     fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    fn learn_orders(&self, orders: &[OrderState]) {
+        let mut book = self.inner.book();
+        let mut new: Vec<&OrderState> = orders
+            .iter()
+            .filter(|o| !book.meta.contains_key(&o.client_order_id))
+            .collect();
+        new.sort_by_key(|o| o.created_at);
+        for o in new {
+            book.learn(o.clone());
+        }
     }
 
     fn capabilities(&self) -> Capabilities {

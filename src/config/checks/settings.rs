@@ -180,6 +180,14 @@ pub fn check_settings(s: &Settings, r: &mut SettingsReporter<'_, '_>) {
             "the resync interval must be at least 1s",
         );
     }
+    // A lease is renewed every third of its TTL, each Redis call given a third to answer.
+    if s.bus.lease_ttl.std() < std::time::Duration::from_secs(1) {
+        r.error(
+            "out-of-range",
+            "/bus/lease_ttl",
+            "the lease TTL must be at least 1s (it is renewed every third of it)",
+        );
+    }
 }
 
 const SECRET_KEYS: [&str; 12] = [

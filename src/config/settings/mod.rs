@@ -204,6 +204,12 @@ pub struct BusSettings {
     /// another daemon of the group claims it (`XAUTOCLAIM`).
     #[serde(default = "default_bus_claim_idle")]
     pub claim_idle: Duration,
+    /// Several daemons (`redis://`): how long a daemon's lease on a pipeline lasts without
+    /// renewal. A daemon renews its leases every third of it; when one dies (`kill -9`, a
+    /// lost host) its pipelines move to the other daemons within this time. Ignored with
+    /// `memory://` (one daemon runs every pipeline).
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: Duration,
 }
 
 fn default_bus_url() -> String {
@@ -226,6 +232,10 @@ fn default_bus_claim_idle() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+
 impl Default for BusSettings {
     fn default() -> Self {
         BusSettings {
@@ -235,6 +245,7 @@ impl Default for BusSettings {
             key_prefix: default_bus_key_prefix(),
             max_len: default_bus_max_len(),
             claim_idle: default_bus_claim_idle(),
+            lease_ttl: default_lease_ttl(),
         }
     }
 }

@@ -121,6 +121,21 @@ impl Account {
             lock(&self.ledger).flatten(scope, purpose, &format!("{now}-{}", purpose.as_str()));
         plan.cancels.retain(|(b, _)| !bulk.contains(b));
         plan.exits.retain(|(b, _)| !bulk.contains(b));
+        // Several daemons: a pipeline's own flattens (end of day, its limits, its removal)
+        // go out only from the daemon that holds its lease; an emergency close is the
+        // operator's, from any daemon.
+        if let Some(fences) = &self.fences
+            && purpose != OrderPurpose::Emergency
+        {
+            let ledger = lock(&self.ledger);
+            plan.cancels.retain(|(_, id)| {
+                ledger
+                    .working_order(id)
+                    .is_none_or(|w| fences.epoch(&w.order.pipeline).is_some())
+            });
+            plan.exits
+                .retain(|(_, x)| fences.epoch(&x.pipeline).is_some());
+        }
         let mut touched: BTreeSet<String> = BTreeSet::new();
         for (broker, id) in &plan.cancels {
             self.cancel_locked(broker, id).await;

@@ -21,6 +21,7 @@ mod reconcile;
 mod recovery;
 
 pub use flatten::{CloseResult, CloseStatus};
+pub use orders::SubmitError;
 pub use reconcile::BrokerReconcile;
 
 use crate::agents::dag::AccountSource;
@@ -86,6 +87,9 @@ pub struct Account {
     any_unavailable: std::sync::atomic::AtomicBool,
     /// Pipelines the positions gauge has reported.
     position_pipelines: Mutex<BTreeSet<String>>,
+    /// Several daemons: the lease epochs order intents are written under; a pipeline
+    /// without one submits nothing. `None` with one daemon.
+    fences: Option<Arc<crate::lease::Fences>>,
     /// Local trading days of the market time zone, cached (asked at every step), and the
     /// last day the ledger was rolled to from here.
     days: Mutex<Option<(crate::engine::clock::LocalDays, Option<chrono::NaiveDate>)>>,
@@ -134,7 +138,16 @@ impl Account {
             drift: Mutex::new(BTreeMap::new()),
             days: Mutex::new(None),
             position_pipelines: Mutex::new(BTreeSet::new()),
+            fences: None,
         }
+    }
+
+    /// Several daemons on one account: from now on every order intent is written under
+    /// the pipeline's lease epoch in `fences` and checked against the store's
+    /// ([`crate::store::Store::insert_intent_fenced`]); a pipeline this daemon holds no
+    /// lease for submits nothing.
+    pub fn set_fences(&mut self, fences: Arc<crate::lease::Fences>) {
+        self.fences = Some(fences);
     }
 
     /// Sends notifications to `notifier`'s sinks from now on (fills, stops and targets hit,

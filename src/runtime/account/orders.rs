@@ -14,6 +14,10 @@ pub enum SubmitError {
     /// The intent could not be written, so the order was not sent.
     #[error("order intent not stored, order not sent: {0}")]
     Store(String),
+    /// Several daemons: this daemon does not hold the pipeline's lease (any more), or the
+    /// store has a later holder's epoch; the order was not sent.
+    #[error("lease not held, order not sent: {0}")]
+    Fenced(String),
     /// No broker of that name.
     #[error("no broker '{0}'")]
     NoBroker(String),
@@ -72,7 +76,18 @@ impl Account {
         let side = order.side();
         if let Some(store) = &self.store {
             let intent = OrderIntent::for_submit(broker, execution_id, &order, now);
-            match Box::pin(store.insert_intent(&intent)).await {
+            let written = match &self.fences {
+                None => Box::pin(store.insert_intent(&intent)).await,
+                Some(fences) => match fences.epoch(&pipeline) {
+                    Some(epoch) => Box::pin(store.insert_intent_fenced(&intent, epoch)).await,
+                    None => Err(crate::store::StoreError::Fenced {
+                        pipeline: pipeline.clone(),
+                        epoch: 0,
+                        stored: None,
+                    }),
+                },
+            };
+            match written {
                 Ok(true) => {}
                 Ok(false) => {
                     // Written before: a re-run of the same decision after a restart.
@@ -82,6 +97,13 @@ impl Account {
                         return Ok(existing);
                     }
                 }
+                Err(e @ crate::store::StoreError::Fenced { .. }) => {
+                    warn!(client_order_id = %id, %pipeline, error = %e, "order not sent: this daemon does not hold the pipeline's lease");
+                    if let Some(m) = &self.metrics {
+                        m.order_rejected(&pipeline, "lease");
+                    }
+                    return Err(SubmitError::Fenced(e.to_string()));
+                }
                 Err(e) => {
                     self.store_failed(StoreOperation::Intent, &e);
                     if let Some(m) = &self.metrics {
@@ -90,6 +112,28 @@ impl Account {
                     return Err(SubmitError::Store(e.to_string()));
                 }
             }
+        }
+        // Several daemons: the lease may have lapsed while the intent was written (a pause
+        // longer than the TTL); the order goes out only while it is still held.
+        if let (Some(fences), Some(store)) = (&self.fences, &self.store)
+            && fences.epoch(&pipeline).is_none()
+        {
+            warn!(client_order_id = %id, %pipeline, "order not sent: the pipeline's lease lapsed after its intent was written");
+            if let Err(e) = Box::pin(store.mark_intent_failed(
+                &id,
+                "not submitted: the pipeline's lease lapsed before the submission",
+                now,
+            ))
+            .await
+            {
+                self.store_failed(StoreOperation::Order, &e);
+            }
+            if let Some(m) = &self.metrics {
+                m.order_rejected(&pipeline, "lease");
+            }
+            return Err(SubmitError::Fenced(format!(
+                "the lease of pipeline {pipeline} lapsed"
+            )));
         }
         if let Submit::Entry(e) = &order {
             lock(&self.ledger).expect_entry(e.get(), move_stop_to_breakeven, mode.as_str());

@@ -258,4 +258,123 @@ impl Account {
         self.update_halt_metrics();
         Ok(())
     }
+
+    /// Several daemons: takes over `pipeline` after this daemon acquired its lease (its
+    /// previous holder died, stopped or was cut off), as a restart would: the brokers learn
+    /// the pipeline's orders from the store (placed by the previous holder), the ledger's
+    /// trades of the pipeline are replaced by the store's (with their stops and targets),
+    /// its working orders at the brokers are tracked, its working entries get their plans
+    /// back from their intents, and intents of the previous holder that never reached the
+    /// broker are recorded as failed — never sent again. Then the trades are compared with
+    /// the brokers' positions like at start ([`Account::recover`], step 4).
+    ///
+    /// # Errors
+    /// A store read that fails (the pipeline is not started).
+    pub async fn readopt(&self, pipeline: &str) -> Result<(), StoreError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        let now = self.now();
+        let _guard = self.order_guard().await;
+        let intents: Vec<crate::store::OrderIntent> = store
+            .pending_intents()
+            .await?
+            .into_iter()
+            .filter(|i| i.pipeline == pipeline)
+            .collect();
+        for (name, slot) in &self.slots {
+            let mut orders: Vec<crate::broker::OrderState> = store
+                .orders_of_broker(name)
+                .await?
+                .into_iter()
+                .map(|o| o.state)
+                .filter(|o| o.pipeline == pipeline)
+                .collect();
+            orders.extend(
+                intents
+                    .iter()
+                    .filter(|i| &i.broker == name)
+                    .map(crate::daemon::pending_order),
+            );
+            slot.broker.learn_orders(&orders);
+        }
+        let stored: Vec<OpenTrade> = store
+            .load_open_trades()
+            .await?
+            .into_iter()
+            .filter(|t| t.pipeline == pipeline)
+            .collect();
+        {
+            let mut ledger = lock(&self.ledger);
+            let ours: Vec<String> = ledger
+                .open_trades_of(pipeline)
+                .map(|t| t.symbol.clone())
+                .collect();
+            for symbol in ours {
+                ledger.forget(pipeline, &symbol);
+            }
+            for t in stored {
+                info!(%pipeline, symbol = %t.symbol, quantity = %t.quantity, stop = ?t.stop_loss, "open position of the previous lease holder re-adopted");
+                ledger.adopt(t);
+            }
+        }
+        for (name, slot) in &self.slots {
+            match slot.broker.open_orders().await {
+                Ok(orders) => {
+                    for o in orders.iter().filter(|o| o.pipeline == pipeline) {
+                        lock(&self.ledger).track(name, o);
+                        if o.purpose == OrderPurpose::Entry
+                            && let Some(intent) = store.intent(&o.client_order_id).await?
+                            && let IntentOrder::Entry(plan) = intent.order
+                        {
+                            lock(&self.ledger).expect_entry(&plan, false, "");
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(broker = %name, %pipeline, error = %e, "open orders not read at the takeover")
+                }
+            }
+        }
+        for intent in intents {
+            let known = match self.slots.get(&intent.broker) {
+                Some(slot) => slot
+                    .broker
+                    .order(&intent.client_order_id)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            match known {
+                Some(state) => {
+                    info!(client_order_id = %intent.client_order_id, %pipeline, "the previous holder's pending intent is at the broker; recorded as submitted");
+                    lock(&self.ledger).track(&intent.broker, &state);
+                    store
+                        .record_intent_submitted(&intent.client_order_id, &state, None, now)
+                        .await?;
+                    if let IntentOrder::Entry(plan) = &intent.order
+                        && (state.status.is_open() || state.filled_quantity > Decimal::ZERO)
+                    {
+                        lock(&self.ledger).expect_entry(plan, false, "");
+                    }
+                }
+                None => {
+                    warn!(client_order_id = %intent.client_order_id, %pipeline, "the previous holder's intent never reached the broker; recorded as failed, not resent");
+                    store
+                        .mark_intent_failed(
+                            &intent.client_order_id,
+                            "not submitted: the lease passed to another daemon between the intent and the submission",
+                            now,
+                        )
+                        .await?;
+                }
+            }
+        }
+        for name in self.slots.keys() {
+            self.pump_locked(name).await;
+        }
+        self.update_position_metrics();
+        Ok(())
+    }
 }
