@@ -1,5 +1,6 @@
 //! Bars, timeframes, indicators, calendars and market-data sources.
 pub mod alpaca;
+pub mod ibkr;
 pub mod bar;
 pub mod calendar;
 pub mod indicators;
