@@ -208,9 +208,9 @@ async fn a_bracket_carries_our_order_ref_and_its_legs_work_after_the_fill() {
     let t1 = bracket_leg_id("zt-b1", OrderPurpose::Target1);
     let t2 = bracket_leg_id("zt-b1", OrderPurpose::Target2);
     assert_eq!(refs, vec!["zt-b1".to_string(), t1.clone(), t2.clone(), sl.clone()]);
-    let transmit: Vec<_> = placed.iter().map(|o| o.transmit.unwrap_or(true)).collect();
+    let transmit: Vec<_> = placed.iter().map(|o| o.transmit.unwrap_or(false)).collect();
     assert_eq!(transmit, vec![false, false, false, true]);
-    let parent = placed[0].order_id.unwrap();
+    let parent = fake.order_by_ref("zt-b1").unwrap().order_id;
     for child in &placed[1..] {
         assert_eq!(child.parent_id, Some(parent));
         assert_eq!(child.oca_group.as_deref(), Some("zt-b1"));
@@ -341,7 +341,13 @@ async fn cancels_and_rejections_are_reported() {
 async fn a_disconnect_mid_order_is_resolved_by_order_ref_without_a_duplicate() {
     let fake = FakeTws::start().await;
     fake.set_price("AAPL", 101.0);
-    let b = broker(&fake);
+    // Reconnecting takes longer than the answer may: the submission's outcome is unknown.
+    init_log();
+    let options = IbkrOptions {
+        reconnect_min: Duration::from_millis(1500),
+        ..fast()
+    };
+    let b = IbkrBroker::new("ibkr-paper", &settings(&fake), Vec::new(), options);
     let mut rx = b.take_events().unwrap();
     b.account().await.unwrap();
 

@@ -350,6 +350,7 @@ impl Inner {
             &cid,
             &x.execution_id,
             dec(x.shares),
+            dec(x.cumulative_quantity),
             dec(x.price),
             ts,
             now(),
