@@ -80,6 +80,10 @@ impl LiveMarket {
     }
 }
 
+/// The stock whose liquid hours are the session calendar of IBKR data (an NYSE Arca ETF
+/// with the regular US session).
+pub const IBKR_CALENDAR_SYMBOL: &str = "SPY";
+
 /// Where live bars come from.
 #[derive(Clone, Debug)]
 pub enum LiveSource {
@@ -120,12 +124,25 @@ impl LiveSource {
         }
     }
 
-    /// The session calendar of the source: Alpaca's where it is read; the NYSE calendar
-    /// for IBKR.
+    /// The session calendar of the source: Alpaca's calendar, or IB's liquid hours of
+    /// [`IBKR_CALENDAR_SYMBOL`]; our NYSE calendar where it cannot be read.
     pub(crate) async fn calendar(&self) -> Arc<dyn crate::market::live::SessionCalendar> {
         match self {
             LiveSource::Alpaca(d) => super::alpaca_calendar(d).await,
-            LiveSource::Ibkr(_) => Arc::new(crate::market::calendar::UsEquityCalendar),
+            LiveSource::Ibkr(d) => match d.calendar(IBKR_CALENDAR_SYMBOL).await {
+                Ok(c) if !c.is_empty() => {
+                    info!(days = c.len(), "ibkr session hours read");
+                    Arc::new(c)
+                }
+                Ok(_) => {
+                    warn!("ibkr reported no session hours; sessions follow the NYSE calendar");
+                    Arc::new(crate::market::calendar::UsEquityCalendar)
+                }
+                Err(e) => {
+                    warn!(error = %e, "ibkr session hours not read; sessions follow the NYSE calendar");
+                    Arc::new(crate::market::calendar::UsEquityCalendar)
+                }
+            },
         }
     }
 }

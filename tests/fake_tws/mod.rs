@@ -143,12 +143,18 @@ struct State {
     reject_next: Option<(i32, String)>,
     refuse: bool,
     connections: usize,
-    conn: Option<mpsc::UnboundedSender<Outgoing>>,
+    /// The open connections with their client ids.
+    conns: Vec<(i32, mpsc::UnboundedSender<Outgoing>)>,
+    /// The connection whose request is being handled: answers go to it; other messages
+    /// (fills from a trade, notices) go to every connection.
+    requester: Option<mpsc::UnboundedSender<Outgoing>>,
+    /// Answers are dropped (the connection is about to be closed).
+    muted: bool,
     client_ids: Vec<i32>,
     /// The client id of the current connection (orders placed on it carry it).
     client_id: i32,
     /// (request id, symbol) of the real-time bar subscriptions.
-    bar_subs: Vec<(i32, String)>,
+    bar_subs: Vec<(i32, String, mpsc::UnboundedSender<Outgoing>)>,
     historical: Vec<proto::HistoricalDataBar>,
     historical_requests: Vec<proto::HistoricalDataRequest>,
 }
@@ -212,7 +218,9 @@ impl FakeTws {
             reject_next: None,
             refuse: false,
             connections: 0,
-            conn: None,
+            conns: Vec::new(),
+            requester: None,
+            muted: false,
             client_ids: Vec::new(),
             client_id: 0,
             bar_subs: Vec::new(),
@@ -322,9 +330,9 @@ impl FakeTws {
     pub fn push_bar(&self, symbol: &str, time: i64, ohlcv: (f64, f64, f64, f64, f64)) {
         let st = self.state();
         let (o, h, l, c, v) = ohlcv;
-        for (req, sym) in &st.bar_subs {
+        for (req, sym, conn) in &st.bar_subs {
             if sym == symbol {
-                st.send(frame(
+                let _ = conn.send(Outgoing::Frame(frame(
                     IN_REAL_TIME_BARS,
                     &proto::RealTimeBarTick {
                         req_id: Some(*req),
@@ -337,7 +345,7 @@ impl FakeTws {
                         wap: s(num(c)),
                         count: Some(1),
                     },
-                ));
+                )));
             }
         }
     }
@@ -366,7 +374,7 @@ impl FakeTws {
     /// Drops the current connection.
     pub fn disconnect(&self) {
         let mut st = self.state();
-        if let Some(c) = st.conn.take() {
+        for (_, c) in st.conns.drain(..) {
             let _ = c.send(Outgoing::Close);
         }
         st.bar_subs.clear();
@@ -441,9 +449,6 @@ impl FakeTws {
         {
             let mut st = self.state();
             st.connections += 1;
-            if let Some(old) = st.conn.replace(tx.clone()) {
-                let _ = old.send(Outgoing::Close);
-            }
         }
         let (mut read, mut write) = sock.into_split();
         let writer = tokio::spawn(async move {
@@ -482,28 +487,40 @@ impl FakeTws {
         };
         {
             let mut st = self.state();
-            if st.conn.as_ref().is_some_and(|c| c.same_channel(&tx)) {
-                st.conn = None;
-                st.bar_subs.clear();
-            }
+            st.conns.retain(|(_, c)| !c.same_channel(&tx));
+            st.bar_subs.retain(|(_, _, c)| !c.same_channel(&tx));
         }
         writer.abort();
         result
     }
 
     fn handle(&self, tx: &mpsc::UnboundedSender<Outgoing>, id: i32, body: &[u8]) {
-        let send = |f: Vec<u8>| {
-            let _ = tx.send(Outgoing::Frame(f));
-        };
         let mut st = self.state();
         if std::env::var("FAKE_TWS_TRACE").is_ok() {
             eprintln!("fake tws <- {id} ({} bytes)", body.len());
         }
+        st.requester = Some(tx.clone());
+        self.dispatch(&mut st, tx, id, body);
+        st.requester = None;
+    }
+
+    fn dispatch(
+        &self,
+        st: &mut State,
+        tx: &mpsc::UnboundedSender<Outgoing>,
+        id: i32,
+        body: &[u8],
+    ) {
+        let send = |f: Vec<u8>| {
+            let _ = tx.send(Outgoing::Frame(f));
+        };
         match id {
             OUT_START_API => {
                 let req = proto::StartApiRequest::decode(body).unwrap_or_default();
                 st.client_ids.push(req.client_id.unwrap_or_default());
                 st.client_id = req.client_id.unwrap_or_default();
+                let id = st.client_id;
+                st.conns.push((id, tx.clone()));
                 send(frame(
                     IN_NEXT_VALID_ID,
                     &proto::NextValidId {
@@ -569,6 +586,9 @@ impl FakeTws {
                             order_types: s("LMT,MKT,STP"),
                             valid_exchanges: s("SMART,NASDAQ,NYSE"),
                             long_name: s(format!("{symbol} INC")),
+                            time_zone_id: s("UTC"),
+                            trading_hours: s(session_hours()),
+                            liquid_hours: s(session_hours()),
                             ..Default::default()
                         }),
                     },
@@ -701,8 +721,8 @@ impl FakeTws {
                     IN_HISTORICAL_DATA_END,
                     &proto::HistoricalDataEnd {
                         req_id: Some(req_id),
-                        start_date_str: s(""),
-                        end_date_str: s(""),
+                        start_date_str: s(stamp(st.historical.first())),
+                        end_date_str: s(stamp(st.historical.last())),
                     },
                 ));
             }
@@ -713,12 +733,13 @@ impl FakeTws {
                     .as_ref()
                     .and_then(|c| c.symbol.clone())
                     .unwrap_or_default();
-                st.bar_subs.push((req.req_id.unwrap_or_default(), symbol));
+                st.bar_subs
+                    .push((req.req_id.unwrap_or_default(), symbol, tx.clone()));
             }
             OUT_CANCEL_REAL_TIME_BARS => {
                 let req = proto::CancelRealTimeBars::decode(body).unwrap_or_default();
                 let rid = req.req_id.unwrap_or_default();
-                st.bar_subs.retain(|(r, _)| *r != rid);
+                st.bar_subs.retain(|(r, _, _)| *r != rid);
             }
             _ => {}
         }
@@ -735,6 +756,30 @@ async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Vec<u
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
     Ok(body)
+}
+
+/// The liquid hours the fake reports: yesterday, today and tomorrow (UTC) open all day,
+/// so that tests run at any hour.
+fn session_hours() -> String {
+    let today = chrono::Utc::now().date_naive();
+    [-1i64, 0, 1]
+        .iter()
+        .map(|d| {
+            let day = (today + chrono::Duration::days(*d)).format("%Y%m%d");
+            format!("{day}:0000-{day}:2359")
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// `YYYYMMDD-HH:MM:SS` (UTC) of a bar's time (Unix seconds), now without one.
+fn stamp(bar: Option<&proto::HistoricalDataBar>) -> String {
+    let t = bar
+        .and_then(|b| b.date.as_deref())
+        .and_then(|d| d.parse::<i64>().ok())
+        .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
+        .unwrap_or_else(chrono::Utc::now);
+    t.format("%Y%m%d-%H:%M:%S").to_string()
 }
 
 fn con_id(symbol: &str) -> i32 {
@@ -852,10 +897,20 @@ impl State {
     fn send(&self, f: Vec<u8>) {
         if std::env::var("FAKE_TWS_TRACE").is_ok() && f.len() >= 8 {
             let id = i32::from_be_bytes([f[4], f[5], f[6], f[7]]) - PROTOBUF_OFFSET;
-            eprintln!("fake tws -> {id} (connected: {})", self.conn.is_some());
+            eprintln!("fake tws -> {id} (connections: {})", self.conns.len());
         }
-        if let Some(c) = &self.conn {
-            let _ = c.send(Outgoing::Frame(f));
+        if self.muted {
+            return;
+        }
+        match &self.requester {
+            Some(c) => {
+                let _ = c.send(Outgoing::Frame(f));
+            }
+            None => {
+                for (_, c) in &self.conns {
+                    let _ = c.send(Outgoing::Frame(f.clone()));
+                }
+            }
         }
     }
 
@@ -889,11 +944,8 @@ impl State {
             .and_then(|q| q.parse().ok())
             .unwrap_or(0.0);
         let drop_now = order.transmit.unwrap_or(false) && std::mem::take(&mut self.drop_after_place);
-        let muted = self.conn.take();
         // While the fault is armed the answers go nowhere: the connection is closed below.
-        if !drop_now {
-            self.conn = muted.clone();
-        }
+        self.muted = drop_now;
         if let Some(existing) = self.order_mut(oid) {
             // A modification of an order the gateway has.
             if existing.working() || !existing.transmitted {
@@ -939,10 +991,12 @@ impl State {
             }
         }
         if drop_now {
-            if let Some(c) = muted {
+            self.muted = false;
+            if let Some(c) = self.requester.take() {
                 let _ = c.send(Outgoing::Close);
+                self.conns.retain(|(_, x)| !x.same_channel(&c));
+                self.bar_subs.retain(|(_, _, x)| !x.same_channel(&c));
             }
-            self.bar_subs.clear();
         }
     }
 

@@ -11,6 +11,10 @@
 //! leaves no gap. Historical requests are paced (IB allows about 60 in ten minutes and no
 //! identical request within 15 s): one at a time, [`HISTORICAL_SPACING`] apart.
 
+pub mod calendar;
+
+pub use calendar::IbkrCalendar;
+
 use crate::config::settings::IbkrBroker as IbkrSettings;
 use crate::market::alpaca::{LiveEvent, StreamKind, StreamStatus};
 use crate::market::resample::{Resampler, resample};
@@ -149,6 +153,25 @@ impl IbkrData {
         if let Some(c) = self.client.lock().await.take() {
             c.disconnect().await;
         }
+    }
+
+    /// The regular sessions IB reports for `symbol` (its contract details' liquid hours,
+    /// about a month ahead with the gateway's default settings).
+    ///
+    /// # Errors
+    /// [`IbkrDataError::Unavailable`] when the gateway cannot be reached or knows no such
+    /// stock.
+    pub async fn calendar(&self, symbol: &str) -> Result<IbkrCalendar, IbkrDataError> {
+        let client = self.client().await?;
+        let contract = Contract::stock(symbol).build();
+        let details = client
+            .contract_details(&contract)
+            .await
+            .map_err(|e| self.unavailable(format!("contract details of {symbol}: {e}")))?;
+        let Some(d) = details.into_iter().next() else {
+            return Err(self.unavailable(format!("no contract details for {symbol}")));
+        };
+        Ok(IbkrCalendar::parse(&d.liquid_hours, &d.time_zone_id))
     }
 
     /// Bars of `timeframe` for `symbols` from `start` to `end` (split-adjusted trades,
