@@ -140,6 +140,7 @@ struct State {
     cash: f64,
     placed: Vec<proto::Order>,
     drop_after_place: bool,
+    mute_after_place: bool,
     reject_next: Option<(i32, String)>,
     refuse: bool,
     connections: usize,
@@ -215,6 +216,7 @@ impl FakeTws {
             cash: 100_000.0,
             placed: Vec::new(),
             drop_after_place: false,
+            mute_after_place: false,
             reject_next: None,
             refuse: false,
             connections: 0,
@@ -359,6 +361,12 @@ impl FakeTws {
     /// before any answer is sent.
     pub fn drop_after_next_place(&self) {
         self.state().drop_after_place = true;
+    }
+
+    /// Takes the next transmitted order (it executes as usual) and sends no answer to it:
+    /// the client waits, as for a gateway that hangs.
+    pub fn mute_next_place(&self) {
+        self.state().mute_after_place = true;
     }
 
     /// Refuses the next new order with IB error `code` (e.g. 201) and `message`.
@@ -586,7 +594,7 @@ impl FakeTws {
                             order_types: s("LMT,MKT,STP"),
                             valid_exchanges: s("SMART,NASDAQ,NYSE"),
                             long_name: s(format!("{symbol} INC")),
-                            time_zone_id: s("UTC"),
+                            time_zone_id: s("US/Eastern"),
                             trading_hours: s(session_hours()),
                             liquid_hours: s(session_hours()),
                             ..Default::default()
@@ -709,12 +717,18 @@ impl FakeTws {
             OUT_HISTORICAL_DATA => {
                 let req = proto::HistoricalDataRequest::decode(body).unwrap_or_default();
                 let req_id = req.req_id.unwrap_or_default();
+                // Minute history only; other bar sizes answer no bars.
+                let bars = if req.bar_size_setting.as_deref() == Some("1 min") {
+                    st.historical.clone()
+                } else {
+                    Vec::new()
+                };
                 st.historical_requests.push(req);
                 send(frame(
                     IN_HISTORICAL_DATA,
                     &proto::HistoricalData {
                         req_id: Some(req_id),
-                        historical_data_bars: st.historical.clone(),
+                        historical_data_bars: bars,
                     },
                 ));
                 send(frame(
@@ -758,10 +772,12 @@ async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Vec<u
     Ok(body)
 }
 
-/// The liquid hours the fake reports: yesterday, today and tomorrow (UTC) open all day,
-/// so that tests run at any hour.
+/// The liquid hours the fake reports: yesterday, today and tomorrow (New York dates)
+/// open all day, so that tests run at any hour.
 fn session_hours() -> String {
-    let today = chrono::Utc::now().date_naive();
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .date_naive();
     [-1i64, 0, 1]
         .iter()
         .map(|d| {
@@ -944,8 +960,11 @@ impl State {
             .and_then(|q| q.parse().ok())
             .unwrap_or(0.0);
         let drop_now = order.transmit.unwrap_or(false) && std::mem::take(&mut self.drop_after_place);
-        // While the fault is armed the answers go nowhere: the connection is closed below.
-        self.muted = drop_now;
+        let mute_now =
+            order.transmit.unwrap_or(false) && std::mem::take(&mut self.mute_after_place);
+        // While a fault is armed the answers go nowhere (the connection is closed below, or
+        // left hanging).
+        self.muted = drop_now || mute_now;
         if let Some(existing) = self.order_mut(oid) {
             // A modification of an order the gateway has.
             if existing.working() || !existing.transmitted {
@@ -989,6 +1008,9 @@ impl State {
             if order.transmit.unwrap_or(false) {
                 self.transmit(oid);
             }
+        }
+        if mute_now {
+            self.muted = false;
         }
         if drop_now {
             self.muted = false;

@@ -117,6 +117,48 @@ impl Book {
             .unwrap_or_default()
     }
 
+    /// Registers `order_ref` as a bracket leg of one of our entries when it is named like
+    /// one (`<entry>-sl`, `-t1`, `-t2`; see [`crate::broker::bracket_leg_id`]) and the
+    /// entry is in the directory: the legs a crashed run placed are ours after a restart,
+    /// though the store never heard of them. `shape`: the leg's type and quantity.
+    pub fn adopt_leg(&mut self, order_ref: &str, shape: Option<(OrderType, Decimal)>) -> bool {
+        if self.meta.contains_key(order_ref) {
+            return true;
+        }
+        for (suffix, purpose) in [
+            ("-sl", OrderPurpose::StopLoss),
+            ("-t1", OrderPurpose::Target1),
+            ("-t2", OrderPurpose::Target2),
+        ] {
+            let Some(entry) = order_ref.strip_suffix(suffix) else {
+                continue;
+            };
+            let Some(parent) = self.meta.get(entry).cloned() else {
+                return false;
+            };
+            if parent.purpose != OrderPurpose::Entry || !parent.ours {
+                return false;
+            }
+            let (order_type, quantity) = shape.unwrap_or((OrderType::Market, parent.quantity));
+            self.meta.insert(
+                order_ref.to_string(),
+                Meta {
+                    pipeline: parent.pipeline.clone(),
+                    purpose,
+                    oco_group: Some(entry.to_string()),
+                    symbol: parent.symbol.clone(),
+                    side: parent.side.opposite(),
+                    quantity,
+                    order_type,
+                    parent_ib: self.cid_to_ib.get(entry).copied().unwrap_or(0),
+                    ours: true,
+                },
+            );
+            return true;
+        }
+        false
+    }
+
     /// The client id of IB order `ib` with order reference `order_ref`, registering the
     /// mapping when the reference is one of ours.
     pub fn resolve(&mut self, ib: i32, perm: i64, order_ref: &str) -> String {

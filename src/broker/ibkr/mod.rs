@@ -293,9 +293,10 @@ impl Inner {
     /// reports what changed.
     fn on_open_order(&self, data: &OrderData, events: &mut Vec<BrokerEvent>) {
         let mut book = self.book();
-        let cid = book.resolve(data.order_id, data.order.perm_id, &data.order.order_ref);
         let order_type = type_of(&data.order);
         let quantity = dec(data.order.total_quantity);
+        book.adopt_leg(&data.order.order_ref, Some((order_type, quantity)));
+        let cid = book.resolve(data.order_id, data.order.perm_id, &data.order.order_ref);
         if !book.meta.contains_key(&cid) {
             book.meta.insert(
                 cid.clone(),
@@ -344,6 +345,7 @@ impl Inner {
     fn on_execution(&self, e: &ibapi::orders::ExecutionData, events: &mut Vec<BrokerEvent>) {
         let x = &e.execution;
         let mut book = self.book();
+        book.adopt_leg(&x.order_reference, None);
         let cid = book.resolve(x.order_id, x.perm_id, &x.order_reference);
         let ts = parse_exec_time(&x.time).unwrap_or_else(now);
         book.observe_execution(
