@@ -152,7 +152,10 @@ async fn connects_checks_the_paper_account_and_reads_balances() {
     let b = broker(&fake);
     let started = Instant::now();
     let d = b.account_details().await.unwrap();
-    println!("connect + resync + account summary: {:?}", started.elapsed());
+    println!(
+        "connect + resync + account summary: {:?}",
+        started.elapsed()
+    );
     assert_eq!(d.account, "DU1234567");
     assert_eq!(d.server_version, fake_tws::SERVER_VERSION);
     assert_eq!(fake.client_ids(), vec![7]);
@@ -194,7 +197,12 @@ async fn a_bracket_carries_our_order_ref_and_its_legs_work_after_the_fill() {
     assert!(b.capabilities().brackets);
 
     let state = b
-        .submit(entry("zt-b1", Some(dec!(98)), Some(dec!(104)), Some(dec!(108))))
+        .submit(entry(
+            "zt-b1",
+            Some(dec!(98)),
+            Some(dec!(104)),
+            Some(dec!(108)),
+        ))
         .await
         .unwrap();
     assert_eq!(state.client_order_id, "zt-b1");
@@ -203,11 +211,17 @@ async fn a_bracket_carries_our_order_ref_and_its_legs_work_after_the_fill() {
     // Parent, two targets, then the stop, which transmits the group.
     let placed = fake.placed();
     assert_eq!(placed.len(), 4, "{placed:#?}");
-    let refs: Vec<_> = placed.iter().map(|o| o.order_ref.clone().unwrap()).collect();
+    let refs: Vec<_> = placed
+        .iter()
+        .map(|o| o.order_ref.clone().unwrap())
+        .collect();
     let sl = bracket_leg_id("zt-b1", OrderPurpose::StopLoss);
     let t1 = bracket_leg_id("zt-b1", OrderPurpose::Target1);
     let t2 = bracket_leg_id("zt-b1", OrderPurpose::Target2);
-    assert_eq!(refs, vec!["zt-b1".to_string(), t1.clone(), t2.clone(), sl.clone()]);
+    assert_eq!(
+        refs,
+        vec!["zt-b1".to_string(), t1.clone(), t2.clone(), sl.clone()]
+    );
     let transmit: Vec<_> = placed.iter().map(|o| o.transmit.unwrap_or(false)).collect();
     assert_eq!(transmit, vec![false, false, false, true]);
     let parent = fake.order_by_ref("zt-b1").unwrap().order_id;
@@ -234,12 +248,18 @@ async fn a_bracket_carries_our_order_ref_and_its_legs_work_after_the_fill() {
     let all: Vec<_> = kinds(&events).into_iter().chain(kinds(&rest)).collect();
     for leg in [&sl, &t1, &t2] {
         assert_eq!(
-            all.iter().filter(|(c, k)| c == leg && *k == "accepted").count(),
+            all.iter()
+                .filter(|(c, k)| c == leg && *k == "accepted")
+                .count(),
             1,
             "{all:?}"
         );
     }
-    assert_eq!(all.iter().filter(|(_, k)| *k == "fill").count(), 1, "{all:?}");
+    assert_eq!(
+        all.iter().filter(|(_, k)| *k == "fill").count(),
+        1,
+        "{all:?}"
+    );
 
     let p = b.positions().await.unwrap();
     assert_eq!(p.len(), 1);
@@ -259,7 +279,12 @@ async fn a_bracket_carries_our_order_ref_and_its_legs_work_after_the_fill() {
     let ev = until(&mut rx, |e| e.kind() == "replaced").await;
     let replaced = ev.last().unwrap().order();
     assert_eq!(replaced.client_order_id, sl);
-    assert_eq!(replaced.order_type, OrderType::Stop { price: dec!(100.05) });
+    assert_eq!(
+        replaced.order_type,
+        OrderType::Stop {
+            price: dec!(100.05)
+        }
+    );
     assert_eq!(fake.order_by_ref(&sl).unwrap().stop_price, Some(100.05));
     assert_eq!(fake.orders().len(), 4, "a modification is no new order");
 
@@ -272,10 +297,18 @@ async fn a_bracket_carries_our_order_ref_and_its_legs_work_after_the_fill() {
     assert!(k.contains(&(t1.clone(), "cancelled")), "{k:?}");
     assert!(k.contains(&(t2.clone(), "cancelled")), "{k:?}");
     assert!(b.positions().await.unwrap().is_empty());
-    assert_eq!(b.order(&sl).await.unwrap().unwrap().status, OrderStatus::Filled);
+    assert_eq!(
+        b.order(&sl).await.unwrap().unwrap().status,
+        OrderStatus::Filled
+    );
     // Submitting the same id again creates nothing.
     let again = b
-        .submit(entry("zt-b1", Some(dec!(98)), Some(dec!(104)), Some(dec!(108))))
+        .submit(entry(
+            "zt-b1",
+            Some(dec!(98)),
+            Some(dec!(104)),
+            Some(dec!(108)),
+        ))
         .await
         .unwrap();
     assert_eq!(again.status, OrderStatus::Filled);
@@ -290,7 +323,11 @@ async fn cancels_and_rejections_are_reported() {
     let mut rx = b.take_events().unwrap();
 
     let s = b
-        .submit(exit("zt-lmt", dec!(10), OrderType::Limit { price: dec!(120) }))
+        .submit(exit(
+            "zt-lmt",
+            dec!(10),
+            OrderType::Limit { price: dec!(120) },
+        ))
         .await
         .unwrap();
     assert_eq!(s.status, OrderStatus::Accepted);
@@ -306,7 +343,10 @@ async fn cancels_and_rejections_are_reported() {
         Err(BrokerError::UnknownOrder("zt-nope".into()))
     );
 
-    fake.reject_next(201, "Order rejected - reason:The account is not allowed to short");
+    fake.reject_next(
+        201,
+        "Order rejected - reason:The account is not allowed to short",
+    );
     let s = b
         .submit(exit("zt-rej", dec!(10), OrderType::Market))
         .await
@@ -361,7 +401,11 @@ async fn a_disconnect_mid_order_is_resolved_by_order_ref_without_a_duplicate() {
     let placed = fake.placed().len();
 
     // After the reconnect the resync finds it by order_ref: its state, its fill once.
-    let found = b.order("zt-mid").await.unwrap().expect("found after reconnect");
+    let found = b
+        .order("zt-mid")
+        .await
+        .unwrap()
+        .expect("found after reconnect");
     assert_eq!(found.status, OrderStatus::Filled);
     assert_eq!(found.filled_quantity, dec!(50));
     assert!(fake.connections() >= 2);
@@ -385,7 +429,10 @@ async fn connectivity_lost_holds_submissions_until_restored() {
     fake.set_price("AAPL", 100.0);
     let b = std::sync::Arc::new(broker(&fake));
     b.account().await.unwrap();
-    fake.notice(1100, "Connectivity between IB and Trader Workstation has been lost.");
+    fake.notice(
+        1100,
+        "Connectivity between IB and Trader Workstation has been lost.",
+    );
     tokio::time::sleep(Duration::from_millis(150)).await;
     let b2 = b.clone();
     let task =
@@ -468,10 +515,14 @@ async fn the_emergency_close_cancels_everything_and_flattens() {
     assert!(fake.orders().iter().all(|o| o.status != "Submitted"));
     let ev = drain(&mut rx, Duration::from_millis(400)).await;
     let k = kinds(&ev);
-    assert!(k.contains(&(bracket_leg_id("zt-e1", OrderPurpose::StopLoss), "cancelled")), "{k:?}");
     assert!(
-        ev.iter()
-            .any(|e| e.fill().is_some_and(|f| f.purpose == OrderPurpose::Emergency)),
+        k.contains(&(bracket_leg_id("zt-e1", OrderPurpose::StopLoss), "cancelled")),
+        "{k:?}"
+    );
+    assert!(
+        ev.iter().any(|e| e
+            .fill()
+            .is_some_and(|f| f.purpose == OrderPurpose::Emergency)),
         "{k:?}"
     );
 }

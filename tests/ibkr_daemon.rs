@@ -149,9 +149,11 @@ fn paper_trading_on_ibkr_end_to_end() {
     // warm-up over historical bars, the real-time bar subscription.
     let mut d = start(tmp.path(), port);
     d.wait_ready(Duration::from_secs(30));
-    d.wait_for("the real-time bars subscription", Duration::from_secs(20), |_| {
-        fake.bar_subscriptions() >= 1
-    });
+    d.wait_for(
+        "the real-time bars subscription",
+        Duration::from_secs(20),
+        |_| fake.bar_subscriptions() >= 1,
+    );
     let ids = fake.client_ids();
     assert!(ids.contains(&17) && ids.contains(&18), "{ids:?}");
     assert!(
@@ -219,7 +221,10 @@ fn paper_trading_on_ibkr_end_to_end() {
         fake.connections() >= before + 2 && fake.bar_subscriptions() >= 1
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(d.metric("ztraded_positions_open{pipeline=\"aapl-minutes\"}"), 1.0);
+    assert_eq!(
+        d.metric("ztraded_positions_open{pipeline=\"aapl-minutes\"}"),
+        1.0
+    );
     assert_eq!(entries(&fake).len(), 1);
 
     // Emergency close of everything: global cancel, a market order per position.

@@ -88,16 +88,13 @@ pub const IBKR_CALENDAR_SYMBOL: &str = "SPY";
 #[derive(Clone, Debug)]
 pub enum LiveSource {
     /// Alpaca's market data (REST and streams).
-    Alpaca(AlpacaData),
+    Alpaca(Box<AlpacaData>),
     /// Interactive Brokers through TWS / IB Gateway.
     Ibkr(IbkrData),
 }
 
 impl LiveSource {
-    fn stream(
-        &self,
-        symbols: watch::Receiver<BTreeSet<String>>,
-    ) -> mpsc::Receiver<LiveEvent> {
+    fn stream(&self, symbols: watch::Receiver<BTreeSet<String>>) -> mpsc::Receiver<LiveEvent> {
         match self {
             LiveSource::Alpaca(d) => d.stream(symbols),
             LiveSource::Ibkr(d) => d.stream(symbols),
@@ -430,7 +427,11 @@ impl LiveLoop {
             let mut minutes = BTreeMap::new();
             if tf != Timeframe::M1 {
                 let from = tf.period_start(now, self.tz);
-                match self.data.bars(&names, Timeframe::M1, from, now, self.tz).await {
+                match self
+                    .data
+                    .bars(&names, Timeframe::M1, from, now, self.tz)
+                    .await
+                {
                     Ok(m) => minutes = m,
                     Err(e) => {
                         warn!(symbols = ?names, error = %e, "minutes of the period in progress not read: its bar is skipped")
@@ -443,7 +444,11 @@ impl LiveLoop {
             let mut daily = BTreeMap::new();
             if tf.is_intraday() {
                 let from = now - ChronoDuration::days(460);
-                match self.data.bars(&names, Timeframe::D1, from, now, self.tz).await {
+                match self
+                    .data
+                    .bars(&names, Timeframe::D1, from, now, self.tz)
+                    .await
+                {
                     Ok(d) => daily = d,
                     Err(e) => {
                         warn!(symbols = ?names, error = %e, "daily closes not read: the correlation rule sees intraday ones only")

@@ -1,8 +1,8 @@
 //! Bars, timeframes, indicators, calendars and market-data sources.
 pub mod alpaca;
-pub mod ibkr;
 pub mod bar;
 pub mod calendar;
+pub mod ibkr;
 pub mod indicators;
 pub mod live;
 pub mod replay;

@@ -512,13 +512,7 @@ impl FakeTws {
         st.requester = None;
     }
 
-    fn dispatch(
-        &self,
-        st: &mut State,
-        tx: &mpsc::UnboundedSender<Outgoing>,
-        id: i32,
-        body: &[u8],
-    ) {
+    fn dispatch(&self, st: &mut State, tx: &mpsc::UnboundedSender<Outgoing>, id: i32, body: &[u8]) {
         let send = |f: Vec<u8>| {
             let _ = tx.send(Outgoing::Frame(f));
         };
@@ -959,7 +953,8 @@ impl State {
             .as_deref()
             .and_then(|q| q.parse().ok())
             .unwrap_or(0.0);
-        let drop_now = order.transmit.unwrap_or(false) && std::mem::take(&mut self.drop_after_place);
+        let drop_now =
+            order.transmit.unwrap_or(false) && std::mem::take(&mut self.drop_after_place);
         let mute_now =
             order.transmit.unwrap_or(false) && std::mem::take(&mut self.mute_after_place);
         // While a fault is armed the answers go nowhere (the connection is closed below, or
@@ -1141,10 +1136,6 @@ impl State {
         if let Some(o) = self.order(oid) {
             self.send(status_frame(o));
         }
-        self.send(error_frame(
-            oid,
-            202,
-            "Order Canceled - reason:",
-        ));
+        self.send(error_frame(oid, 202, "Order Canceled - reason:"));
     }
 }

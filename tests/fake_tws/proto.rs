@@ -6,561 +6,924 @@
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct StartApiRequest {
-    #[prost(int32, optional, tag = "1")] pub client_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "2")] pub optional_capabilities: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "1")]
+    pub client_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "2")]
+    pub optional_capabilities: ::core::option::Option<::prost::alloc::string::String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct NextValidId {
-    #[prost(int32, optional, tag = "1")] pub order_id: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub order_id: ::core::option::Option<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ManagedAccounts {
-    #[prost(string, optional, tag = "1")] pub accounts_list: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "1")]
+    pub accounts_list: ::core::option::Option<::prost::alloc::string::String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct ManagedAccountsRequest {
-
-}
+pub struct ManagedAccountsRequest {}
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct IdsRequest {
-    #[prost(int32, optional, tag = "1")] pub num_ids: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub num_ids: ::core::option::Option<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ErrorMessage {
-    #[prost(int32, optional, tag = "1")] pub id: ::core::option::Option<i32>,
-    #[prost(int64, optional, tag = "2")] pub error_time: ::core::option::Option<i64>,
-    #[prost(int32, optional, tag = "3")] pub error_code: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "4")] pub error_msg: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "5")] pub advanced_order_reject_json: ::core::option::Option< ::prost::alloc::string::String, >,
+    #[prost(int32, optional, tag = "1")]
+    pub id: ::core::option::Option<i32>,
+    #[prost(int64, optional, tag = "2")]
+    pub error_time: ::core::option::Option<i64>,
+    #[prost(int32, optional, tag = "3")]
+    pub error_code: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "4")]
+    pub error_msg: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "5")]
+    pub advanced_order_reject_json: ::core::option::Option<::prost::alloc::string::String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Contract {
-    #[prost(int32, optional, tag = "1")] pub con_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "2")] pub symbol: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "3")] pub sec_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "4")] pub last_trade_date_or_contract_month: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(double, optional, tag = "5")] pub strike: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "6")] pub right: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "7")] pub multiplier: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "8")] pub exchange: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "9")] pub primary_exch: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "10")] pub currency: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "11")] pub local_symbol: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "12")] pub trading_class: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "13")] pub sec_id_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "14")] pub sec_id: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "15")] pub description: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "16")] pub issuer_id: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "18")] pub include_expired: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "19")] pub combo_legs_descrip: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "21")] pub last_trade_date: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "1")]
+    pub con_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "2")]
+    pub symbol: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "3")]
+    pub sec_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub last_trade_date_or_contract_month: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "5")]
+    pub strike: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "6")]
+    pub right: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "7")]
+    pub multiplier: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "8")]
+    pub exchange: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "9")]
+    pub primary_exch: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "10")]
+    pub currency: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "11")]
+    pub local_symbol: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "12")]
+    pub trading_class: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "13")]
+    pub sec_id_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "14")]
+    pub sec_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "15")]
+    pub description: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "16")]
+    pub issuer_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "18")]
+    pub include_expired: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "19")]
+    pub combo_legs_descrip: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "21")]
+    pub last_trade_date: ::core::option::Option<::prost::alloc::string::String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Order {
-    #[prost(int32, optional, tag = "1")] pub client_id: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "2")] pub order_id: ::core::option::Option<i32>,
-    #[prost(int64, optional, tag = "3")] pub perm_id: ::core::option::Option<i64>,
-    #[prost(int32, optional, tag = "4")] pub parent_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "5")] pub action: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "6")] pub total_quantity: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "7")] pub display_size: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "8")] pub order_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "9")] pub lmt_price: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "10")] pub aux_price: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "11")] pub tif: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "12")] pub account: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "13")] pub settling_firm: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "14")] pub clearing_account: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "15")] pub clearing_intent: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "16")] pub all_or_none: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "17")] pub block_order: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "18")] pub hidden: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "19")] pub outside_rth: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "20")] pub sweep_to_fill: ::core::option::Option<bool>,
-    #[prost(double, optional, tag = "21")] pub percent_offset: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "22")] pub trailing_percent: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "23")] pub trail_stop_price: ::core::option::Option<f64>,
-    #[prost(int32, optional, tag = "24")] pub min_qty: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "25")] pub good_after_time: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "26")] pub good_till_date: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "27")] pub oca_group: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "28")] pub order_ref: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "29")] pub rule80_a: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "30")] pub oca_type: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "31")] pub trigger_method: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "32")] pub active_start_time: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "33")] pub active_stop_time: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "34")] pub fa_group: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "35")] pub fa_method: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "36")] pub fa_percentage: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "37")] pub volatility: ::core::option::Option<f64>,
-    #[prost(int32, optional, tag = "38")] pub volatility_type: ::core::option::Option<i32>,
-    #[prost(bool, optional, tag = "39")] pub continuous_update: ::core::option::Option<bool>,
-    #[prost(int32, optional, tag = "40")] pub reference_price_type: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "41")] pub delta_neutral_order_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "42")] pub delta_neutral_aux_price: ::core::option::Option<f64>,
-    #[prost(int32, optional, tag = "43")] pub delta_neutral_con_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "44")] pub delta_neutral_open_close: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "45")] pub delta_neutral_short_sale: ::core::option::Option<bool>,
-    #[prost(int32, optional, tag = "46")] pub delta_neutral_short_sale_slot: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "47")] pub delta_neutral_designated_location: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(int32, optional, tag = "48")] pub scale_init_level_size: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "49")] pub scale_subs_level_size: ::core::option::Option<i32>,
-    #[prost(double, optional, tag = "50")] pub scale_price_increment: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "51")] pub scale_price_adjust_value: ::core::option::Option<f64>,
-    #[prost(int32, optional, tag = "52")] pub scale_price_adjust_interval: ::core::option::Option<i32>,
-    #[prost(double, optional, tag = "53")] pub scale_profit_offset: ::core::option::Option<f64>,
-    #[prost(bool, optional, tag = "54")] pub scale_auto_reset: ::core::option::Option<bool>,
-    #[prost(int32, optional, tag = "55")] pub scale_init_position: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "56")] pub scale_init_fill_qty: ::core::option::Option<i32>,
-    #[prost(bool, optional, tag = "57")] pub scale_random_percent: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "58")] pub scale_table: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "59")] pub hedge_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "60")] pub hedge_param: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "61")] pub algo_strategy: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "63")] pub algo_id: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "65")] pub what_if: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "66")] pub transmit: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "67")] pub override_percentage_constraints: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "68")] pub open_close: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "69")] pub origin: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "70")] pub short_sale_slot: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "71")] pub designated_location: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "72")] pub exempt_code: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "73")] pub delta_neutral_settling_firm: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(string, optional, tag = "74")] pub delta_neutral_clearing_account: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(string, optional, tag = "75")] pub delta_neutral_clearing_intent: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(double, optional, tag = "76")] pub discretionary_amt: ::core::option::Option<f64>,
-    #[prost(bool, optional, tag = "77")] pub opt_out_smart_routing: ::core::option::Option<bool>,
-    #[prost(double, optional, tag = "78")] pub starting_price: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "79")] pub stock_ref_price: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "80")] pub delta: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "81")] pub stock_range_lower: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "82")] pub stock_range_upper: ::core::option::Option<f64>,
-    #[prost(bool, optional, tag = "83")] pub not_held: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "85")] pub solicited: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "86")] pub randomize_size: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "87")] pub randomize_price: ::core::option::Option<bool>,
-    #[prost(int32, optional, tag = "88")] pub reference_contract_id: ::core::option::Option<i32>,
-    #[prost(double, optional, tag = "89")] pub pegged_change_amount: ::core::option::Option<f64>,
-    #[prost(bool, optional, tag = "90")] pub is_pegged_change_amount_decrease: ::core::option::Option<bool>,
-    #[prost(double, optional, tag = "91")] pub reference_change_amount: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "92")] pub reference_exchange_id: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "93")] pub adjusted_order_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "94")] pub trigger_price: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "95")] pub adjusted_stop_price: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "96")] pub adjusted_stop_limit_price: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "97")] pub adjusted_trailing_amount: ::core::option::Option<f64>,
-    #[prost(int32, optional, tag = "98")] pub adjustable_trailing_unit: ::core::option::Option<i32>,
-    #[prost(double, optional, tag = "99")] pub lmt_price_offset: ::core::option::Option<f64>,
-    #[prost(bool, optional, tag = "101")] pub conditions_cancel_order: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "102")] pub conditions_ignore_rth: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "103")] pub model_code: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "104")] pub ext_operator: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "106")] pub cash_qty: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "107")] pub mifid2_decision_maker: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "108")] pub mifid2_decision_algo: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "109")] pub mifid2_execution_trader: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "110")] pub mifid2_execution_algo: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "111")] pub dont_use_auto_price_for_hedge: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "112")] pub is_oms_container: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "113")] pub discretionary_up_to_limit_price: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "114")] pub auto_cancel_date: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "115")] pub filled_quantity: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "116")] pub ref_futures_con_id: ::core::option::Option<i32>,
-    #[prost(bool, optional, tag = "117")] pub auto_cancel_parent: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "118")] pub shareholder: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "119")] pub imbalance_only: ::core::option::Option<bool>,
-    #[prost(int32, optional, tag = "120")] pub route_marketable_to_bbo: ::core::option::Option<i32>,
-    #[prost(int64, optional, tag = "121")] pub parent_perm_id: ::core::option::Option<i64>,
-    #[prost(int32, optional, tag = "122")] pub use_price_mgmt_algo: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "123")] pub duration: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "124")] pub post_to_ats: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "125")] pub advanced_error_override: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "126")] pub manual_order_time: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "127")] pub min_trade_qty: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "128")] pub min_compete_size: ::core::option::Option<i32>,
-    #[prost(double, optional, tag = "129")] pub compete_against_best_offset: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "130")] pub mid_offset_at_whole: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "131")] pub mid_offset_at_half: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "132")] pub customer_account: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "133")] pub professional_customer: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "134")] pub bond_accrued_interest: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "135")] pub include_overnight: ::core::option::Option<bool>,
-    #[prost(int32, optional, tag = "136")] pub manual_order_indicator: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "137")] pub submitter: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "138")] pub deactivate: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "139")] pub post_only: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "140")] pub allow_pre_open: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "141")] pub ignore_open_auction: ::core::option::Option<bool>,
-    #[prost(int32, optional, tag = "142")] pub seek_price_improvement: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "143")] pub what_if_type: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "144")] pub hedge_max_size: ::core::option::Option<i32>,
-    #[prost(bool, optional, tag = "145")] pub conditions_include_overnight: ::core::option::Option<bool>,
+    #[prost(int32, optional, tag = "1")]
+    pub client_id: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "2")]
+    pub order_id: ::core::option::Option<i32>,
+    #[prost(int64, optional, tag = "3")]
+    pub perm_id: ::core::option::Option<i64>,
+    #[prost(int32, optional, tag = "4")]
+    pub parent_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "5")]
+    pub action: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "6")]
+    pub total_quantity: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "7")]
+    pub display_size: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "8")]
+    pub order_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "9")]
+    pub lmt_price: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "10")]
+    pub aux_price: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "11")]
+    pub tif: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "12")]
+    pub account: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "13")]
+    pub settling_firm: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "14")]
+    pub clearing_account: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "15")]
+    pub clearing_intent: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "16")]
+    pub all_or_none: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "17")]
+    pub block_order: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "18")]
+    pub hidden: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "19")]
+    pub outside_rth: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "20")]
+    pub sweep_to_fill: ::core::option::Option<bool>,
+    #[prost(double, optional, tag = "21")]
+    pub percent_offset: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "22")]
+    pub trailing_percent: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "23")]
+    pub trail_stop_price: ::core::option::Option<f64>,
+    #[prost(int32, optional, tag = "24")]
+    pub min_qty: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "25")]
+    pub good_after_time: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "26")]
+    pub good_till_date: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "27")]
+    pub oca_group: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "28")]
+    pub order_ref: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "29")]
+    pub rule80_a: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "30")]
+    pub oca_type: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "31")]
+    pub trigger_method: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "32")]
+    pub active_start_time: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "33")]
+    pub active_stop_time: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "34")]
+    pub fa_group: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "35")]
+    pub fa_method: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "36")]
+    pub fa_percentage: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "37")]
+    pub volatility: ::core::option::Option<f64>,
+    #[prost(int32, optional, tag = "38")]
+    pub volatility_type: ::core::option::Option<i32>,
+    #[prost(bool, optional, tag = "39")]
+    pub continuous_update: ::core::option::Option<bool>,
+    #[prost(int32, optional, tag = "40")]
+    pub reference_price_type: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "41")]
+    pub delta_neutral_order_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "42")]
+    pub delta_neutral_aux_price: ::core::option::Option<f64>,
+    #[prost(int32, optional, tag = "43")]
+    pub delta_neutral_con_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "44")]
+    pub delta_neutral_open_close: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "45")]
+    pub delta_neutral_short_sale: ::core::option::Option<bool>,
+    #[prost(int32, optional, tag = "46")]
+    pub delta_neutral_short_sale_slot: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "47")]
+    pub delta_neutral_designated_location: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "48")]
+    pub scale_init_level_size: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "49")]
+    pub scale_subs_level_size: ::core::option::Option<i32>,
+    #[prost(double, optional, tag = "50")]
+    pub scale_price_increment: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "51")]
+    pub scale_price_adjust_value: ::core::option::Option<f64>,
+    #[prost(int32, optional, tag = "52")]
+    pub scale_price_adjust_interval: ::core::option::Option<i32>,
+    #[prost(double, optional, tag = "53")]
+    pub scale_profit_offset: ::core::option::Option<f64>,
+    #[prost(bool, optional, tag = "54")]
+    pub scale_auto_reset: ::core::option::Option<bool>,
+    #[prost(int32, optional, tag = "55")]
+    pub scale_init_position: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "56")]
+    pub scale_init_fill_qty: ::core::option::Option<i32>,
+    #[prost(bool, optional, tag = "57")]
+    pub scale_random_percent: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "58")]
+    pub scale_table: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "59")]
+    pub hedge_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "60")]
+    pub hedge_param: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "61")]
+    pub algo_strategy: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "63")]
+    pub algo_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "65")]
+    pub what_if: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "66")]
+    pub transmit: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "67")]
+    pub override_percentage_constraints: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "68")]
+    pub open_close: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "69")]
+    pub origin: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "70")]
+    pub short_sale_slot: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "71")]
+    pub designated_location: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "72")]
+    pub exempt_code: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "73")]
+    pub delta_neutral_settling_firm: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "74")]
+    pub delta_neutral_clearing_account: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "75")]
+    pub delta_neutral_clearing_intent: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "76")]
+    pub discretionary_amt: ::core::option::Option<f64>,
+    #[prost(bool, optional, tag = "77")]
+    pub opt_out_smart_routing: ::core::option::Option<bool>,
+    #[prost(double, optional, tag = "78")]
+    pub starting_price: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "79")]
+    pub stock_ref_price: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "80")]
+    pub delta: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "81")]
+    pub stock_range_lower: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "82")]
+    pub stock_range_upper: ::core::option::Option<f64>,
+    #[prost(bool, optional, tag = "83")]
+    pub not_held: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "85")]
+    pub solicited: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "86")]
+    pub randomize_size: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "87")]
+    pub randomize_price: ::core::option::Option<bool>,
+    #[prost(int32, optional, tag = "88")]
+    pub reference_contract_id: ::core::option::Option<i32>,
+    #[prost(double, optional, tag = "89")]
+    pub pegged_change_amount: ::core::option::Option<f64>,
+    #[prost(bool, optional, tag = "90")]
+    pub is_pegged_change_amount_decrease: ::core::option::Option<bool>,
+    #[prost(double, optional, tag = "91")]
+    pub reference_change_amount: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "92")]
+    pub reference_exchange_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "93")]
+    pub adjusted_order_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "94")]
+    pub trigger_price: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "95")]
+    pub adjusted_stop_price: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "96")]
+    pub adjusted_stop_limit_price: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "97")]
+    pub adjusted_trailing_amount: ::core::option::Option<f64>,
+    #[prost(int32, optional, tag = "98")]
+    pub adjustable_trailing_unit: ::core::option::Option<i32>,
+    #[prost(double, optional, tag = "99")]
+    pub lmt_price_offset: ::core::option::Option<f64>,
+    #[prost(bool, optional, tag = "101")]
+    pub conditions_cancel_order: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "102")]
+    pub conditions_ignore_rth: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "103")]
+    pub model_code: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "104")]
+    pub ext_operator: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "106")]
+    pub cash_qty: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "107")]
+    pub mifid2_decision_maker: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "108")]
+    pub mifid2_decision_algo: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "109")]
+    pub mifid2_execution_trader: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "110")]
+    pub mifid2_execution_algo: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "111")]
+    pub dont_use_auto_price_for_hedge: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "112")]
+    pub is_oms_container: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "113")]
+    pub discretionary_up_to_limit_price: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "114")]
+    pub auto_cancel_date: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "115")]
+    pub filled_quantity: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "116")]
+    pub ref_futures_con_id: ::core::option::Option<i32>,
+    #[prost(bool, optional, tag = "117")]
+    pub auto_cancel_parent: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "118")]
+    pub shareholder: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "119")]
+    pub imbalance_only: ::core::option::Option<bool>,
+    #[prost(int32, optional, tag = "120")]
+    pub route_marketable_to_bbo: ::core::option::Option<i32>,
+    #[prost(int64, optional, tag = "121")]
+    pub parent_perm_id: ::core::option::Option<i64>,
+    #[prost(int32, optional, tag = "122")]
+    pub use_price_mgmt_algo: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "123")]
+    pub duration: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "124")]
+    pub post_to_ats: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "125")]
+    pub advanced_error_override: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "126")]
+    pub manual_order_time: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "127")]
+    pub min_trade_qty: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "128")]
+    pub min_compete_size: ::core::option::Option<i32>,
+    #[prost(double, optional, tag = "129")]
+    pub compete_against_best_offset: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "130")]
+    pub mid_offset_at_whole: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "131")]
+    pub mid_offset_at_half: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "132")]
+    pub customer_account: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "133")]
+    pub professional_customer: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "134")]
+    pub bond_accrued_interest: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "135")]
+    pub include_overnight: ::core::option::Option<bool>,
+    #[prost(int32, optional, tag = "136")]
+    pub manual_order_indicator: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "137")]
+    pub submitter: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "138")]
+    pub deactivate: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "139")]
+    pub post_only: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "140")]
+    pub allow_pre_open: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "141")]
+    pub ignore_open_auction: ::core::option::Option<bool>,
+    #[prost(int32, optional, tag = "142")]
+    pub seek_price_improvement: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "143")]
+    pub what_if_type: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "144")]
+    pub hedge_max_size: ::core::option::Option<i32>,
+    #[prost(bool, optional, tag = "145")]
+    pub conditions_include_overnight: ::core::option::Option<bool>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct OrderState {
-    #[prost(string, optional, tag = "1")] pub status: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "2")] pub init_margin_before: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "3")] pub maint_margin_before: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "4")] pub equity_with_loan_before: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "5")] pub init_margin_change: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "6")] pub maint_margin_change: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "7")] pub equity_with_loan_change: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "8")] pub init_margin_after: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "9")] pub maint_margin_after: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "10")] pub equity_with_loan_after: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "11")] pub commission_and_fees: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "12")] pub min_commission_and_fees: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "13")] pub max_commission_and_fees: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "14")] pub commission_and_fees_currency: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(string, optional, tag = "15")] pub margin_currency: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "16")] pub init_margin_before_outside_rth: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "17")] pub maint_margin_before_outside_rth: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "18")] pub equity_with_loan_before_outside_rth: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "19")] pub init_margin_change_outside_rth: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "20")] pub maint_margin_change_outside_rth: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "21")] pub equity_with_loan_change_outside_rth: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "22")] pub init_margin_after_outside_rth: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "23")] pub maint_margin_after_outside_rth: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "24")] pub equity_with_loan_after_outside_rth: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "25")] pub suggested_size: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "26")] pub reject_reason: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "28")] pub warning_text: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "29")] pub completed_time: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "30")] pub completed_status: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "1")]
+    pub status: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "2")]
+    pub init_margin_before: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "3")]
+    pub maint_margin_before: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "4")]
+    pub equity_with_loan_before: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "5")]
+    pub init_margin_change: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "6")]
+    pub maint_margin_change: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "7")]
+    pub equity_with_loan_change: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "8")]
+    pub init_margin_after: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "9")]
+    pub maint_margin_after: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "10")]
+    pub equity_with_loan_after: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "11")]
+    pub commission_and_fees: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "12")]
+    pub min_commission_and_fees: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "13")]
+    pub max_commission_and_fees: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "14")]
+    pub commission_and_fees_currency: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "15")]
+    pub margin_currency: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "16")]
+    pub init_margin_before_outside_rth: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "17")]
+    pub maint_margin_before_outside_rth: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "18")]
+    pub equity_with_loan_before_outside_rth: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "19")]
+    pub init_margin_change_outside_rth: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "20")]
+    pub maint_margin_change_outside_rth: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "21")]
+    pub equity_with_loan_change_outside_rth: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "22")]
+    pub init_margin_after_outside_rth: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "23")]
+    pub maint_margin_after_outside_rth: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "24")]
+    pub equity_with_loan_after_outside_rth: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "25")]
+    pub suggested_size: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "26")]
+    pub reject_reason: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "28")]
+    pub warning_text: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "29")]
+    pub completed_time: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "30")]
+    pub completed_status: ::core::option::Option<::prost::alloc::string::String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PlaceOrderRequest {
-    #[prost(int32, optional, tag = "1")] pub order_id: ::core::option::Option<i32>,
-    #[prost(message, optional, tag = "2")] pub contract: ::core::option::Option<Contract>,
-    #[prost(message, optional, tag = "3")] pub order: ::core::option::Option<Order>,
+    #[prost(int32, optional, tag = "1")]
+    pub order_id: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    pub contract: ::core::option::Option<Contract>,
+    #[prost(message, optional, tag = "3")]
+    pub order: ::core::option::Option<Order>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct OpenOrder {
-    #[prost(int32, optional, tag = "1")] pub order_id: ::core::option::Option<i32>,
-    #[prost(message, optional, tag = "2")] pub contract: ::core::option::Option<Contract>,
-    #[prost(message, optional, tag = "3")] pub order: ::core::option::Option<Order>,
-    #[prost(message, optional, tag = "4")] pub order_state: ::core::option::Option<OrderState>,
+    #[prost(int32, optional, tag = "1")]
+    pub order_id: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    pub contract: ::core::option::Option<Contract>,
+    #[prost(message, optional, tag = "3")]
+    pub order: ::core::option::Option<Order>,
+    #[prost(message, optional, tag = "4")]
+    pub order_state: ::core::option::Option<OrderState>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct OrderStatus {
-    #[prost(int32, optional, tag = "1")] pub order_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "2")] pub status: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "3")] pub filled: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "4")] pub remaining: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "5")] pub avg_fill_price: ::core::option::Option<f64>,
-    #[prost(int64, optional, tag = "6")] pub perm_id: ::core::option::Option<i64>,
-    #[prost(int32, optional, tag = "7")] pub parent_id: ::core::option::Option<i32>,
-    #[prost(double, optional, tag = "8")] pub last_fill_price: ::core::option::Option<f64>,
-    #[prost(int32, optional, tag = "9")] pub client_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "10")] pub why_held: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "11")] pub mkt_cap_price: ::core::option::Option<f64>,
+    #[prost(int32, optional, tag = "1")]
+    pub order_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "2")]
+    pub status: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "3")]
+    pub filled: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub remaining: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "5")]
+    pub avg_fill_price: ::core::option::Option<f64>,
+    #[prost(int64, optional, tag = "6")]
+    pub perm_id: ::core::option::Option<i64>,
+    #[prost(int32, optional, tag = "7")]
+    pub parent_id: ::core::option::Option<i32>,
+    #[prost(double, optional, tag = "8")]
+    pub last_fill_price: ::core::option::Option<f64>,
+    #[prost(int32, optional, tag = "9")]
+    pub client_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "10")]
+    pub why_held: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "11")]
+    pub mkt_cap_price: ::core::option::Option<f64>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct OpenOrdersEnd {
-
-}
+pub struct OpenOrdersEnd {}
 
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct OpenOrdersRequest {
-
-}
+pub struct OpenOrdersRequest {}
 
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct AllOpenOrdersRequest {
-
-}
+pub struct AllOpenOrdersRequest {}
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CancelOrderRequest {
-    #[prost(int32, optional, tag = "1")] pub order_id: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub order_id: ::core::option::Option<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct GlobalCancelRequest {
-
-}
+pub struct GlobalCancelRequest {}
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ExecutionRequest {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(message, optional, tag = "2")] pub execution_filter: ::core::option::Option<ExecutionFilter>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    pub execution_filter: ::core::option::Option<ExecutionFilter>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ExecutionFilter {
-    #[prost(int32, optional, tag = "1")] pub client_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "2")] pub acct_code: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "3")] pub time: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "4")] pub symbol: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "5")] pub sec_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "6")] pub exchange: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "7")] pub side: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "8")] pub last_n_days: ::core::option::Option<i32>,
-    #[prost(int32, repeated, tag = "9")] pub specific_dates: ::prost::alloc::vec::Vec<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub client_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "2")]
+    pub acct_code: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "3")]
+    pub time: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub symbol: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "5")]
+    pub sec_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "6")]
+    pub exchange: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "7")]
+    pub side: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "8")]
+    pub last_n_days: ::core::option::Option<i32>,
+    #[prost(int32, repeated, tag = "9")]
+    pub specific_dates: ::prost::alloc::vec::Vec<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Execution {
-    #[prost(int32, optional, tag = "1")] pub order_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "2")] pub exec_id: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "3")] pub time: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "4")] pub acct_number: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "5")] pub exchange: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "6")] pub side: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "7")] pub shares: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "8")] pub price: ::core::option::Option<f64>,
-    #[prost(int64, optional, tag = "9")] pub perm_id: ::core::option::Option<i64>,
-    #[prost(int32, optional, tag = "10")] pub client_id: ::core::option::Option<i32>,
-    #[prost(bool, optional, tag = "11")] pub is_liquidation: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "12")] pub cum_qty: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "13")] pub avg_price: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "14")] pub order_ref: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "15")] pub ev_rule: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "16")] pub ev_multiplier: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "17")] pub model_code: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "18")] pub last_liquidity: ::core::option::Option<i32>,
-    #[prost(bool, optional, tag = "19")] pub is_price_revision_pending: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "20")] pub submitter: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "21")] pub opt_exercise_or_lapse_type: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub order_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "2")]
+    pub exec_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "3")]
+    pub time: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub acct_number: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "5")]
+    pub exchange: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "6")]
+    pub side: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "7")]
+    pub shares: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "8")]
+    pub price: ::core::option::Option<f64>,
+    #[prost(int64, optional, tag = "9")]
+    pub perm_id: ::core::option::Option<i64>,
+    #[prost(int32, optional, tag = "10")]
+    pub client_id: ::core::option::Option<i32>,
+    #[prost(bool, optional, tag = "11")]
+    pub is_liquidation: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "12")]
+    pub cum_qty: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "13")]
+    pub avg_price: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "14")]
+    pub order_ref: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "15")]
+    pub ev_rule: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "16")]
+    pub ev_multiplier: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "17")]
+    pub model_code: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "18")]
+    pub last_liquidity: ::core::option::Option<i32>,
+    #[prost(bool, optional, tag = "19")]
+    pub is_price_revision_pending: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "20")]
+    pub submitter: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "21")]
+    pub opt_exercise_or_lapse_type: ::core::option::Option<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ExecutionDetails {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(message, optional, tag = "2")] pub contract: ::core::option::Option<Contract>,
-    #[prost(message, optional, tag = "3")] pub execution: ::core::option::Option<Execution>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    pub contract: ::core::option::Option<Contract>,
+    #[prost(message, optional, tag = "3")]
+    pub execution: ::core::option::Option<Execution>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ExecutionDetailsEnd {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CommissionAndFeesReport {
-    #[prost(string, optional, tag = "1")] pub exec_id: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "2")] pub commission_and_fees: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "3")] pub currency: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "4")] pub realized_pnl: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "5")] pub bond_yield: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "6")] pub yield_redemption_date: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "1")]
+    pub exec_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "2")]
+    pub commission_and_fees: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "3")]
+    pub currency: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "4")]
+    pub realized_pnl: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "5")]
+    pub bond_yield: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "6")]
+    pub yield_redemption_date: ::core::option::Option<::prost::alloc::string::String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct PositionsRequest {
-
-}
+pub struct PositionsRequest {}
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Position {
-    #[prost(string, optional, tag = "1")] pub account: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(message, optional, tag = "2")] pub contract: ::core::option::Option<Contract>,
-    #[prost(string, optional, tag = "3")] pub position: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "4")] pub avg_cost: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "1")]
+    pub account: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(message, optional, tag = "2")]
+    pub contract: ::core::option::Option<Contract>,
+    #[prost(string, optional, tag = "3")]
+    pub position: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "4")]
+    pub avg_cost: ::core::option::Option<f64>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct PositionEnd {
-
-}
+pub struct PositionEnd {}
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AccountSummaryRequest {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "2")] pub group: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "3")] pub tags: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "2")]
+    pub group: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "3")]
+    pub tags: ::core::option::Option<::prost::alloc::string::String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AccountSummary {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "2")] pub account: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "3")] pub tag: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "4")] pub value: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "5")] pub currency: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "2")]
+    pub account: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "3")]
+    pub tag: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub value: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "5")]
+    pub currency: ::core::option::Option<::prost::alloc::string::String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AccountSummaryEnd {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct CurrentTimeRequest {
-
-}
+pub struct CurrentTimeRequest {}
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CurrentTime {
-    #[prost(int64, optional, tag = "1")] pub current_time: ::core::option::Option<i64>,
+    #[prost(int64, optional, tag = "1")]
+    pub current_time: ::core::option::Option<i64>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ContractDataRequest {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(message, optional, tag = "2")] pub contract: ::core::option::Option<Contract>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    pub contract: ::core::option::Option<Contract>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ContractData {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(message, optional, tag = "2")] pub contract: ::core::option::Option<Contract>,
-    #[prost(message, optional, tag = "3")] pub contract_details: ::core::option::Option<ContractDetails>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    pub contract: ::core::option::Option<Contract>,
+    #[prost(message, optional, tag = "3")]
+    pub contract_details: ::core::option::Option<ContractDetails>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ContractDetails {
-    #[prost(string, optional, tag = "1")] pub market_name: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "2")] pub min_tick: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "3")] pub order_types: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "4")] pub valid_exchanges: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "5")] pub price_magnifier: ::core::option::Option<i32>,
-    #[prost(int32, optional, tag = "6")] pub under_con_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "7")] pub long_name: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "8")] pub contract_month: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "9")] pub industry: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "10")] pub category: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "11")] pub subcategory: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "12")] pub time_zone_id: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "13")] pub trading_hours: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "14")] pub liquid_hours: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "15")] pub ev_rule: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "16")] pub ev_multiplier: ::core::option::Option<f64>,
-    #[prost(int32, optional, tag = "18")] pub agg_group: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "19")] pub under_symbol: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "20")] pub under_sec_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "21")] pub market_rule_ids: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "22")] pub real_expiration_date: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "23")] pub stock_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "24")] pub min_size: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "25")] pub size_increment: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "26")] pub suggested_size_increment: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "27")] pub fund_name: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "28")] pub fund_family: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "29")] pub fund_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "30")] pub fund_front_load: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "31")] pub fund_back_load: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "32")] pub fund_back_load_time_interval: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(string, optional, tag = "33")] pub fund_management_fee: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "34")] pub fund_closed: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "35")] pub fund_closed_for_new_investors: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "36")] pub fund_closed_for_new_money: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "37")] pub fund_notify_amount: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "38")] pub fund_minimum_initial_purchase: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(string, optional, tag = "39")] pub fund_minimum_subsequent_purchase: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(string, optional, tag = "40")] pub fund_blue_sky_states: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "41")] pub fund_blue_sky_territories: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(string, optional, tag = "42")] pub fund_distribution_policy_indicator: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(string, optional, tag = "43")] pub fund_asset_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "44")] pub cusip: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "45")] pub issue_date: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "46")] pub ratings: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "47")] pub bond_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "48")] pub coupon: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "49")] pub coupon_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "50")] pub convertible: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "51")] pub callable: ::core::option::Option<bool>,
-    #[prost(bool, optional, tag = "52")] pub puttable: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "53")] pub desc_append: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "54")] pub next_option_date: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "55")] pub next_option_type: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "56")] pub next_option_partial: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "57")] pub bond_notes: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "59")] pub event_contract1: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "60")] pub event_contract_description1: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(string, optional, tag = "61")] pub event_contract_description2: ::core::option::Option< ::prost::alloc::string::String, >,
-    #[prost(string, optional, tag = "62")] pub min_algo_size: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "63")] pub last_price_precision: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "64")] pub last_size_precision: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "65")] pub settlement_method: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "1")]
+    pub market_name: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "2")]
+    pub min_tick: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "3")]
+    pub order_types: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub valid_exchanges: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "5")]
+    pub price_magnifier: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "6")]
+    pub under_con_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "7")]
+    pub long_name: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "8")]
+    pub contract_month: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "9")]
+    pub industry: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "10")]
+    pub category: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "11")]
+    pub subcategory: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "12")]
+    pub time_zone_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "13")]
+    pub trading_hours: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "14")]
+    pub liquid_hours: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "15")]
+    pub ev_rule: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "16")]
+    pub ev_multiplier: ::core::option::Option<f64>,
+    #[prost(int32, optional, tag = "18")]
+    pub agg_group: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "19")]
+    pub under_symbol: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "20")]
+    pub under_sec_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "21")]
+    pub market_rule_ids: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "22")]
+    pub real_expiration_date: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "23")]
+    pub stock_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "24")]
+    pub min_size: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "25")]
+    pub size_increment: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "26")]
+    pub suggested_size_increment: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "27")]
+    pub fund_name: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "28")]
+    pub fund_family: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "29")]
+    pub fund_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "30")]
+    pub fund_front_load: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "31")]
+    pub fund_back_load: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "32")]
+    pub fund_back_load_time_interval: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "33")]
+    pub fund_management_fee: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "34")]
+    pub fund_closed: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "35")]
+    pub fund_closed_for_new_investors: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "36")]
+    pub fund_closed_for_new_money: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "37")]
+    pub fund_notify_amount: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "38")]
+    pub fund_minimum_initial_purchase: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "39")]
+    pub fund_minimum_subsequent_purchase: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "40")]
+    pub fund_blue_sky_states: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "41")]
+    pub fund_blue_sky_territories: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "42")]
+    pub fund_distribution_policy_indicator: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "43")]
+    pub fund_asset_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "44")]
+    pub cusip: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "45")]
+    pub issue_date: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "46")]
+    pub ratings: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "47")]
+    pub bond_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "48")]
+    pub coupon: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "49")]
+    pub coupon_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "50")]
+    pub convertible: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "51")]
+    pub callable: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "52")]
+    pub puttable: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "53")]
+    pub desc_append: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "54")]
+    pub next_option_date: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "55")]
+    pub next_option_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "56")]
+    pub next_option_partial: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "57")]
+    pub bond_notes: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "59")]
+    pub event_contract1: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "60")]
+    pub event_contract_description1: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "61")]
+    pub event_contract_description2: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "62")]
+    pub min_algo_size: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "63")]
+    pub last_price_precision: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "64")]
+    pub last_size_precision: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "65")]
+    pub settlement_method: ::core::option::Option<::prost::alloc::string::String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ContractDataEnd {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HistoricalDataRequest {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(message, optional, tag = "2")] pub contract: ::core::option::Option<Contract>,
-    #[prost(string, optional, tag = "3")] pub end_date_time: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "4")] pub bar_size_setting: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "5")] pub duration: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "6")] pub use_rth: ::core::option::Option<bool>,
-    #[prost(string, optional, tag = "7")] pub what_to_show: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "8")] pub format_date: ::core::option::Option<i32>,
-    #[prost(bool, optional, tag = "9")] pub keep_up_to_date: ::core::option::Option<bool>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    pub contract: ::core::option::Option<Contract>,
+    #[prost(string, optional, tag = "3")]
+    pub end_date_time: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub bar_size_setting: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "5")]
+    pub duration: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "6")]
+    pub use_rth: ::core::option::Option<bool>,
+    #[prost(string, optional, tag = "7")]
+    pub what_to_show: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "8")]
+    pub format_date: ::core::option::Option<i32>,
+    #[prost(bool, optional, tag = "9")]
+    pub keep_up_to_date: ::core::option::Option<bool>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HistoricalData {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(message, repeated, tag = "2")] pub historical_data_bars: ::prost::alloc::vec::Vec<HistoricalDataBar>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(message, repeated, tag = "2")]
+    pub historical_data_bars: ::prost::alloc::vec::Vec<HistoricalDataBar>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HistoricalDataBar {
-    #[prost(string, optional, tag = "1")] pub date: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(double, optional, tag = "2")] pub open: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "3")] pub high: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "4")] pub low: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "5")] pub close: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "6")] pub volume: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "7")] pub wap: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "8")] pub bar_count: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "1")]
+    pub date: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(double, optional, tag = "2")]
+    pub open: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "3")]
+    pub high: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "4")]
+    pub low: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "5")]
+    pub close: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "6")]
+    pub volume: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "7")]
+    pub wap: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "8")]
+    pub bar_count: ::core::option::Option<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HistoricalDataEnd {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "2")] pub start_date_str: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "3")] pub end_date_str: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "2")]
+    pub start_date_str: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "3")]
+    pub end_date_str: ::core::option::Option<::prost::alloc::string::String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RealTimeBarsRequest {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(message, optional, tag = "2")] pub contract: ::core::option::Option<Contract>,
-    #[prost(int32, optional, tag = "3")] pub bar_size: ::core::option::Option<i32>,
-    #[prost(string, optional, tag = "4")] pub what_to_show: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(bool, optional, tag = "5")] pub use_rth: ::core::option::Option<bool>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    pub contract: ::core::option::Option<Contract>,
+    #[prost(int32, optional, tag = "3")]
+    pub bar_size: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "4")]
+    pub what_to_show: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, optional, tag = "5")]
+    pub use_rth: ::core::option::Option<bool>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RealTimeBarTick {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
-    #[prost(int64, optional, tag = "2")] pub time: ::core::option::Option<i64>,
-    #[prost(double, optional, tag = "3")] pub open: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "4")] pub high: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "5")] pub low: ::core::option::Option<f64>,
-    #[prost(double, optional, tag = "6")] pub close: ::core::option::Option<f64>,
-    #[prost(string, optional, tag = "7")] pub volume: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(string, optional, tag = "8")] pub wap: ::core::option::Option<::prost::alloc::string::String>,
-    #[prost(int32, optional, tag = "9")] pub count: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
+    #[prost(int64, optional, tag = "2")]
+    pub time: ::core::option::Option<i64>,
+    #[prost(double, optional, tag = "3")]
+    pub open: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "4")]
+    pub high: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "5")]
+    pub low: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "6")]
+    pub close: ::core::option::Option<f64>,
+    #[prost(string, optional, tag = "7")]
+    pub volume: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "8")]
+    pub wap: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "9")]
+    pub count: ::core::option::Option<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CancelRealTimeBars {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CancelAccountSummary {
-    #[prost(int32, optional, tag = "1")] pub req_id: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: ::core::option::Option<i32>,
 }
-

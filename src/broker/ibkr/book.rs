@@ -2,9 +2,7 @@
 //! turns the gateway's open-order, order-status and execution messages into
 //! [`BrokerEvent`]s, each change once, whichever message (stream or resync) brings it first.
 
-use crate::broker::{
-    BrokerEvent, Fill, OrderPurpose, OrderState, OrderStatus, OrderType, Side,
-};
+use crate::broker::{BrokerEvent, Fill, OrderPurpose, OrderState, OrderStatus, OrderType, Side};
 use rust_decimal::Decimal;
 use std::collections::{HashMap, HashSet};
 

@@ -51,16 +51,16 @@
 pub mod book;
 
 use crate::broker::{
-    Account, Broker, BrokerError, BrokerEvent, BulkClose, Capabilities, EventStream,
-    OrderPurpose, OrderState, OrderStatus, OrderType, Position, Side, Submit, bracket_leg_id,
+    Account, Broker, BrokerError, BrokerEvent, BulkClose, Capabilities, EventStream, OrderPurpose,
+    OrderState, OrderStatus, OrderType, Position, Side, Submit, bracket_leg_id,
 };
 use crate::config::settings::IbkrBroker as IbkrSettings;
 use async_trait::async_trait;
 use book::{Book, Meta, status_of};
 use futures_util::StreamExt;
 use ibapi::Client;
-use ibapi::accounts::{AccountSummaryResult, PositionUpdate};
 use ibapi::accounts::types::AccountGroup;
+use ibapi::accounts::{AccountSummaryResult, PositionUpdate};
 use ibapi::contracts::Contract;
 use ibapi::orders::{
     Action, ExecutionFilter, Executions, OcaType, Order, OrderData, OrderUpdate, Orders,
@@ -467,12 +467,8 @@ impl Inner {
     async fn serve(self: &Arc<Self>, client: Client) -> Result<(), String> {
         let client = Arc::new(client);
         let managed: Vec<String> = client.handshake_managed_accounts().to_vec();
-        let account = match check_account(
-            &self.name,
-            self.paper,
-            self.account.as_deref(),
-            &managed,
-        ) {
+        let account = match check_account(&self.name, self.paper, self.account.as_deref(), &managed)
+        {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(broker = %self.name, error = %e, "ibkr account check failed; this broker's pipelines fail");
@@ -945,9 +941,9 @@ impl IbkrBroker {
         self.inner.client().await?;
         let book = self.inner.book();
         if book.pending.contains(cid) {
-            return Err(self.inner.unavailable(format!(
-                "order {cid}: the gateway has not answered yet"
-            )));
+            return Err(self
+                .inner
+                .unavailable(format!("order {cid}: the gateway has not answered yet")));
         }
         Ok(book.state.get(cid).cloned())
     }
@@ -1143,9 +1139,9 @@ impl Broker for IbkrBroker {
         for (ib, o) in &orders {
             if let Err(e) = client.submit_order(*ib, &contract, o).await {
                 tracing::warn!(broker = %self.name(), client_order_id = %cid, error = %e, "order submission outcome unknown");
-                return Err(self.inner.unavailable(format!(
-                    "order {cid}: sending failed, outcome unknown: {e}"
-                )));
+                return Err(self
+                    .inner
+                    .unavailable(format!("order {cid}: sending failed, outcome unknown: {e}")));
             }
         }
         match self.inner.await_answer(&cid).await {
@@ -1167,9 +1163,7 @@ impl Broker for IbkrBroker {
             let book = self.inner.book();
             (
                 book.cid_to_ib.get(client_order_id).copied(),
-                book.state
-                    .get(client_order_id)
-                    .map(|s| s.status.is_open()),
+                book.state.get(client_order_id).map(|s| s.status.is_open()),
             )
         };
         let Some(ib) = ib else {
@@ -1182,10 +1176,10 @@ impl Broker for IbkrBroker {
             }
             _ => {}
         }
-        let sub = client
-            .cancel_order(ib, "")
-            .await
-            .map_err(|e| self.inner.unavailable(format!("cancel {client_order_id}: {e}")))?;
+        let sub = client.cancel_order(ib, "").await.map_err(|e| {
+            self.inner
+                .unavailable(format!("cancel {client_order_id}: {e}"))
+        })?;
         drop(sub);
         // The order stream reports the outcome (Cancelled, or the fill that beat it).
         Ok(())
@@ -1261,7 +1255,10 @@ impl Broker for IbkrBroker {
                     } else {
                         200
                     },
-                    error: order.reason.clone().filter(|_| order.status == OrderStatus::Rejected),
+                    error: order
+                        .reason
+                        .clone()
+                        .filter(|_| order.status == OrderStatus::Rejected),
                     order: Some(order),
                 }),
                 Err(e) => out.push(BulkClose {
@@ -1294,7 +1291,10 @@ mod tests {
             check_account("b", true, Some("U9"), &managed),
             Err(BrokerError::Unauthorized(_))
         ));
-        assert_eq!(check_account("b", false, Some("U9"), &managed).unwrap(), "U9");
+        assert_eq!(
+            check_account("b", false, Some("U9"), &managed).unwrap(),
+            "U9"
+        );
         assert!(check_account("b", false, Some("X1"), &managed).is_err());
         assert!(check_account("b", true, None, &[]).is_err());
     }

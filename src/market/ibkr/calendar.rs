@@ -7,11 +7,14 @@ use crate::market::live::SessionCalendar;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use std::collections::BTreeMap;
 
+/// The open and close (UTC) of one session.
+pub type Session = (DateTime<Utc>, DateTime<Utc>);
+
 /// Regular sessions by exchange-local date, as IB reported them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IbkrCalendar {
     /// date → open and close (UTC), `None` for a closed day.
-    days: BTreeMap<NaiveDate, Option<(DateTime<Utc>, DateTime<Utc>)>>,
+    days: BTreeMap<NaiveDate, Option<Session>>,
 }
 
 fn local(stamp: &str, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
@@ -27,9 +30,7 @@ impl IbkrCalendar {
     /// York time). Entries that do not parse are skipped; several ranges on one day
     /// (a midday break) span from the first open to the last close.
     pub fn parse(liquid_hours: &[String], time_zone_id: &str) -> IbkrCalendar {
-        let tz: chrono_tz::Tz = time_zone_id
-            .parse()
-            .unwrap_or(chrono_tz::America::New_York);
+        let tz: chrono_tz::Tz = time_zone_id.parse().unwrap_or(chrono_tz::America::New_York);
         let mut days = BTreeMap::new();
         for entry in liquid_hours.iter().flat_map(|e| e.split(';')) {
             let entry = entry.trim();
@@ -43,7 +44,7 @@ impl IbkrCalendar {
                 days.insert(date, None);
                 continue;
             }
-            let mut bounds: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+            let mut bounds: Option<Session> = None;
             for range in rest.split(',') {
                 let Some((from, to)) = range.split_once('-') else {
                     continue;

@@ -334,15 +334,26 @@ impl IbkrData {
                 if let Some(&last) = last_minute.get(symbol) {
                     let now = Utc::now();
                     let from = DateTime::<Utc>::from_timestamp(last + 60, 0).unwrap_or(now);
-                    let to = DateTime::<Utc>::from_timestamp(now.timestamp() - now.timestamp() % 60, 0)
-                        .unwrap_or(now);
+                    let to =
+                        DateTime::<Utc>::from_timestamp(now.timestamp() - now.timestamp() % 60, 0)
+                            .unwrap_or(now);
                     if from < to {
-                        match self.history(symbol, Timeframe::M1, from, to, chrono_tz::UTC).await {
+                        match self
+                            .history(symbol, Timeframe::M1, from, to, chrono_tz::UTC)
+                            .await
+                        {
                             Ok(bars) => {
                                 tracing::info!(%symbol, minutes = bars.len(), "ibkr minutes missed while disconnected backfilled");
                                 for bar in bars {
                                     last_minute.insert(symbol.clone(), bar.ts);
-                                    if tx.send(LiveEvent::Bar { symbol: symbol.clone(), bar }).await.is_err() {
+                                    if tx
+                                        .send(LiveEvent::Bar {
+                                            symbol: symbol.clone(),
+                                            bar,
+                                        })
+                                        .await
+                                        .is_err()
+                                    {
                                         return "receiver gone".into();
                                     }
                                 }
