@@ -254,3 +254,65 @@ fn paper_trading_on_ibkr_end_to_end() {
     );
     d.signal("TERM", Duration::from_secs(15));
 }
+
+/// `ztraded brokers --json DIR`: exit code and the checks.
+fn brokers(dir: &Path) -> (Option<i32>, Vec<serde_json::Value>) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ztraded"))
+        .args(["brokers", "--json"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let checks = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.code(), checks)
+}
+
+#[test]
+fn ztraded_brokers_checks_an_ibkr_account_and_reports_drift() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeTws::start());
+    let tmp = tempfile::tempdir().unwrap();
+    write_config(tmp.path(), &fake, free_port());
+    let (code, checks) = brokers(tmp.path());
+    assert_eq!(code, Some(0), "{checks:?}");
+    let c = &checks[0];
+    assert_eq!(c["name"], "ibkr-paper");
+    assert_eq!(c["kind"], "ibkr");
+    assert_eq!(c["account"], "paper");
+    assert_eq!(c["reachable"], true);
+    assert_eq!(c["authenticated"], true);
+    assert!(c["status"].as_str().unwrap().contains("DU1234567"), "{c}");
+    let cash: f64 = c["balances"]["cash"].as_str().unwrap().parse().unwrap();
+    assert_eq!(cash, 100_000.0, "{c}");
+    // A position nobody owns is drift: exit 1.
+    fake.set_position("MSFT", 5.0, 300.0);
+    let (code, checks) = brokers(tmp.path());
+    assert_eq!(code, Some(1), "{checks:?}");
+    assert_eq!(checks[0]["drift_positions"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_paper_broker_on_a_live_login_fails_its_pipelines() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeTws::with_account("U7654321"));
+    let base = minute_now();
+    fake.set_historical(&history(base));
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(tmp.path(), &fake, port);
+    let mut d = start(tmp.path(), port);
+    d.wait_for("the failed pipeline", Duration::from_secs(30), |d| {
+        d.metric("ztraded_pipelines{state=\"failed\"}") == 1.0
+    });
+    let log = d.log_text();
+    assert!(
+        log.contains(
+            "configured paper = true, but the gateway is logged in to live account U7654321"
+        ),
+        "{}",
+        common::tail(&log, 40)
+    );
+    assert!(fake.placed().is_empty());
+    d.signal("TERM", Duration::from_secs(15));
+}

@@ -115,7 +115,9 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     // Live data (Alpaca) on the wall clock, or the replay data on the simulated clock.
     let live_data = match settings.market_data.source {
         MarketDataSource::Replay => None,
-        MarketDataSource::Alpaca => Some(live::LiveSource::Alpaca(Box::new(alpaca_data(&settings)?))),
+        MarketDataSource::Alpaca => {
+            Some(live::LiveSource::Alpaca(Box::new(alpaca_data(&settings)?)))
+        }
         MarketDataSource::Ibkr => Some(live::LiveSource::Ibkr(ibkr_data(&settings)?)),
     };
     let (clock, replay): (Arc<dyn Clock>, Option<Replay>) = match &live_data {
