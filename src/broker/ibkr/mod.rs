@@ -10,7 +10,8 @@
 //! the order stream, and **resynchronizes** before anything new is submitted: the open
 //! orders of the account, today's executions, and so the fills made while it was away. Only
 //! then are requests served; until then they wait (at most
-//! [`IbkrOptions::ready_wait`]) and answer [`BrokerError::Unavailable`]. When the socket
+//! [`IbkrOptions::ready_wait`]) and answer [`BrokerError::Unavailable`] — at once while the
+//! gateway refuses connections (down, or not logged in). When the socket
 //! drops (IB Gateway restarts once a day) the task reconnects with a doubling backoff
 //! ([`IbkrOptions::reconnect_min`] to [`IbkrOptions::reconnect_max`]) and resynchronizes
 //! again. IB's notice 1100 (the gateway lost its connection to IB) suspends submissions
@@ -137,6 +138,9 @@ struct Session {
     fatal: Option<BrokerError>,
     /// The last connection error, for the `Unavailable` answers.
     last_error: Option<String>,
+    /// The last attempt to connect failed (the gateway is down or not logged in):
+    /// requests answer at once instead of waiting for it.
+    connect_failed: bool,
 }
 
 struct Inner {
@@ -263,6 +267,14 @@ impl Inner {
                         && let Some(c) = &s.client
                     {
                         return Ok((c.clone(), s.account.clone()));
+                    }
+                    if s.connect_failed {
+                        return Err(self.unavailable(format!(
+                            "not connected to {} (client id {}): {}",
+                            self.address,
+                            self.client_id,
+                            s.last_error.clone().unwrap_or_default()
+                        )));
                     }
                 }
                 if rx.changed().await.is_err() {
@@ -549,6 +561,7 @@ impl Inner {
             match self.connect_once().await {
                 Ok(client) => {
                     delay = self.options.reconnect_min;
+                    self.session.send_modify(|s| s.connect_failed = false);
                     match self.serve(client).await {
                         Ok(()) => return,
                         Err(e) => {
@@ -559,8 +572,10 @@ impl Inner {
                 }
                 Err(e) => {
                     tracing::warn!(broker = %self.name, address = %self.address, error = %e, delay_ms = delay.as_millis() as u64, "ibkr connect failed; retrying");
-                    self.session
-                        .send_modify(|s| s.last_error = Some(e.to_string()));
+                    self.session.send_modify(|s| {
+                        s.last_error = Some(e.to_string());
+                        s.connect_failed = true;
+                    });
                     delay = (delay * 2).min(self.options.reconnect_max);
                 }
             }
