@@ -319,6 +319,7 @@ async fn a_bracket_carries_our_order_ref_and_its_legs_work_after_the_fill() {
 async fn cancels_and_rejections_are_reported() {
     let fake = FakeTws::start().await;
     fake.set_price("AAPL", 100.0);
+    fake.set_position("AAPL", 40.0, 95.0);
     let b = broker(&fake);
     let mut rx = b.take_events().unwrap();
 
@@ -355,6 +356,29 @@ async fn cancels_and_rejections_are_reported() {
     assert!(s.reason.as_deref().unwrap().contains("201"), "{s:?}");
     let ev = until(&mut rx, |e| e.kind() == "rejected").await;
     assert_eq!(ev.last().unwrap().order().client_order_id, "zt-rej");
+
+    // Exits are reduce-only: cut to the 40 shares held; none for a symbol not held.
+    b.submit(exit(
+        "zt-big",
+        dec!(500),
+        OrderType::Limit { price: dec!(130) },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(fake.order_by_ref("zt-big").unwrap().quantity, 40.0);
+    let none = Submit::Exit(ExitOrder {
+        client_order_id: "zt-none".into(),
+        pipeline: "p".into(),
+        symbol: "MSFT".into(),
+        position_side: PositionSide::Long,
+        quantity: dec!(5),
+        order_type: OrderType::Market,
+        purpose: OrderPurpose::ExitRule,
+        oco_group: None,
+    });
+    let s = b.submit(none).await.unwrap();
+    assert_eq!(s.status, OrderStatus::Rejected);
+    assert!(fake.order_by_ref("zt-none").is_none());
 
     // An order IB cannot take is refused before it is sent.
     let s = b
@@ -427,6 +451,7 @@ async fn a_disconnect_mid_order_is_resolved_by_order_ref_without_a_duplicate() {
 async fn connectivity_lost_holds_submissions_until_restored() {
     let fake = FakeTws::start().await;
     fake.set_price("AAPL", 100.0);
+    fake.set_position("AAPL", 40.0, 95.0);
     let b = std::sync::Arc::new(broker(&fake));
     b.account().await.unwrap();
     fake.notice(

@@ -29,7 +29,8 @@
 //! children share an OCA group (type 3, reduce with block) so that a target fill shrinks the
 //! stop and a stop fill cancels the targets. The legs carry the ids `<entry>-t1`, `-t2`,
 //! `-sl` ([`crate::broker::bracket_leg_id`]). Exits are plain orders of the opposite side,
-//! stop and limit exits good-till-cancelled. Moving a stop places the same IB order id
+//! stop and limit exits good-till-cancelled; IB has no reduce-only flag for stocks, so an
+//! exit's quantity is cut to the position held (and refused when there is none). Moving a stop places the same IB order id
 //! again with the new stop price and quantity.
 //!
 //! # Idempotency
@@ -1120,6 +1121,45 @@ impl Broker for IbkrBroker {
                 tracing::info!(broker = %self.name(), client_order_id = %cid, "order known by id but not at the gateway; sending it");
             }
         }
+        // Exits are reduce-only: IB has no such flag for stocks, so the quantity is cut to
+        // the position held (nothing is sent when there is none).
+        let (order, plan) = match order {
+            Submit::Exit(mut x) => {
+                let held: Decimal = self
+                    .positions()
+                    .await?
+                    .iter()
+                    .filter(|p| p.symbol == x.symbol)
+                    .map(|p| p.quantity)
+                    .sum();
+                let available = match x.position_side {
+                    crate::broker::PositionSide::Long => held.max(Decimal::ZERO),
+                    crate::broker::PositionSide::Short => (-held).max(Decimal::ZERO),
+                };
+                if available <= Decimal::ZERO {
+                    let reason = format!(
+                        "no {} position in {} to reduce",
+                        x.position_side.as_str(),
+                        x.symbol
+                    );
+                    return Ok(self.reject_recorded(&Submit::Exit(x), reason));
+                }
+                if x.quantity > available {
+                    tracing::info!(broker = %self.name(), client_order_id = %cid, asked = %x.quantity, held = %available, "exit cut to the position held (reduce-only)");
+                    x.quantity = available;
+                }
+                let order = Submit::Exit(x);
+                let plan = match Self::plan(&order) {
+                    Ok(p) => p,
+                    Err(BrokerError::Rejected { reason, .. }) => {
+                        return Ok(self.reject_recorded(&order, reason));
+                    }
+                    Err(e) => return Err(e),
+                };
+                (order, plan)
+            }
+            entry => (entry, plan),
+        };
         let contract = match self.inner.contract(&client, order.symbol()).await {
             Ok(c) => c,
             Err(BrokerError::Rejected { reason, .. }) => {
