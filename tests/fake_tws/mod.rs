@@ -26,6 +26,8 @@
 //!   refuses the next order with an error (201); [`FakeTws::notice`] sends an unsolicited
 //!   notice such as 1100 or 1102; [`FakeTws::disconnect`] drops the connection;
 //!   [`FakeTws::refuse_connections`] makes new connections fail.
+//!
+//! `FAKE_TWS_TRACE=1` prints every message id received and sent.
 #![allow(dead_code)]
 
 pub mod proto;
