@@ -220,14 +220,15 @@ fn pipelines_on_brokers_that_cannot_connect_fail_and_the_others_run() {
     // Added while running: failed with its reason too, not silently ignored.
     let text = std::fs::read_to_string(dir.path().join("pipelines/ibkr-paper-trend.yaml"))
         .unwrap()
-        .replace("enabled: false", "enabled: true");
+        .replace("enabled: false", "enabled: true")
+        .replace("broker: ibkr-paper", "broker: alpaca-paper");
     std::fs::write(dir.path().join("pipelines/ibkr-second.yaml"), text).unwrap();
     d.wait_for("the added pipeline failing", Duration::from_secs(20), |d| {
         d.metric("ztraded_pipelines{state=\"failed\"}") >= 2.0
     });
     let log = d.log_text();
     assert!(
-        log.contains("ibkr-second") && log.contains("ibkr accounts are not connected"),
+        log.contains("ibkr-second") && log.contains("APCA_API_KEY_ID is not set"),
         "{}",
         common::tail(&log, 20)
     );

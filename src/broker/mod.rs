@@ -3,6 +3,7 @@
 //! the broker of a `[brokers.<name>]` setting.
 
 pub mod alpaca;
+pub mod ibkr;
 pub mod sim;
 pub mod types;
 
@@ -202,7 +203,7 @@ pub type Now = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// pipeline owns which order and position).
 ///
 /// # Errors
-/// [`BrokerError::Unsupported`] for a kind this build does not connect, or an Alpaca key
+/// [`BrokerError::Unsupported`] for an Alpaca key
 /// variable that is not set.
 pub fn connect(
     name: &str,
@@ -227,9 +228,6 @@ pub fn connect(
             Ok(Arc::new(sim::SharedSimBroker::new(broker, now)))
         }
         BrokerSettings::Alpaca(config) => alpaca::connect_alpaca(name, config, known),
-        other => Err(BrokerError::Unsupported(format!(
-            "broker {name}: {} accounts are not connected by this build; run the pipelines that use it in simulation or validation mode",
-            other.kind()
-        ))),
+        BrokerSettings::Ibkr(config) => ibkr::connect_ibkr(name, config, known),
     }
 }

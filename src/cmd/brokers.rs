@@ -236,10 +236,39 @@ async fn check(name: &str, settings: &BrokerSettings, store: Option<&Store>) -> 
             }
             read(&mut c, &broker).await;
         }
-        BrokerSettings::Ibkr(_) => {
-            c.error = Some(format!(
-                "broker {name}: ibkr accounts are not connected by this build"
-            ));
+        BrokerSettings::Ibkr(i) => {
+            let known = match store {
+                Some(s) => s
+                    .orders_of_broker(name)
+                    .await
+                    .map(|v| v.into_iter().map(|o| o.state).collect())
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let options = crate::broker::ibkr::IbkrOptions {
+                ready_wait: std::time::Duration::from_secs(10),
+                ..Default::default()
+            };
+            let broker = crate::broker::ibkr::IbkrBroker::new(name, i, known, options);
+            match broker.account_details().await {
+                Ok(d) => {
+                    c.reachable = true;
+                    c.authenticated = Some(true);
+                    c.status = Some(format!(
+                        "logged in (account {}, server version {})",
+                        d.account, d.server_version
+                    ));
+                }
+                Err(e) => {
+                    if matches!(e, crate::broker::BrokerError::Unauthorized(_)) {
+                        c.reachable = true;
+                        c.authenticated = Some(false);
+                    }
+                    c.error = Some(e.to_string());
+                    return c;
+                }
+            }
+            read(&mut c, &broker).await;
         }
     }
     c

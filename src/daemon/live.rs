@@ -1,5 +1,5 @@
-//! The daemon's market loop on live data (`[market_data] source = "alpaca"`): Alpaca's
-//! minute bars, aggregated to each symbol's data timeframe, delivered to the brokers and
+//! The daemon's market loop on live data (`[market_data] source = "alpaca"` or `"ibkr"`):
+//! Alpaca's minute bars or IB's (made from its 5-second real-time bars), aggregated to each symbol's data timeframe, delivered to the brokers and
 //! then to the pipelines they concern — the same step as the replay's
 //! ([`super::market::deliver`]), on the wall clock.
 //!
@@ -29,6 +29,7 @@
 use super::registry::Registry;
 use crate::engine::core::{BarBatch, BarEvent, DataNeed};
 use crate::market::alpaca::{AlpacaData, LiveEvent, StreamStatus};
+use crate::market::ibkr::IbkrData;
 use crate::market::live::{LiveBars, SharedCalendar};
 use crate::market::{Bar, Timeframe};
 use crate::runtime::{Account, LiveHub};
@@ -79,10 +80,74 @@ impl LiveMarket {
     }
 }
 
+/// The stock whose liquid hours are the session calendar of IBKR data (an NYSE Arca ETF
+/// with the regular US session).
+pub const IBKR_CALENDAR_SYMBOL: &str = "SPY";
+
+/// Where live bars come from.
+#[derive(Clone, Debug)]
+pub enum LiveSource {
+    /// Alpaca's market data (REST and streams).
+    Alpaca(Box<AlpacaData>),
+    /// Interactive Brokers through TWS / IB Gateway.
+    Ibkr(IbkrData),
+}
+
+impl LiveSource {
+    fn stream(&self, symbols: watch::Receiver<BTreeSet<String>>) -> mpsc::Receiver<LiveEvent> {
+        match self {
+            LiveSource::Alpaca(d) => d.stream(symbols),
+            LiveSource::Ibkr(d) => d.stream(symbols),
+        }
+    }
+
+    async fn bars(
+        &self,
+        symbols: &[String],
+        timeframe: Timeframe,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        tz: chrono_tz::Tz,
+    ) -> Result<BTreeMap<String, Vec<Bar>>, String> {
+        match self {
+            LiveSource::Alpaca(d) => d
+                .bars(symbols, timeframe, start, end)
+                .await
+                .map_err(|e| e.to_string()),
+            LiveSource::Ibkr(d) => d
+                .bars(symbols, timeframe, start, end, tz)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The session calendar of the source: Alpaca's calendar, or IB's liquid hours of
+    /// [`IBKR_CALENDAR_SYMBOL`]; our NYSE calendar where it cannot be read.
+    pub(crate) async fn calendar(&self) -> Arc<dyn crate::market::live::SessionCalendar> {
+        match self {
+            LiveSource::Alpaca(d) => super::alpaca_calendar(d).await,
+            LiveSource::Ibkr(d) => match d.calendar(IBKR_CALENDAR_SYMBOL).await {
+                Ok(c) if !c.is_empty() => {
+                    info!(days = c.len(), "ibkr session hours read");
+                    Arc::new(c)
+                }
+                Ok(_) => {
+                    warn!("ibkr reported no session hours; sessions follow the NYSE calendar");
+                    Arc::new(crate::market::calendar::UsEquityCalendar)
+                }
+                Err(e) => {
+                    warn!(error = %e, "ibkr session hours not read; sessions follow the NYSE calendar");
+                    Arc::new(crate::market::calendar::UsEquityCalendar)
+                }
+            },
+        }
+    }
+}
+
 /// What the live loop works with.
 pub struct LiveLoop {
-    /// Alpaca's market data (REST and streams).
-    pub data: AlpacaData,
+    /// The market data (history and live bars).
+    pub data: LiveSource,
     /// The bars kept for the pipelines.
     pub hub: Arc<LiveHub>,
     /// The account (brokers, ledger, store, metrics).
@@ -211,7 +276,7 @@ impl LiveLoop {
                     }
                 }
                 _ = refresh.tick() => {
-                    self.calendar.replace(super::alpaca_calendar(&self.data).await);
+                    self.calendar.replace(self.data.calendar().await);
                 }
                 _ = &mut notified => continue,
             }
@@ -348,7 +413,7 @@ impl LiveLoop {
                 .unwrap_or(86_400);
             let start = now - ChronoDuration::seconds(span);
             let started = std::time::Instant::now();
-            let bars = match self.data.bars(&names, tf, start, now).await {
+            let bars = match self.data.bars(&names, tf, start, now, self.tz).await {
                 Ok(b) => b,
                 Err(e) => {
                     error!(symbols = ?names, timeframe = tf.as_str(), error = %e, "warm-up bars not read: the pipelines on these symbols fail with no market data");
@@ -362,7 +427,11 @@ impl LiveLoop {
             let mut minutes = BTreeMap::new();
             if tf != Timeframe::M1 {
                 let from = tf.period_start(now, self.tz);
-                match self.data.bars(&names, Timeframe::M1, from, now).await {
+                match self
+                    .data
+                    .bars(&names, Timeframe::M1, from, now, self.tz)
+                    .await
+                {
                     Ok(m) => minutes = m,
                     Err(e) => {
                         warn!(symbols = ?names, error = %e, "minutes of the period in progress not read: its bar is skipped")
@@ -375,7 +444,11 @@ impl LiveLoop {
             let mut daily = BTreeMap::new();
             if tf.is_intraday() {
                 let from = now - ChronoDuration::days(460);
-                match self.data.bars(&names, Timeframe::D1, from, now).await {
+                match self
+                    .data
+                    .bars(&names, Timeframe::D1, from, now, self.tz)
+                    .await
+                {
                     Ok(d) => daily = d,
                     Err(e) => {
                         warn!(symbols = ?names, error = %e, "daily closes not read: the correlation rule sees intraday ones only")

@@ -146,12 +146,10 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
     // Live data (Alpaca) on the wall clock, or the replay data on the simulated clock.
     let live_data = match settings.market_data.source {
         MarketDataSource::Replay => None,
-        MarketDataSource::Alpaca => Some(alpaca_data(&settings)?),
-        other => {
-            return Err(DaemonError::MarketData(format!(
-                "market data source {other:?} is not connected by this daemon build; use source = \"replay\" or \"alpaca\""
-            )));
+        MarketDataSource::Alpaca => {
+            Some(live::LiveSource::Alpaca(Box::new(alpaca_data(&settings)?)))
         }
+        MarketDataSource::Ibkr => Some(live::LiveSource::Ibkr(ibkr_data(&settings)?)),
     };
     let (clock, replay): (Arc<dyn Clock>, Option<Replay>) = match &live_data {
         Some(_) => (Arc::new(WallClock), None),
@@ -278,7 +276,7 @@ pub async fn run(dir: PathBuf) -> Result<(), DaemonError> {
         (None, Some(data)) => {
             let hub = Arc::new(crate::runtime::LiveHub::new(tz));
             let calendar = Arc::new(crate::market::live::SharedCalendar::new(
-                alpaca_calendar(&data).await,
+                data.calendar().await,
             ));
             hub.set_calendar(Arc::clone(&calendar) as _);
             let (handle, task) = live::LiveLoop {
@@ -683,6 +681,26 @@ fn alpaca_data(
         }
         _ => Err(DaemonError::MarketData(format!(
             "[market_data] broker = \"{name}\" is not an [brokers.{name}] of kind alpaca"
+        ))),
+    }
+}
+
+/// The IB market data of `[market_data] broker` (an `[brokers.<name>]` of kind ibkr; its
+/// own API connection with client id `client_id + 1`).
+fn ibkr_data(
+    settings: &crate::config::settings::Settings,
+) -> Result<crate::market::ibkr::IbkrData, DaemonError> {
+    let Some(name) = settings.market_data.broker.as_deref() else {
+        return Err(DaemonError::MarketData(
+            "[market_data] source = \"ibkr\" needs broker = \"<name>\" naming an [brokers.<name>] of kind ibkr".into(),
+        ));
+    };
+    match settings.brokers.get(name) {
+        Some(crate::config::settings::BrokerSettings::Ibkr(i)) => {
+            Ok(crate::market::ibkr::IbkrData::new(i))
+        }
+        _ => Err(DaemonError::MarketData(format!(
+            "[market_data] broker = \"{name}\" is not an [brokers.{name}] of kind ibkr"
         ))),
     }
 }

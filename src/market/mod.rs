@@ -2,6 +2,7 @@
 pub mod alpaca;
 pub mod bar;
 pub mod calendar;
+pub mod ibkr;
 pub mod indicators;
 pub mod live;
 pub mod replay;
