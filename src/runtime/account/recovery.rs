@@ -135,51 +135,8 @@ impl Account {
             }
         }
         for intent in store.pending_intents().await? {
-            let known = match self.slots.get(&intent.broker) {
-                Some(slot) => slot
-                    .broker
-                    .order(&intent.client_order_id)
-                    .await
-                    .ok()
-                    .flatten(),
-                None => None,
-            };
-            match known {
-                Some(state) => {
-                    info!(client_order_id = %intent.client_order_id, "pending intent found at the broker; recorded as submitted");
-                    lock(&self.ledger).track(&intent.broker, &state);
-                    let snapshot = self
-                        .slots
-                        .get(&intent.broker)
-                        .and_then(|s| s.broker.snapshot());
-                    store
-                        .record_intent_submitted(
-                            &intent.client_order_id,
-                            &state,
-                            snapshot.as_deref(),
-                            now,
-                        )
-                        .await?;
-                    // Working or filled while the daemon was down (its fill is booked from
-                    // the broker's events next): either way the trade opens with its stop
-                    // and targets.
-                    if let IntentOrder::Entry(plan) = &intent.order
-                        && (state.status.is_open() || state.filled_quantity > Decimal::ZERO)
-                    {
-                        lock(&self.ledger).expect_entry(plan, false, "");
-                    }
-                }
-                None => {
-                    warn!(client_order_id = %intent.client_order_id, pipeline = %intent.pipeline, "intent never reached the broker before the daemon stopped; recorded as failed, not resent");
-                    store
-                        .mark_intent_failed(
-                            &intent.client_order_id,
-                            "not submitted: the daemon stopped between the intent and the submission",
-                            now,
-                        )
-                        .await?;
-                }
-            }
+            self.settle_intent(&store, &intent, now, Settle::Restart)
+                .await?;
         }
         // The events of those lookups (and any the brokers sent since the start): fills
         // booked onto the trades, legs placed.
@@ -337,39 +294,8 @@ impl Account {
             }
         }
         for intent in intents {
-            let known = match self.slots.get(&intent.broker) {
-                Some(slot) => slot
-                    .broker
-                    .order(&intent.client_order_id)
-                    .await
-                    .ok()
-                    .flatten(),
-                None => None,
-            };
-            match known {
-                Some(state) => {
-                    info!(client_order_id = %intent.client_order_id, %pipeline, "the previous holder's pending intent is at the broker; recorded as submitted");
-                    lock(&self.ledger).track(&intent.broker, &state);
-                    store
-                        .record_intent_submitted(&intent.client_order_id, &state, None, now)
-                        .await?;
-                    if let IntentOrder::Entry(plan) = &intent.order
-                        && (state.status.is_open() || state.filled_quantity > Decimal::ZERO)
-                    {
-                        lock(&self.ledger).expect_entry(plan, false, "");
-                    }
-                }
-                None => {
-                    warn!(client_order_id = %intent.client_order_id, %pipeline, "the previous holder's intent never reached the broker; recorded as failed, not resent");
-                    store
-                        .mark_intent_failed(
-                            &intent.client_order_id,
-                            "not submitted: the lease passed to another daemon between the intent and the submission",
-                            now,
-                        )
-                        .await?;
-                }
-            }
+            self.settle_intent(&store, &intent, now, Settle::Takeover)
+                .await?;
         }
         for name in self.slots.keys() {
             self.pump_locked(name).await;
@@ -377,4 +303,71 @@ impl Account {
         self.update_position_metrics();
         Ok(())
     }
+
+    /// Settles an intent left pending (written, its submission's answer never recorded) by
+    /// asking its broker for the order by client order id: found, it is recorded as
+    /// submitted and tracked (an entry working or filled opens its trade with its stop and
+    /// targets, its fill booked from the broker's events next); not found, it never
+    /// reached the broker and is recorded as failed. Never sent again either way.
+    async fn settle_intent(
+        &self,
+        store: &crate::store::Store,
+        intent: &crate::store::OrderIntent,
+        now: i64,
+        why: Settle,
+    ) -> Result<(), StoreError> {
+        let slot = self.slots.get(&intent.broker);
+        let known = match slot {
+            Some(slot) => slot
+                .broker
+                .order(&intent.client_order_id)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let Some(state) = known else {
+            let reason = match why {
+                Settle::Restart => {
+                    warn!(client_order_id = %intent.client_order_id, pipeline = %intent.pipeline, "intent never reached the broker before the daemon stopped; recorded as failed, not resent");
+                    "not submitted: the daemon stopped between the intent and the submission"
+                }
+                Settle::Takeover => {
+                    warn!(client_order_id = %intent.client_order_id, pipeline = %intent.pipeline, "the previous holder's intent never reached the broker; recorded as failed, not resent");
+                    "not submitted: the lease passed to another daemon between the intent and the submission"
+                }
+            };
+            return store
+                .mark_intent_failed(&intent.client_order_id, reason, now)
+                .await;
+        };
+        match why {
+            Settle::Restart => {
+                info!(client_order_id = %intent.client_order_id, "pending intent found at the broker; recorded as submitted")
+            }
+            Settle::Takeover => {
+                info!(client_order_id = %intent.client_order_id, pipeline = %intent.pipeline, "the previous holder's pending intent is at the broker; recorded as submitted")
+            }
+        }
+        lock(&self.ledger).track(&intent.broker, &state);
+        let snapshot = slot.and_then(|s| s.broker.snapshot());
+        store
+            .record_intent_submitted(&intent.client_order_id, &state, snapshot.as_deref(), now)
+            .await?;
+        if let IntentOrder::Entry(plan) = &intent.order
+            && (state.status.is_open() || state.filled_quantity > Decimal::ZERO)
+        {
+            lock(&self.ledger).expect_entry(plan, false, "");
+        }
+        Ok(())
+    }
+}
+
+/// Why a pending intent is settled (the log line and the failure reason say it).
+#[derive(Clone, Copy)]
+enum Settle {
+    /// At start, after a stop of this daemon.
+    Restart,
+    /// At the takeover of a pipeline whose lease another daemon held.
+    Takeover,
 }
